@@ -1,0 +1,105 @@
+"""The `kdsearch` command: thin wrappers that parse flags, load the config and call one function.
+
+User mistakes (KDSearchError) print one line and exit 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import KDSearchError
+
+app = typer.Typer(help="Find small, fast student CNNs by knowledge distillation and Optuna search.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Print a KDSearchError as one line and exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KDSearchError as exc:
+            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+Opt = typer.Option
+
+
+@app.command()
+@user_errors
+def run(
+    study_file: Annotated[Optional[Path], typer.Argument(help="TOML study definition (see studies/).")] = None,
+    teacher: Annotated[Optional[str], Opt(help="Teacher architecture: resnet18/34/50/101, inception_v3, resnet20/32/44/56/110.")] = None,
+    teacher_weights: Annotated[Optional[str], Opt(help="Checkpoint file for the teacher architecture.")] = None,
+    trust_pickle: Annotated[Optional[bool], Opt("--trust-pickle", help="Allow full unpickling of a trusted teacher checkpoint.")] = None,
+    teacher_epochs: Annotated[Optional[int], Opt(help="Epochs to train/fine-tune the teacher on the data (default: auto).")] = None,
+    teacher_input_size: Annotated[Optional[int], Opt(help="Input size the teacher sees (images are resized).")] = None,
+    no_pretrained: Annotated[Optional[bool], Opt("--no-pretrained", help="Do not try ImageNet weights.")] = None,
+    dataset: Annotated[Optional[str], Opt(help="cifar10, cifar100, mnist, fashion-mnist, svhn, imagefolder, digits.")] = None,
+    data_dir: Annotated[Optional[str], Opt(help="Dataset root, or the imagefolder folder / .tar.gz.")] = None,
+    val_fraction: Annotated[Optional[float], Opt(help="Validation split carved from the training data.")] = None,
+    subset: Annotated[Optional[int], Opt(help="Train students on a stratified subset of N images.")] = None,
+    trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
+    epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
+    sampler: Annotated[Optional[str], Opt(help="tpe, nsga2, gp or random.")] = None,
+    pruner: Annotated[Optional[str], Opt(help="median or none.")] = None,
+    objectives: Annotated[Optional[str], Opt(help="Comma list, e.g. accuracy,params,latency or accuracy,params,macs.")] = None,
+    seed: Annotated[Optional[int], Opt(help="Seed for splits, sampler and training.")] = None,
+    timeout: Annotated[Optional[float], Opt(help="Stop starting new trials after this many seconds.")] = None,
+    device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps.")] = None,
+    storage: Annotated[Optional[str], Opt(help="Optuna storage URL (default: SQLite in the run folder).")] = None,
+    study_name: Annotated[Optional[str], Opt(help="Study name (default: from the study file, or 'kdsearch').")] = None,
+    run_dir: Annotated[Optional[str], Opt(help="Run folder (default: runs/<study-name>).")] = None,
+) -> None:
+    """Run (or resume) a distillation search and print its Pareto front."""
+    from .config import load_config
+    from .report import pareto_table
+    from .search import run_search
+
+    overrides = {
+        "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
+        "timeout": timeout, "device": device, "storage": storage, "run_dir": run_dir,
+        "objectives": objectives.split(",") if objectives else None,
+        "pruner.name": pruner,
+        "teacher.name": teacher, "teacher.weights": teacher_weights, "teacher.trust_pickle": trust_pickle,
+        "teacher.epochs": teacher_epochs, "teacher.input_size": teacher_input_size,
+        "teacher.pretrained": False if no_pretrained else None,
+        "data.dataset": dataset, "data.data_dir": data_dir, "data.val_fraction": val_fraction, "data.subset": subset,
+    }
+    cfg = load_config(study_file, overrides)
+    study = run_search(cfg, console)
+    console.print(pareto_table(study))
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")]) -> None:
+    """Print the Pareto table of a run."""
+    from .report import pareto_table
+    from .search import RUN_FILE, make_storage
+
+    run_file = run_dir / RUN_FILE
+    if not run_file.is_file():
+        raise KDSearchError(f"{run_dir} is not a kdsearch run folder (no {RUN_FILE})")
+    import optuna
+
+    info = json.loads(run_file.read_text())
+    study = optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
+    console.print(pareto_table(study))
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    sys.exit(app())

@@ -1,0 +1,81 @@
+"""The distillation loss, the replayable augmentation and the training loop."""
+
+import math
+
+import pytest
+import torch
+
+from kdsearch.augment import apply_views, decode_view, identity_view, num_views, random_views
+from kdsearch.distill import NonFiniteLoss, accuracy, kd_loss, make_optimizer, train_epoch
+
+
+def test_kd_loss_matches_hand_computed_value():
+    # student [1, 2, 0], teacher [0, 1, 0], label 1, T = 2, alpha = 0.5, worked out by hand:
+    # p_t = softmax([0, .5, 0]) = [.2741, .4519, .2741]; q_s = softmax([.5, 1, 0]) = [.3072, .5065, .1863]
+    # KL(p_t || q_s) = 0.0229272; CE = -log softmax([1, 2, 0])[1] = 0.4076060
+    # loss = 0.5 * 4 * 0.0229272 + 0.5 * 0.4076060 = 0.2496574
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0, 0.0]])
+    loss = kd_loss(s, t, torch.tensor([1]), temperature=2.0, alpha=0.5)
+    assert loss.item() == pytest.approx(0.2496574037, abs=1e-6)
+
+
+def test_kd_loss_is_batchmean_and_reduces_to_ce():
+    torch.manual_seed(0)
+    s, t, y = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    whole = kd_loss(s, t, y, temperature=3.0, alpha=0.7)
+    per_sample = torch.stack([kd_loss(s[i:i + 1], t[i:i + 1], y[i:i + 1], 3.0, 0.7) for i in range(4)])
+    assert whole.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert kd_loss(s, t, y, 3.0, 0.0).item() == pytest.approx(ce.item())
+    assert kd_loss(s, None, y, 3.0, 0.9).item() == pytest.approx(ce.item())
+    # alpha = 1: pure distillation, zero when student equals teacher
+    assert kd_loss(t, t, y, 4.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("pad,flip", [(0, False), (2, False), (4, True), (1, True)])
+def test_views_replay_and_cover_every_offset(pad, flip):
+    x = torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8)
+    views = random_views(6, pad, flip, torch.Generator().manual_seed(1))
+    a = apply_views(x, views, pad, flip)
+    b = apply_views(x.clone(), views.clone(), pad, flip)
+    assert torch.equal(a, b) and a.shape == x.shape
+    ident = torch.full((6,), identity_view(pad, flip))
+    assert torch.equal(apply_views(x, ident, pad, flip), x)
+    dy, dx, flipped = decode_view(torch.arange(num_views(pad, flip)), pad, flip)
+    assert len({(int(a), int(b), bool(c)) for a, b, c in zip(dy, dx, flipped)}) == num_views(pad, flip)
+
+
+def test_view_is_the_expected_shift_and_flip():
+    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    # pad 1, flip: view id = (dy * 3 + dx) * 2 + flipped; dy = 2, dx = 0 shifts the image up, right
+    v = torch.tensor([(2 * 3 + 0) * 2 + 1])
+    out = apply_views(x, v, 1, True)[0, 0]
+    flipped = x[0, 0].flip(1)
+    expected = torch.zeros(4, 4, dtype=torch.uint8)
+    expected[:3, 1:] = flipped[1:, :3]
+    assert torch.equal(out, expected)
+
+
+def _toy(n=64):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = (y[:, None, None, None] * 200 + torch.randint(0, 40, (n, 1, 8, 8), generator=g)).to(torch.uint8)
+    return x, y
+
+
+def test_train_epoch_learns_and_flags_nan():
+    from kdsearch.students import StudentSpec, build
+
+    x, y = _toy()
+    torch.manual_seed(0)
+    model = build(StudentSpec(in_channels=1, num_classes=2, image_size=8, channels=[4]))
+    opt, sched = make_optimizer(model, "adamw", 1e-2, 0.0, 5 * 4)
+    for _ in range(5):
+        train_epoch(model, x, y, opt, sched, batch_size=16, pad=1, flip=False, generator=torch.Generator().manual_seed(0))
+    assert accuracy(model, x, y) > 0.9
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss):
+        train_epoch(model, x, y, opt, None, batch_size=16, pad=0, flip=False, generator=torch.Generator())
