@@ -19,8 +19,9 @@ from .errors import KDSearchError
 
 app = typer.Typer(help="Find small, fast student CNNs by knowledge distillation and Optuna search.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console()
-err_console = Console(stderr=True)
+# Wide when piped to a log: the Pareto table's architecture column stays on one line.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def user_errors(fn):

@@ -53,6 +53,8 @@ class TrainConfig:
     batch_size: int = 128
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    teacher_cache: bool = True  # cache teacher logits per (image, view); False = online teacher
+    views: int = 16  # cached views per image (every view when this covers them all)
 
 
 @dataclass
@@ -199,6 +201,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise KDSearchError("trials and epochs must be at least 1")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise KDSearchError(f"val_fraction: must lie strictly between 0 and 1, got {cfg.data.val_fraction}")
+    if cfg.train.views < 1:
+        raise KDSearchError("views: must be at least 1")
     if cfg.data.subset < 0:
         raise KDSearchError("subset: must be 0 (all) or a positive count")
     if cfg.teacher.epochs is not None and cfg.teacher.epochs < 0:

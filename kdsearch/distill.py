@@ -86,26 +86,28 @@ def train_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                 scheduler, *, batch_size: int, pad: int, flip: bool, generator: torch.Generator,
                 teacher: nn.Module | None = None, temperature: float = 1.0, alpha: float = 0.0,
-                label_smoothing: float = 0.0, teacher_logits: Callable | None = None,
+                label_smoothing: float = 0.0, cache=None,
                 on_step: Callable[[int], None] | None = None) -> float:
     """One epoch over (x, y) (uint8 images and labels already on the device); returns mean loss.
 
-    The teacher's targets come from `teacher_logits(index, views, images)` when given (a
-    cache), else from a forward pass of `teacher` on exactly the view the student sees.
+    With a logit cache (kdsearch.logits.LogitCache), each image is shown as one of its cached
+    views against exactly that view's teacher logits; otherwise views are drawn at random and
+    the teacher runs online on exactly the view the student sees.
     """
     model.train()
     device = x.device
     total = torch.zeros((), device=device)
     steps = 0
     for idx in train_batches(len(y), batch_size, generator):
-        views = random_views(len(idx), pad, flip, generator)
+        t_logits = None
+        if cache is not None and alpha > 0:
+            views, t_logits = cache.draw(idx, generator)
+        else:
+            views = random_views(len(idx), pad, flip, generator)
         idx_d = idx.to(device, non_blocking=True)
         images = apply_views(to_float(x[idx_d]), views, pad, flip).contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            t_logits = None
-            if teacher_logits is not None:
-                t_logits = teacher_logits(idx, views, images)
-            elif teacher is not None and alpha > 0:
+            if t_logits is None and teacher is not None and alpha > 0:
                 with torch.no_grad():
                     t_logits = teacher(images)
             logits = model(images)

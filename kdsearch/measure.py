@@ -7,10 +7,15 @@ pruner act early; latency is measured, so the thread count is fixed and recorded
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
+
+# torch.utils.benchmark imports cpp_extension, which warns about a missing CUDA toolkit on
+# CPU-only machines although nothing here compiles: keep that line out of the user's output.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils.benchmark import Timer  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -34,6 +39,6 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], threads: int = 1,
     x = torch.rand(1, *input_shape)
     with torch.no_grad():
         model(x)  # warm-up outside the timed region
-    timer = Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads,
-                  setup="import torch; torch.set_grad_enabled(False)")
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    timer = Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
+    with torch.no_grad():  # scoped here: a grad-mode change in the Timer's setup would leak
+        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3

@@ -25,6 +25,7 @@ from .config import SPACE_KINDS, StudyConfig
 from .data import DataSplits, Split, load_data, stratified_subset
 from .distill import NonFiniteLoss, accuracy, make_optimizer, resolve_device, steps_per_epoch, train_epoch
 from .errors import KDSearchError
+from .logits import LogitCache, build_or_load, cache_key
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
 from .students import StudentSpec, build, sample_spec, suggest
 from .teachers import TeacherResult, prepare_teacher
@@ -40,7 +41,9 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         path = url.removeprefix("journal:")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except Exception as exc:  # bad URL, unreachable server, missing driver
         raise KDSearchError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
 
@@ -96,6 +99,7 @@ class TrialContext:
     teacher: TeacherResult
     device: torch.device
     pruner: Pruner
+    cache: LogitCache | None = None  # teacher logits per (image, view); None = online teacher
     progress: Progress | None = None
 
 
@@ -139,6 +143,7 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
             train_epoch(model, ctx.x_train, ctx.y_train, opt, sched, batch_size=cfg.train.batch_size,
                         pad=data.pad, flip=data.flip, generator=generator, teacher=ctx.teacher.model,
                         temperature=hp["temperature"], alpha=hp["alpha"], label_smoothing=cfg.train.label_smoothing,
+                        cache=ctx.cache,
                         on_step=(lambda s, e=epoch: ctx.progress.update(task, completed=e * steps + s)) if task is not None else None)
             curve.append(accuracy(model, ctx.x_val, ctx.y_val))
             trial.set_user_attr(CURVE, curve)
@@ -199,7 +204,21 @@ def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.St
     ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=teacher, device=device,
                        pruner=make_pruner(cfg.pruner))
+    if cfg.train.teacher_cache:
+        ctx.cache = teacher_logit_cache(ctx, console)
     return ctx, study
+
+
+def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
+    """Load or build (once, for all trials and workers) the teacher logits of the student train split."""
+    cfg, data = ctx.cfg, ctx.data
+    key = cache_key(ctx.teacher.key, ctx.train.x, ctx.train.y, data.pad, data.flip, cfg.train.views, cfg.seed)
+    with Progress(console=console, transient=True) as progress:
+        cache = build_or_load(ctx.teacher.model, ctx.x_train, pad=data.pad, flip=data.flip, k=cfg.train.views,
+                              seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress)
+    console.print(f"teacher logits: {cache.k} views x {len(ctx.train)} images "
+                  + ("built" if cache.built else "loaded") + f" ({cache.path.name})")
+    return cache
 
 
 def run_search(cfg: StudyConfig, console: Console | None = None) -> optuna.Study:

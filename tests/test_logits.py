@@ -1,0 +1,50 @@
+"""The teacher-logit cache: exact per view, keyed by everything it depends on, built once."""
+
+import torch
+from torch import nn
+
+from kdsearch.augment import apply_views, identity_view, num_views, to_float
+from kdsearch.logits import build_or_load, cache_key, choose_views
+
+
+def teacher() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+
+
+def data(n=20):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, 6, 6), dtype=torch.uint8, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def test_cached_logits_equal_a_fresh_forward_on_the_same_view(tmp_path):
+    x, y = data()
+    t = teacher()
+    cache = build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path, batch_size=7)
+    assert cache.built and cache.views.shape == (20, 4) and cache.logits.dtype == torch.float16
+    assert (cache.views[:, 0] == identity_view(1, True)).all()  # the plain image is always cached
+    idx = torch.tensor([3, 3, 11, 0, 19])
+    views, logits = cache.draw(idx, torch.Generator().manual_seed(5))
+    fresh = t(apply_views(to_float(x[idx]), views, 1, True))
+    torch.testing.assert_close(logits.float(), fresh, atol=1e-2, rtol=1e-2)  # fp16 storage
+    again = build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path)
+    assert not again.built and torch.equal(again.logits, cache.logits) and torch.equal(again.views, cache.views)
+
+
+def test_all_views_when_k_covers_them():
+    v = choose_views(3, 100, pad=1, flip=False, seed=0)
+    assert v.shape == (3, num_views(1, False)) and (v == torch.arange(9)).all()
+    v = choose_views(50, 5, pad=2, flip=True, seed=0)
+    assert all(len(set(row.tolist())) == 5 for row in v)
+
+
+def test_key_changes_with_teacher_data_and_augmentation():
+    x, y = data()
+    base = cache_key("teacherA", x, y, 1, True, 4, 0)
+    assert base == cache_key("teacherA", x.clone(), y.clone(), 1, True, 4, 0)
+    x2 = x.clone()
+    x2[0, 0, 0, 0] ^= 1
+    others = {cache_key("teacherB", x, y, 1, True, 4, 0), cache_key("teacherA", x2, y, 1, True, 4, 0),
+              cache_key("teacherA", x, y, 2, True, 4, 0), cache_key("teacherA", x, y, 1, False, 4, 0),
+              cache_key("teacherA", x, y, 1, True, 8, 0)}
+    assert base not in others and len(others) == 5

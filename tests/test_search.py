@@ -1,0 +1,155 @@
+"""End to end through the CLI on tiny generated data: run, resume, Pareto table, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from kdsearch import search
+from kdsearch.cli import app
+from kdsearch.distill import NonFiniteLoss
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """3 classes of 8x8 RGB images whose colour gives the class away (learnable in a few steps)."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 10)):
+        for c, name in enumerate(["red", "green", "blue"]):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def args(folder, run_dir, *extra):
+    return ["run", "--dataset", "imagefolder", "--data-dir", str(folder), "--teacher", "resnet20",
+            "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",
+            "--run-dir", str(run_dir), "--study-name", "tiny", *extra]
+
+
+def load(run_dir):
+    info = json.loads((run_dir / "run.json").read_text())
+    return optuna.load_study(study_name=info["study_name"], storage=search.make_storage(info["storage"]))
+
+
+def test_run_resume_and_report(folder, tmp_path):
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "3"))
+    assert result.exit_code == 0, result.output
+    assert "Pareto front" in result.output and "teacher resnet20" in result.output
+    study = load(run_dir)
+    assert len(search.finished_trials(study)) == 3
+    assert study.metric_names == ["val_accuracy", "params", "latency_ms"]
+    assert study.user_attrs["teacher"]["name"] == "resnet20"
+    for t in study.trials:
+        assert (search.trial_dir(run_dir, t.number) / "student.safetensors").is_file()
+        assert len(t.user_attrs["curve"]) >= 1
+
+    # the same command again: the study already holds 3 finished trials, nothing runs
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "3"))
+    assert result.exit_code == 0 and "nothing to run" in result.output
+    assert len(load(run_dir).trials) == 3
+    # --trials 5 means five finished in all, not five more; the teacher comes from the cache
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "5"))
+    assert result.exit_code == 0, result.output
+    assert "(cached)" in result.output
+    assert len(search.finished_trials(load(run_dir))) == 5
+
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0 and "Pareto front" in result.output
+
+
+def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
+    real = search.train_epoch
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise NonFiniteLoss("training loss became nan")
+        return real(*a, **k)
+
+    monkeypatch.setattr(search, "train_epoch", flaky)
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none"))
+    assert result.exit_code == 0, result.output
+    states = [t.state for t in load(run_dir).trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+
+
+def test_repeatable_with_a_seed(folder, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        result = runner.invoke(app, args(folder, tmp_path / name, "--trials", "2", "--seed", "3"))
+        assert result.exit_code == 0, result.output
+        runs.append([(t.params, t.user_attrs["curve"]) for t in load(tmp_path / name).trials])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--dataset", "imagenet"], "not one of"),
+    (["--teacher", "resnet9000"], "resnet9000"),
+    (["--sampler", "grid"], "not one of"),
+])
+def test_bad_flags_exit_2_with_one_line(folder, tmp_path, extra, match):
+    result = runner.invoke(app, args(folder, tmp_path / "r", "--trials", "1", *extra))
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and match in lines[0], result.output
+
+
+def test_data_folder_without_train_exits_2(tmp_path):
+    (tmp_path / "empty" / "test").mkdir(parents=True)
+    result = runner.invoke(app, args(tmp_path / "empty", tmp_path / "r", "--trials", "1"))
+    assert result.exit_code == 2 and "train" in result.output
+
+
+def test_bad_checkpoints_exit_2(folder, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    result = runner.invoke(app, args(folder, tmp_path / "r1", "--trials", "1", "--teacher-weights", str(corrupt)))
+    assert result.exit_code == 2, result.output
+    from kdsearch.teachers import create_teacher
+
+    wrong = tmp_path / "resnet20.pt"
+    torch.save(create_teacher("resnet20", num_classes=3, in_channels=3, image_size=8, pretrained=False).state_dict(), wrong)
+    result = runner.invoke(app, args(folder, tmp_path / "r2", "--trials", "1", "--teacher", "resnet32",
+                                     "--teacher-weights", str(wrong)))
+    assert result.exit_code == 2, result.output
+
+
+def test_invalid_study_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study]\ntrials = -1\n")
+    result = runner.invoke(app, ["run", str(bad)])
+    assert result.exit_code == 2 and "error" in result.output
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "gp", "random"])
+def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
+    study_file = tmp_path / "s.toml"
+    study_file.write_text("[train]\nteacher_cache = false\n[study]\nobjectives = ['accuracy', 'params', 'macs']\n")
+    result = runner.invoke(app, ["run", str(study_file)] + args(folder, tmp_path / "r", "--trials", "2",
+                                                                   "--sampler", sampler)[1:])
+    assert result.exit_code == 0, result.output
+    assert "teacher logits" not in result.output  # online distillation: no cache built
+    study = load(tmp_path / "r")
+    assert study.metric_names == ["val_accuracy", "params", "macs"]
+    assert len(search.finished_trials(study)) == 2
