@@ -18,7 +18,7 @@ from .errors import KDSearchError
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-PRUNERS = ("median", "none")
+PRUNERS = ("pareto", "median", "asha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OBJECTIVES = ("accuracy", "params", "latency", "macs")
 
@@ -59,9 +59,12 @@ class TrainConfig:
 
 @dataclass
 class PrunerConfig:
-    name: str = "median"
-    warmup_epochs: int = 1  # never prune before this many epochs
-    min_trials: int = 4  # finished trials needed at an epoch before pruning at it
+    name: str = "pareto"
+    warmup_epochs: int = 1  # never prune at or before this many epochs (asha: its first rung)
+    min_trials: int = 4  # median / asha: finished trials needed at an epoch before pruning at it
+    margin: float = 0.02  # pareto: a cheaper trial must beat this one by more than this accuracy
+    rungs: list[int] = field(default_factory=list)  # epochs at which to check (empty: every epoch)
+    eta: int = 3  # asha: keep the top 1/eta at each rung
 
 
 # Search space: each entry is a fixed value (not searched) or a list. For int/float entries a
@@ -108,6 +111,9 @@ class StudyConfig:
     storage: str | None = None  # Optuna storage URL; None = SQLite in the run folder
     run_dir: str | None = None  # None = runs/<name>
     latency_threads: int = 1  # CPU threads for latency measurement (recorded in the study)
+    max_params: int | None = None  # budgets: a student over any of them is rejected untrained
+    max_macs: int | None = None
+    max_latency_ms: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -201,6 +207,11 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise KDSearchError("trials and epochs must be at least 1")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise KDSearchError(f"val_fraction: must lie strictly between 0 and 1, got {cfg.data.val_fraction}")
+    if cfg.pruner.margin < 0 or cfg.pruner.eta < 2 or any(r < 1 for r in cfg.pruner.rungs):
+        raise KDSearchError("pruner: margin must be >= 0, eta >= 2, rungs positive epochs")
+    for budget in ("max_params", "max_macs", "max_latency_ms"):
+        if getattr(cfg, budget) is not None and getattr(cfg, budget) <= 0:
+            raise KDSearchError(f"{budget}: must be positive")
     if cfg.train.views < 1:
         raise KDSearchError("views: must be at least 1")
     if cfg.data.subset < 0:

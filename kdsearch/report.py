@@ -9,9 +9,15 @@ from optuna.trial import FrozenTrial
 from rich.table import Table
 
 
+def feasible(trial: FrozenTrial) -> bool:
+    """Within every budget (constraints set through trial.set_constraint are <= 0)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated complete trials (Optuna's own front), most accurate first."""
-    return sorted(study.best_trials, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0)))
+    """The non-dominated, feasible complete trials (Optuna's own front), most accurate first."""
+    front = [t for t in study.best_trials if feasible(t)]
+    return sorted(front, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0)))
 
 
 def _row(name: str, acc: float, attrs: dict[str, Any], t: str = "", alpha: str = "", arch: str = "") -> list[str]:

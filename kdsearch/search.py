@@ -131,6 +131,14 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp,
                        "params": costs["params"], "macs": costs["macs"], "latency_ms": costs["latency"]}.items():
         trial.set_user_attr(key, value)
+    over = []
+    for key, excess in budget_excess(cfg, costs).items():
+        trial.set_constraint(key, excess)  # > 0: infeasible; samplers learn from it
+        if excess > 0:
+            over.append(key)
+    if over:
+        trial.set_user_attr(PRUNED_AT, 0)
+        raise optuna.TrialPruned(f"over budget ({', '.join(over)}): rejected before training")
 
     model = model.to(ctx.device, memory_format=torch.channels_last)
     steps = steps_per_epoch(len(ctx.y_train), cfg.train.batch_size)
@@ -157,6 +165,13 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     save_student(trial_dir(cfg.run_path, trial.number), model, spec)
     values = {"accuracy": curve[-1], **costs}
     return tuple(float(values[o]) for o in cfg.objectives)
+
+
+def budget_excess(cfg: StudyConfig, costs: dict[str, float]) -> dict[str, float]:
+    """Relative excess over each budget that is set (<= 0 within budget)."""
+    budgets = {"max_params": ("params", cfg.max_params), "max_macs": ("macs", cfg.max_macs),
+               "max_latency_ms": ("latency", cfg.max_latency_ms)}
+    return {name: costs[cost] / limit - 1.0 for name, (cost, limit) in budgets.items() if limit is not None}
 
 
 class StopWhenDone:
@@ -203,7 +218,7 @@ def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.St
     teacher.model.requires_grad_(False).eval()
     ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=teacher, device=device,
-                       pruner=make_pruner(cfg.pruner))
+                       pruner=make_pruner(cfg.pruner, cfg.objectives))
     if cfg.train.teacher_cache:
         ctx.cache = teacher_logit_cache(ctx, console)
     return ctx, study

@@ -153,3 +153,43 @@ def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
     study = load(tmp_path / "r")
     assert study.metric_names == ["val_accuracy", "params", "macs"]
     assert len(search.finished_trials(study)) == 2
+
+
+def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path, monkeypatch):
+    trained = []
+    real = search.train_epoch
+    monkeypatch.setattr(search, "train_epoch", lambda *a, **k: trained.append(1) or real(*a, **k))
+    run_dir = tmp_path / "r"
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "60"))
+    assert result.exit_code == 0, result.output
+    study = load(run_dir)
+    assert not trained  # no student fits in 60 params: none was trained
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["pruned_at"] == 0
+        assert t.constraints["max_params"] > 0
+    from kdsearch.report import pareto_trials
+
+    assert pareto_trials(study) == []
+
+
+def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_path, monkeypatch):
+    class EveryOtherTrial:
+        """Prunes every second trial after its first epoch (the seam any pruner plugs into)."""
+
+        def should_prune(self, history, curve, epochs, costs):
+            return len(history) % 2 == 1 and len(curve) == 1
+
+    monkeypatch.setattr(search, "make_pruner", lambda *a: EveryOtherTrial())
+    run_dir = tmp_path / "r"
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "4", "--epochs", "3"))
+    assert result.exit_code == 0, result.output
+    study = load(run_dir)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert [t.number for t in pruned] == [1, 3]
+    for t in pruned:
+        assert len(t.user_attrs["curve"]) == t.user_attrs["pruned_at"] == 1
+        assert (search.trial_dir(run_dir, t.number) / "student.safetensors").is_file()
+    from kdsearch.report import pareto_trials
+
+    front = pareto_trials(study)
+    assert front and all(t.state == optuna.trial.TrialState.COMPLETE for t in front)
