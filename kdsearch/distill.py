@@ -68,7 +68,9 @@ def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, 
         opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     else:
         opt = torch.optim.AdamW(groups, lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.25)
+    if total_steps < 8:  # too short for warm-up and annealing phases (OneCycleLR divides by zero)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.25)
     return opt, sched
 
 

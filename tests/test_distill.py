@@ -79,3 +79,14 @@ def test_train_epoch_learns_and_flags_nan():
             p.fill_(float("nan"))
     with pytest.raises(NonFiniteLoss):
         train_epoch(model, x, y, opt, None, batch_size=16, pad=0, flip=False, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_schedule_works_for_any_number_of_steps(kind):
+    model = torch.nn.Linear(2, 2)
+    for total in range(1, 40):
+        opt, sched = make_optimizer(model, kind, 0.1, 0.0, total)
+        for _ in range(total):
+            opt.step()
+            sched.step()
+        assert math.isfinite(opt.param_groups[0]["lr"])

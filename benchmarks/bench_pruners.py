@@ -1,0 +1,115 @@
+"""Search quality per pruner: the same study with none, median, asha and pareto.
+
+For each seed, every pruner runs the same trials: the random sampler draws the same student
+and hyperparameters for trial i whatever happened to earlier trials, so a trial pruned under
+one pruner is the very trial that ran to the end under `none`. Data, teacher and the
+teacher-logit cache are built once and shared. Printed per pruner, relative to `none`:
+
+- epochs trained (sum over trials) as a fraction of `none`;
+- hypervolume of the final front of validation accuracy vs params, normalized (accuracy in
+  [0, 1]; log10 params mapped from [2, 6] to [0, 1], clipped), reference point (acc 0, 1e6
+  params), as a fraction of `none`;
+- how many of the `none` front's smallest third of students the pruner killed.
+
+    python benchmarks/bench_pruners.py studies/digits-demo.toml --seeds 0 1 2
+    python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 12 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from kdsearch.config import load_config
+from kdsearch.pruning import CURVE, make_pruner
+from kdsearch.search import DIRECTIONS, objective, prepare
+
+PRUNERS = ("none", "median", "asha", "pareto")
+LOG_PARAMS = (2.0, 6.0)  # normalization bounds of log10(params) for the hypervolume
+
+
+def front_2d(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[float, int, int]]:
+    """Non-dominated (accuracy up, params down) complete trials as (acc, params, number)."""
+    pts = sorted(((t.values[0], t.user_attrs["params"], t.number) for t in trials if t.state == TrialState.COMPLETE),
+                 key=lambda p: (p[1], -p[0]))
+    front, best = [], -1.0
+    for acc, params, number in pts:
+        if acc > best:
+            front.append((acc, params, number))
+            best = acc
+    return front
+
+
+def hypervolume(front: list[tuple[float, int, int]]) -> float:
+    """Area dominated by the front: the integral over normalized log params x in [0, 1] of the
+    best accuracy among points with at most that x (reference point: acc 0, x = 1)."""
+    lo, hi = LOG_PARAMS
+    pts = sorted((min(max((math.log10(p) - lo) / (hi - lo), 0.0), 1.0), a) for a, p, _ in front)
+    area, best = 0.0, 0.0
+    for i, (x, acc) in enumerate(pts):
+        best = max(best, acc)
+        area += ((pts[i + 1][0] if i + 1 < len(pts) else 1.0) - x) * best
+    return area
+
+
+def run_one(ctx, cfg, pruner_name: str, seed: int) -> optuna.Study:
+    ctx.cfg = cfg
+    cfg.seed = seed
+    cfg.pruner.name = pruner_name
+    ctx.pruner = make_pruner(cfg.pruner, cfg.objectives)
+    study = optuna.create_study(directions=[DIRECTIONS[o] for o in cfg.objectives],
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials)
+    return study
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study_file")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--trials", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--subset", type=int)
+    ap.add_argument("--run-dir", help="where teacher and logit cache live (default: a temporary folder)")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = Console()
+    tmp = tempfile.mkdtemp(prefix="kdsearch-bench-")
+    cfg = load_config(args.study_file, {"trials": args.trials, "epochs": args.epochs, "data.subset": args.subset,
+                                        "run_dir": args.run_dir or tmp, "storage": f"sqlite:///{tmp}/bench.db"})
+    ctx, _ = prepare(cfg, console)
+    console.print(f"{cfg.trials} trials x {cfg.epochs} epochs, random sampler, seeds {args.seeds}, "
+                  f"objectives {cfg.objectives}, pruner settings {cfg.pruner}")
+    rows: dict[str, list[tuple[float, float, int, int]]] = {p: [] for p in PRUNERS}
+    for seed in args.seeds:
+        studies = {}
+        for name in PRUNERS:
+            start = time.perf_counter()
+            studies[name] = run_one(ctx, cfg, name, seed)
+            console.print(f"seed {seed} {name:7s} {time.perf_counter() - start:6.1f} s")
+        base = studies["none"]
+        base_epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in base.trials)
+        base_front = front_2d(base.trials)
+        base_hv = hypervolume(base_front)
+        small = {n for _, _, n in sorted(base_front, key=lambda p: p[1])[: math.ceil(len(base_front) / 3)]}
+        for name, study in studies.items():
+            epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in study.trials)
+            killed = sum(1 for t in study.trials if t.number in small and t.state == TrialState.PRUNED)
+            rows[name].append((epochs / base_epochs, hypervolume(front_2d(study.trials)) / base_hv, killed, len(small)))
+    console.print(f"\n{'pruner':8s} {'epochs vs none':>15s} {'hypervolume vs none':>20s} {'small front members killed':>28s}")
+    for name, vals in rows.items():
+        ep = statistics.mean(v[0] for v in vals)
+        hv = statistics.mean(v[1] for v in vals)
+        killed, total = sum(v[2] for v in vals), sum(v[3] for v in vals)
+        console.print(f"{name:8s} {ep:15.1%} {hv:20.1%} {killed:>20d} of {total}")
+
+
+if __name__ == "__main__":
+    main()
