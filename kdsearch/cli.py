@@ -7,7 +7,6 @@ traceback.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -64,6 +63,7 @@ def run(
     seed: Annotated[Optional[int], Opt(help="Seed for splits, sampler and training.")] = None,
     timeout: Annotated[Optional[float], Opt(help="Stop starting new trials after this many seconds.")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps.")] = None,
+    threads: Annotated[Optional[int], Opt(help="CPU threads for training (set once, recorded).")] = None,
     storage: Annotated[Optional[str], Opt(help="Optuna storage URL (default: SQLite in the run folder).")] = None,
     study_name: Annotated[Optional[str], Opt(help="Study name (default: from the study file, or 'kdsearch').")] = None,
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default: runs/<study-name>).")] = None,
@@ -75,7 +75,7 @@ def run(
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
-        "timeout": timeout, "device": device, "storage": storage, "run_dir": run_dir,
+        "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
         "objectives": objectives.split(",") if objectives else None,
         "pruner.name": pruner, "max_params": max_params, "max_macs": max_macs, "max_latency_ms": max_latency_ms,
         "teacher.name": teacher, "teacher.weights": teacher_weights, "teacher.trust_pickle": trust_pickle,
@@ -90,19 +90,38 @@ def run(
 
 @app.command()
 @user_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")]) -> None:
-    """Print the Pareto table of a run."""
-    from .report import pareto_table
-    from .search import RUN_FILE, make_storage
+def report(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run folder (holds run.json).")] = None,
+    storage: Annotated[Optional[str], Opt(help="Optuna storage URL, instead of a run folder.")] = None,
+    study_name: Annotated[Optional[str], Opt(help="Study name in --storage.")] = None,
+    out: Annotated[Optional[Path], Opt(help="HTML file to write (default: RUN/report.html).")] = None,
+    no_test: Annotated[bool, Opt("--no-test", help="Do not measure test accuracy of the Pareto members.")] = False,
+    images: Annotated[bool, Opt("--images", help="Also write each figure as an image (needs kaleido).")] = False,
+    image_format: Annotated[str, Opt(help="png or svg (with --images).")] = "png",
+) -> None:
+    """Print the Pareto table of a run and write its self-contained HTML report."""
+    from .report import open_run, write_report
 
-    run_file = run_dir / RUN_FILE
-    if not run_file.is_file():
-        raise KDSearchError(f"{run_dir} is not a kdsearch run folder (no {RUN_FILE})")
-    import optuna
+    if image_format not in ("png", "svg"):
+        raise KDSearchError(f"--image-format: {image_format!r} is not one of png, svg")
+    run = open_run(run_dir, storage, study_name)
+    write_report(run, out, test=not no_test, images=images, image_format=image_format, console=console)
 
-    info = json.loads(run_file.read_text())
-    study = optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
-    console.print(pareto_table(study))
+
+@app.command()
+@user_errors
+def dashboard(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run folder (holds run.json).")] = None,
+    storage: Annotated[Optional[str], Opt(help="Optuna storage URL, instead of a run folder.")] = None,
+    study_name: Annotated[Optional[str], Opt(help="Study name in --storage.")] = None,
+    port: Annotated[int, Opt(help="Port to listen on.")] = 8080,
+    host: Annotated[str, Opt(help="Address to bind (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
+) -> None:
+    """Serve optuna-dashboard on a run, with each trial's spec and weights and the report's figures."""
+    from .dashboard import serve
+    from .report import open_run
+
+    serve(open_run(run_dir, storage, study_name), host=host, port=port, console=console)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

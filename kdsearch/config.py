@@ -110,6 +110,7 @@ class StudyConfig:
     device: str = "auto"
     storage: str | None = None  # Optuna storage URL; None = SQLite in the run folder
     run_dir: str | None = None  # None = runs/<name>
+    threads: int | None = None  # CPU threads for training, set once per run (None: torch's default)
     latency_threads: int = 1  # CPU threads for latency measurement (recorded in the study)
     max_params: int | None = None  # budgets: a student over any of them is rejected untrained
     max_macs: int | None = None
@@ -212,6 +213,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     for budget in ("max_params", "max_macs", "max_latency_ms"):
         if getattr(cfg, budget) is not None and getattr(cfg, budget) <= 0:
             raise KDSearchError(f"{budget}: must be positive")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise KDSearchError("threads: must be at least 1")
     if cfg.train.views < 1:
         raise KDSearchError("views: must be at least 1")
     if cfg.data.subset < 0:

@@ -11,7 +11,6 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
@@ -195,6 +194,8 @@ def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.St
     """Everything before the first trial: data, teacher, study (in that order)."""
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # once per run; recorded in the study below
     threads = torch.get_num_threads()
     console.print(f"[bold]kdsearch[/] study [cyan]{cfg.name}[/] in {cfg.run_path} on {device} "
                   f"({threads} CPU threads)")

@@ -13,3 +13,60 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory) -> Path:
+    """3 classes of 8x8 RGB images whose colour gives the class away (learnable in a few steps)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 10)):
+        for c, name in enumerate(["red", "green", "blue"]):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(root / split / name / f"{i}.png")
+    return root
+
+
+class PruneTrialTwo:
+    """Prunes trial 2 after its first epoch, so a tiny run always has a pruned trial."""
+
+    def should_prune(self, history, curve, epochs, costs):
+        return len(history) == 2 and len(curve) == 1
+
+
+@pytest.fixture(scope="session")
+def tiny_run(folder, tmp_path_factory) -> Path:
+    """A finished 6-trial study (5 complete, trial 2 pruned) made through the CLI, for report and dashboard tests.
+
+    Shared by the session: tests may add files to it (report, test accuracies, artifacts) but
+    must not depend on whether another test did so first.
+    """
+    from typer.testing import CliRunner
+
+    from kdsearch import measure, search, teachers
+    from kdsearch.cli import app
+
+    def fake_latency(model, input_shape, threads=1, min_run_time=0.2):
+        """Timing takes ~1 s a model; these tests read the study, they do not need real latencies."""
+        return 0.01 + measure.count_params(model) / 1e6
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    study_file = run_dir.parent / "tiny.toml"
+    study_file.write_text("[train]\nviews = 2\n")  # a small teacher-logit cache
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
+        mp.setattr(search, "make_pruner", lambda *a: PruneTrialTwo())
+        mp.setattr(measure, "latency_ms", fake_latency)
+        mp.setattr(teachers, "latency_ms", fake_latency)
+        result = CliRunner().invoke(app, [
+            "run", str(study_file), "--dataset", "imagefolder", "--data-dir", str(folder), "--teacher", "resnet20",
+            "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",
+            "--run-dir", str(run_dir), "--study-name", "tiny", "--trials", "6"])
+    assert result.exit_code == 0, result.output
+    return run_dir

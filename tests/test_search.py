@@ -1,13 +1,10 @@
 """End to end through the CLI on tiny generated data: run, resume, Pareto table, bad input."""
 
 import json
-from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from kdsearch import search
@@ -15,21 +12,6 @@ from kdsearch.cli import app
 from kdsearch.distill import NonFiniteLoss
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    """3 classes of 8x8 RGB images whose colour gives the class away (learnable in a few steps)."""
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("test", 10)):
-        for c, name in enumerate(["red", "green", "blue"]):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8)
-                img[..., c] += 150
-                Image.fromarray(img).save(root / split / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(autouse=True)
