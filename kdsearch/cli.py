@@ -64,6 +64,8 @@ def run(
     timeout: Annotated[Optional[float], Opt(help="Stop starting new trials after this many seconds.")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps.")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (set once, recorded).")] = None,
+    views: Annotated[Optional[int], Opt(help="Teacher logits cached for K augmentation views per image.")] = None,
+    teacher_cache: Annotated[Optional[str], Opt(help="on (cached teacher logits) or off (teacher runs online).")] = None,
     storage: Annotated[Optional[str], Opt(help="Optuna storage URL (default: SQLite in the run folder).")] = None,
     study_name: Annotated[Optional[str], Opt(help="Study name (default: from the study file, or 'kdsearch').")] = None,
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default: runs/<study-name>).")] = None,
@@ -83,6 +85,10 @@ def run(
         "teacher.pretrained": False if no_pretrained else None,
         "data.dataset": dataset, "data.data_dir": data_dir, "data.val_fraction": val_fraction, "data.subset": subset,
     }
+    if teacher_cache not in (None, "on", "off"):
+        raise KDSearchError(f"--teacher-cache: {teacher_cache!r} is not one of on, off")
+    overrides["train.views"] = views
+    overrides["train.teacher_cache"] = None if teacher_cache is None else teacher_cache == "on"
     cfg = load_config(study_file, overrides)
     study = run_search(cfg, console)
     console.print(pareto_table(study))

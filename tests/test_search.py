@@ -35,6 +35,9 @@ def test_run_resume_and_report(folder, tmp_path):
     result = runner.invoke(app, args(folder, run_dir, "--trials", "3"))
     assert result.exit_code == 0, result.output
     assert "Pareto front" in result.output and "teacher resnet20" in result.output
+    # the teacher-logit cache is built once, before the first trial, and shared by all trials
+    assert result.output.count("teacher logits:") == 1 and "images built" in result.output
+    assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
     study = load(run_dir)
     assert len(search.finished_trials(study)) == 3
     assert study.metric_names == ["val_accuracy", "params", "latency_ms"]
@@ -50,7 +53,8 @@ def test_run_resume_and_report(folder, tmp_path):
     # --trials 5 means five finished in all, not five more; the teacher comes from the cache
     result = runner.invoke(app, args(folder, run_dir, "--trials", "5"))
     assert result.exit_code == 0, result.output
-    assert "(cached)" in result.output
+    assert "(cached)" in result.output and "images loaded" in result.output
+    assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
     assert len(search.finished_trials(load(run_dir))) == 5
 
     result = runner.invoke(app, ["report", str(run_dir)])
@@ -127,9 +131,9 @@ def test_invalid_study_file_exits_2(tmp_path):
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "random"])
 def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
     study_file = tmp_path / "s.toml"
-    study_file.write_text("[train]\nteacher_cache = false\n[study]\nobjectives = ['accuracy', 'params', 'macs']\n")
+    study_file.write_text("[study]\nobjectives = ['accuracy', 'params', 'macs']\n")
     result = runner.invoke(app, ["run", str(study_file)] + args(folder, tmp_path / "r", "--trials", "2",
-                                                                   "--sampler", sampler)[1:])
+                                                                   "--sampler", sampler, "--teacher-cache", "off")[1:])
     assert result.exit_code == 0, result.output
     assert "teacher logits" not in result.output  # online distillation: no cache built
     study = load(tmp_path / "r")
