@@ -582,7 +582,7 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
 
     meta = _load_cache(model, folder, key)
     if meta is not None:
-        model = model.to(device).eval().requires_grad_(False)
+        model = model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         latency = meta["latency_ms"]
         if meta.get("latency_threads") != latency_threads:
             latency = latency_ms(model, input_shape, latency_threads, min_run_time=0.1)

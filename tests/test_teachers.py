@@ -234,7 +234,7 @@ def test_prepare_teacher_trains_then_caches(tmp_path, monkeypatch):
     assert second.val_accuracy == first.val_accuracy and second.test_accuracy == first.test_accuracy
     x = torch.rand(3, 3, 8, 8)
     with torch.no_grad():
-        assert torch.allclose(first.model(x), second.model(x))
+        assert torch.allclose(first.model(x), second.model(x), rtol=1e-4, atol=1e-4)  # conv algorithms may differ
 
 
 def test_prepare_teacher_key_changes_with_settings(tmp_path, no_latency):
