@@ -29,34 +29,27 @@ from rich.console import Console
 
 from kdsearch.config import load_config
 from kdsearch.pruning import CURVE, make_pruner
+from kdsearch.report import Point, front_2d, hypervolume_2d, trial_points
 from kdsearch.search import DIRECTIONS, objective, prepare
 
 PRUNERS = ("none", "median", "asha", "pareto")
 LOG_PARAMS = (2.0, 6.0)  # normalization bounds of log10(params) for the hypervolume
 
 
-def front_2d(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[float, int, int]]:
-    """Non-dominated (accuracy up, params down) complete trials as (acc, params, number)."""
-    pts = sorted(((t.values[0], t.user_attrs["params"], t.number) for t in trials if t.state == TrialState.COMPLETE),
-                 key=lambda p: (p[1], -p[0]))
-    front, best = [], -1.0
-    for acc, params, number in pts:
-        if acc > best:
-            front.append((acc, params, number))
-            best = acc
-    return front
-
-
-def hypervolume(front: list[tuple[float, int, int]]) -> float:
-    """Area dominated by the front: the integral over normalized log params x in [0, 1] of the
-    best accuracy among points with at most that x (reference point: acc 0, x = 1)."""
+def log_x(params: float) -> float:
+    """log10 params mapped from LOG_PARAMS to [0, 1], clipped."""
     lo, hi = LOG_PARAMS
-    pts = sorted((min(max((math.log10(p) - lo) / (hi - lo), 0.0), 1.0), a) for a, p, _ in front)
-    area, best = 0.0, 0.0
-    for i, (x, acc) in enumerate(pts):
-        best = max(best, acc)
-        area += ((pts[i + 1][0] if i + 1 < len(pts) else 1.0) - x) * best
-    return area
+    return min(max((math.log10(params) - lo) / (hi - lo), 0.0), 1.0)
+
+
+def front(study: optuna.Study) -> list[Point]:
+    """The accuracy-vs-params front of complete trials (the report's step line)."""
+    return front_2d(trial_points(study), "params")
+
+
+def hypervolume(members: list[Point]) -> float:
+    """Normalized hypervolume in (log params, accuracy), reference point (1, 0)."""
+    return hypervolume_2d([(log_x(p.cost("params")), p.accuracy) for p in members], 1.0)
 
 
 def run_one(ctx, cfg, pruner_name: str, seed: int) -> optuna.Study:
@@ -96,13 +89,13 @@ def main() -> None:
             console.print(f"seed {seed} {name:7s} {time.perf_counter() - start:6.1f} s")
         base = studies["none"]
         base_epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in base.trials)
-        base_front = front_2d(base.trials)
+        base_front = front(base)
         base_hv = hypervolume(base_front)
-        small = {n for _, _, n in sorted(base_front, key=lambda p: p[1])[: math.ceil(len(base_front) / 3)]}
+        small = {p.number for p in base_front[: math.ceil(len(base_front) / 3)]}  # sorted by params
         for name, study in studies.items():
             epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in study.trials)
             killed = sum(1 for t in study.trials if t.number in small and t.state == TrialState.PRUNED)
-            rows[name].append((epochs / base_epochs, hypervolume(front_2d(study.trials)) / base_hv, killed, len(small)))
+            rows[name].append((epochs / base_epochs, hypervolume(front(study)) / base_hv, killed, len(small)))
     console.print(f"\n{'pruner':8s} {'epochs vs none':>15s} {'hypervolume vs none':>20s} {'small front members killed':>28s}")
     for name, vals in rows.items():
         ep = statistics.mean(v[0] for v in vals)
