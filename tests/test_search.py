@@ -179,3 +179,14 @@ def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_pa
 
     front = pareto_trials(study)
     assert front and all(t.state == optuna.trial.TrialState.COMPLETE for t in front)
+
+
+def test_storage_urls(tmp_path):
+    journal = search.make_storage(str(tmp_path / "study.log"))
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    study = optuna.create_study(storage=journal, study_name="j", directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=2)
+    assert len(optuna.load_study(study_name="j", storage=search.make_storage(f"journal:{tmp_path / 'study.log'}")).trials) == 2
+    assert isinstance(search.make_storage(f"sqlite:///{tmp_path / 'x.db'}"), optuna.storages.RDBStorage)
+    with pytest.raises(search.KDSearchError, match="cannot open storage"):
+        search.make_storage("nosuchdb://user@host/db")
