@@ -574,7 +574,8 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     lr = cfg.lr if cfg.lr is not None else (0.1 if info.source == "random" else 0.05)
     if epochs == 0 and not info.fits_data:
         notes.append("teacher is untrained on this data: its accuracy is chance-level; set --teacher-epochs")
-    key = cache_key(version=CACHE_VERSION, name=cfg.name, weights=state_hash(model), data=data.fingerprint(),
+    fingerprint = data.fingerprint()  # hashes every train/val pixel: compute it once
+    key = cache_key(version=CACHE_VERSION, name=cfg.name, weights=state_hash(model), data=fingerprint,
                     pad=data.pad, flip=data.flip, epochs=epochs, lr=lr, batch_size=cfg.batch_size,
                     input_size=info.input_size, seed=seed)
     folder = Path(run_dir) / "teachers"
@@ -605,6 +606,6 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
             "val_accuracy": val_acc, "test_accuracy": test_acc, "params": params, "macs": macs,
             "latency_ms": latency, "latency_threads": latency_threads, "epochs_trained": epochs, "lr": lr,
             "batch_size": cfg.batch_size, "input_size": info.input_size, "seed": seed,
-            "data_fingerprint": data.fingerprint(), "train_seconds": round(train_seconds, 1), "notes": notes}
+            "data_fingerprint": fingerprint, "train_seconds": round(train_seconds, 1), "notes": notes}
     _save_cache(model, meta, folder, key)
     return TeacherResult(model, cfg.name, val_acc, test_acc, params, macs, latency, epochs, False, notes, key)
