@@ -13,6 +13,7 @@ teacher-logit cache are built once and shared. Printed per pruner, relative to `
 
     python benchmarks/bench_pruners.py studies/digits-demo.toml --seeds 0 1 2
     python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 12 --epochs 4
+    python benchmarks/bench_pruners.py studies/digits-demo.toml --set pruner.margin=0 --set pruner.warmup_epochs=2
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import statistics
 import tempfile
 import time
+import tomllib
 
 import optuna
 from optuna.trial import TrialState
@@ -63,6 +65,15 @@ def run_one(ctx, cfg, pruner_name: str, seed: int) -> optuna.Study:
     return study
 
 
+def parse_set(item: str) -> tuple[str, object]:
+    """'pruner.margin=0.01' -> ('pruner.margin', 0.01); the value is read as TOML, else as a string."""
+    key, _, value = item.partition("=")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study_file")
@@ -71,12 +82,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--subset", type=int)
     ap.add_argument("--run-dir", help="where teacher and logit cache live (default: a temporary folder)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a study-file setting, e.g. pruner.margin=0 (repeatable)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console()
     tmp = tempfile.mkdtemp(prefix="kdsearch-bench-")
     cfg = load_config(args.study_file, {"trials": args.trials, "epochs": args.epochs, "data.subset": args.subset,
-                                        "run_dir": args.run_dir or tmp, "storage": f"sqlite:///{tmp}/bench.db"})
+                                        "run_dir": args.run_dir or tmp, "storage": f"sqlite:///{tmp}/bench.db",
+                                        **dict(parse_set(item) for item in args.set)})
     ctx, _ = prepare(cfg, console)
     console.print(f"{cfg.trials} trials x {cfg.epochs} epochs, random sampler, seeds {args.seeds}, "
                   f"objectives {cfg.objectives}, pruner settings {cfg.pruner}")
@@ -96,6 +110,8 @@ def main() -> None:
             epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in study.trials)
             killed = sum(1 for t in study.trials if t.number in small and t.state == TrialState.PRUNED)
             rows[name].append((epochs / base_epochs, hypervolume(front(study)) / base_hv, killed, len(small)))
+            console.print(f"seed {seed} {name:7s} epochs {rows[name][-1][0]:6.1%}  hypervolume {rows[name][-1][1]:6.1%}"
+                          f"  small front members killed {killed} of {len(small)}")
     console.print(f"\n{'pruner':8s} {'epochs vs none':>15s} {'hypervolume vs none':>20s} {'small front members killed':>28s}")
     for name, vals in rows.items():
         ep = statistics.mean(v[0] for v in vals)

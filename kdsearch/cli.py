@@ -130,5 +130,47 @@ def dashboard(
     serve(open_run(run_dir, storage, study_name), host=host, port=port, console=console)
 
 
+@app.command()
+@user_errors
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")],
+    trial: Annotated[int, Opt(help="Trial number to retrain (see the Pareto table).")],
+    epochs: Annotated[Optional[int], Opt(help="Training epochs (default: 4x the search's epochs).")] = None,
+    seeds: Annotated[Optional[str], Opt(help="Comma list of seeds, e.g. 0,1,2 (default: the study's seed).")] = None,
+    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train without the teacher (alpha = 0).")] = True,
+    subset: Annotated[bool, Opt("--subset/--full-data", help="Keep the search's training subset instead of the full split.")] = False,
+    device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
+) -> None:
+    """Retrain a chosen student at full budget, with its teacher and without: what distillation adds."""
+    from .final import train_final
+    from .report import open_run
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise KDSearchError(f"--seeds: {seeds!r} is not a comma list of integers") from None
+    train_final(open_run(run_dir), trial, epochs=epochs, seeds=seed_list, baseline=baseline, full_data=not subset,
+                device=device, console=console)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")],
+    trial: Annotated[int, Opt(help="Trial number to export (see the Pareto table).")],
+    out: Annotated[Optional[Path], Opt(help="Folder to write (default: RUN/export/<trial>).")] = None,
+    weights: Annotated[str, Opt(help="auto (final training's if any, else the search's), search or final.")] = "auto",
+    opset: Annotated[int, Opt(help="ONNX opset version.")] = 18,
+) -> None:
+    """Export a student: spec.json, student.safetensors and student.onnx (checked against PyTorch)."""
+    from .export import export_trial
+    from .report import open_run
+
+    done = export_trial(open_run(run_dir), trial, out, weights=weights, opset=opset)
+    console.print(f"exported trial {trial} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
+                  f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e}), export.json",
+                  highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     sys.exit(app())

@@ -227,6 +227,17 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     return cfg
 
 
+def config_from_dict(values: dict[str, Any]) -> StudyConfig:
+    """The inverse of StudyConfig.to_dict (as stored in a run's run.json), validated again."""
+    cfg = StudyConfig()
+    top = {k: v for k, v in values.items() if k not in _SECTIONS and k != "space"}
+    _apply(cfg, top, "run config")
+    for key in _SECTIONS:
+        _apply(getattr(cfg, key), values.get(key, {}), f"run config [{key}]")
+    cfg.space = dict(values.get("space", cfg.space))
+    return validate(cfg)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Defaults <- study file <- overrides (dotted keys such as 'data.subset' or 'trials')."""
     cfg = StudyConfig()

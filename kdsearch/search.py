@@ -190,15 +190,14 @@ def write_run_file(cfg: StudyConfig) -> None:
     (cfg.run_path / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
 
 
-def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.Study]:
-    """Everything before the first trial: data, teacher, study (in that order)."""
+def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
+    """What training needs, in data-flow order: device, data, teacher, teacher-logit cache."""
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)  # once per run; recorded in the study below
-    threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)  # once per run; recorded in the study
     console.print(f"[bold]kdsearch[/] study [cyan]{cfg.name}[/] in {cfg.run_path} on {device} "
-                  f"({threads} CPU threads)")
+                  f"({torch.get_num_threads()} CPU threads)")
     data = load_data(cfg.data, seed=cfg.seed)
     train = stratified_subset(data.train, cfg.data.subset, cfg.seed) if cfg.data.subset else data.train
     console.print(f"data {data.name}: {len(train)} train" + (f" (subset of {len(data.train)})" if cfg.data.subset else "")
@@ -209,19 +208,28 @@ def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.St
         console.print(f"[yellow]teacher: {note}[/]")
     console.print(f"teacher {teacher.name}: val {teacher.val_accuracy:.2%}, test {teacher.test_accuracy:.2%}, "
                   f"{teacher.params:,} params, {teacher.latency_ms:.2f} ms" + (" (cached)" if teacher.from_cache else ""))
-    study = open_study(cfg)
-    write_run_file(cfg)
-    for key, value in {"teacher": teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": threads,
-                       "latency_threads": cfg.latency_threads, "device": str(device),
-                       "data": {"name": data.name, "train": len(train), "val": len(data.val),
-                                "test": len(data.test), "classes": data.classes}}.items():
-        study.set_user_attr(key, value)
     teacher.model.requires_grad_(False).eval()
     ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=teacher, device=device,
                        pruner=make_pruner(cfg.pruner, cfg.objectives))
     if cfg.train.teacher_cache:
         ctx.cache = teacher_logit_cache(ctx, console)
+    return ctx
+
+
+def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.Study]:
+    """Everything before the first trial: the study (opened first: a bad storage URL fails before
+    any teacher work), the training inputs, then the run's facts recorded in the study."""
+    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    study = open_study(cfg)
+    ctx = prepare_inputs(cfg, console)
+    write_run_file(cfg)
+    data = ctx.data
+    for key, value in {"teacher": ctx.teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": torch.get_num_threads(),
+                       "latency_threads": cfg.latency_threads, "device": str(ctx.device),
+                       "data": {"name": data.name, "train": len(ctx.train), "val": len(data.val),
+                                "test": len(data.test), "classes": data.classes}}.items():
+        study.set_user_attr(key, value)
     return ctx, study
 
 

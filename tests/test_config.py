@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kdsearch.config import load_config
+from kdsearch.config import config_from_dict, load_config
 from kdsearch.errors import KDSearchError
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -42,6 +42,17 @@ def test_invalid_study_files_raise_one_clear_error(tmp_path, text, match):
     with pytest.raises(KDSearchError, match=match) as info:
         load_config(f)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+def test_config_round_trips_through_its_dict(path):
+    """run.json stores cfg.to_dict(); `kdsearch train` rebuilds the config from it."""
+    cfg = load_config(path, {"trials": 7, "pruner.margin": 0.05})
+    assert config_from_dict(cfg.to_dict()) == cfg
+    broken = cfg.to_dict()
+    broken["train"]["batch_size"] = "big"
+    with pytest.raises(KDSearchError, match="batch_size"):
+        config_from_dict(broken)
 
 
 def test_missing_study_file():

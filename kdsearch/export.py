@@ -1,0 +1,153 @@
+"""Export a chosen student: spec JSON, weights (safetensors) and ONNX, checked against PyTorch.
+
+An exported folder stands alone: `load_student(folder)` rebuilds the PyTorch model from
+spec.json + student.safetensors, and student.onnx runs anywhere ONNX Runtime does. Both take
+float32 images in [0, 1], N x C x H x W (normalization is inside the model), and return
+logits. The ONNX file is verified at export: ONNX Runtime's logits on a batch of images must
+match PyTorch's, or the export fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from .errors import KDSearchError
+from .pruning import CURVE
+from .students import StudentSpec, build
+
+SPEC_FILE, WEIGHTS_FILE, ONNX_FILE, INFO_FILE = "spec.json", "student.safetensors", "student.onnx", "export.json"
+TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| logit difference accepted (float32)
+
+
+def load_student(folder: str | Path) -> tuple[nn.Module, StudentSpec]:
+    """The student saved in `folder` (a trial folder, a final-training folder or an export), in eval mode."""
+    folder = Path(folder)
+    spec_path, weights = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    if not spec_path.is_file() or not weights.is_file():
+        raise KDSearchError(f"{folder} holds no student ({SPEC_FILE} and {WEIGHTS_FILE})")
+    try:
+        spec = StudentSpec.from_json(spec_path.read_text())
+        model = build(spec)
+        model.load_state_dict(load_file(str(weights)))  # safetensors: no pickle, nothing executed
+    except (SafetensorError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise KDSearchError(f"cannot load the student in {folder}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), spec
+
+
+def write_onnx(model: nn.Module, spec: StudentSpec, path: Path, opset: int = 18) -> None:
+    """torch.onnx.export (the torch.export-based exporter) with a dynamic batch axis, one file."""
+    example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    tmp = path.with_suffix(".onnx.tmp")
+    try:
+        torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"], verbose=False,
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    except ImportError as exc:
+        raise KDSearchError(f"ONNX export needs the onnx and onnxscript packages ({exc})") from None
+    os.replace(tmp, path)
+
+
+def verify_onnx(model: nn.Module, spec: StudentSpec, path: Path, batch: int = 8, seed: int = 0) -> float:
+    """Max |ONNX Runtime - PyTorch| over the logits of a random batch; raises above TOLERANCE."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise KDSearchError("verifying the ONNX file needs onnxruntime (pip install onnxruntime)") from None
+    x = torch.rand(batch, spec.in_channels, spec.image_size, spec.image_size,
+                   generator=torch.Generator().manual_seed(seed))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    with torch.no_grad():
+        want = model(x)
+    diff = float((got - want).abs().max())
+    if not diff <= TOLERANCE:  # also catches NaN
+        raise KDSearchError(f"ONNX check failed: logits differ from PyTorch by {diff:.2e} (> {TOLERANCE:.0e})")
+    return diff
+
+
+@dataclass
+class Exported:
+    folder: Path
+    source: str  # "search" or "final"
+    max_abs_diff: float
+    info: dict[str, Any]
+
+
+def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 18) -> Exported:
+    """Copy spec and weights from `source`, write and verify student.onnx, and describe it in export.json.
+
+    Written into a temporary folder first and renamed at the end: a failed export leaves no half folder.
+    """
+    model, spec = load_student(source)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copyfile(source / SPEC_FILE, tmp / SPEC_FILE)
+        shutil.copyfile(source / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        write_onnx(model, spec, tmp / ONNX_FILE, opset)
+        diff = verify_onnx(model, spec, tmp / ONNX_FILE)
+        info = {**info, "input": {"name": "images", "shape": ["batch", spec.in_channels, spec.image_size,
+                                                               spec.image_size],
+                                  "dtype": "float32", "range": [0.0, 1.0], "normalized_inside": True},
+                "output": {"name": "logits", "shape": ["batch", spec.num_classes]},
+                "onnx": {"opset": opset, "max_abs_diff_vs_torch": diff}}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Exported(out, info.get("weights", "search"), diff, info)
+
+
+def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, dict[str, Any]]:
+    """Where the weights to export are: the search trial's, or the best (by val) final KD model's."""
+    from .final import RESULTS_FILE, final_dir, model_dir
+    from .search import trial_dir
+
+    if weights not in ("auto", "search", "final"):
+        raise KDSearchError(f"--weights: {weights!r} is not one of auto, search, final")
+    results = final_dir(run_dir, number) / RESULTS_FILE
+    kd = [r for r in json.loads(results.read_text())["runs"] if r["mode"] == "kd"] if results.is_file() else []
+    if weights == "final" and not kd:
+        raise KDSearchError(f"trial {number} has no final training yet: run `kdsearch train {run_dir} --trial {number}`")
+    if kd and weights != "search":
+        best = max(kd, key=lambda r: r["curve"][-1])
+        return (model_dir(run_dir, number, "kd", best["seed"]), "final",
+                {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
+                 "epochs": len(best["curve"]), "seed": best["seed"]})
+    return trial_dir(run_dir, number), "search", {}
+
+
+def export_trial(run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18) -> Exported:
+    """Export trial `number` of a run (kdsearch.report.Run) to `out` (default RUN/export/<number>)."""
+    from .final import chosen_trial
+    from .report import load_test_accuracies
+
+    if run.run_dir is None:
+        raise KDSearchError("export needs the run folder (it holds the students' weights)")
+    chosen_trial(run.study, number)  # a clear error for a missing trial or one without a student
+    source, kind, final = pick_source(run.run_dir, number, weights)
+    trial = run.study.get_trials(deepcopy=False)[number]
+    attrs = trial.user_attrs
+    curve = attrs.get(CURVE) or [None]
+    info = {"study": run.study.study_name, "trial": number, "weights": kind, "arch": attrs.get("arch"),
+            "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get("latency_ms"),
+            "temperature": attrs.get("temperature"), "alpha": attrs.get("alpha"), "lr": attrs.get("lr"),
+            "val_accuracy": curve[-1], "test_accuracy": load_test_accuracies(run.run_dir).get(number),
+            **final, "classes": run.study.user_attrs.get("data", {}).get("classes"),
+            "teacher": {k: run.study.user_attrs.get("teacher", {}).get(k) for k in ("name", "test_accuracy")}}
+    return export_student(source, out or run.run_dir / "export" / f"{number:05d}", info, opset)
