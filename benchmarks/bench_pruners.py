@@ -13,7 +13,7 @@ teacher-logit cache are built once and shared. Printed per pruner, relative to `
 
     python benchmarks/bench_pruners.py studies/digits-demo.toml --seeds 0 1 2
     python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 12 --epochs 4
-    python benchmarks/bench_pruners.py studies/digits-demo.toml --set pruner.margin=0 --set pruner.warmup_epochs=2
+    python benchmarks/bench_pruners.py studies/digits-demo.toml --pruners pareto --set pruner.margin=0 --set pruner.warmup_epochs=2
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--subset", type=int)
     ap.add_argument("--run-dir", help="where teacher and logit cache live (default: a temporary folder)")
+    ap.add_argument("--pruners", nargs="+", default=list(PRUNERS), choices=PRUNERS,
+                    help="pruners to compare (none, the reference, always runs)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a study-file setting, e.g. pruner.margin=0 (repeatable)")
     args = ap.parse_args()
@@ -94,10 +96,11 @@ def main() -> None:
     ctx, _ = prepare(cfg, console)
     console.print(f"{cfg.trials} trials x {cfg.epochs} epochs, random sampler, seeds {args.seeds}, "
                   f"objectives {cfg.objectives}, pruner settings {cfg.pruner}")
-    rows: dict[str, list[tuple[float, float, int, int]]] = {p: [] for p in PRUNERS}
+    pruners = ["none"] + [p for p in PRUNERS if p in args.pruners and p != "none"]
+    rows: dict[str, list[tuple[float, float, int, int]]] = {p: [] for p in pruners}
     for seed in args.seeds:
         studies = {}
-        for name in PRUNERS:
+        for name in pruners:
             start = time.perf_counter()
             studies[name] = run_one(ctx, cfg, name, seed)
             console.print(f"seed {seed} {name:7s} {time.perf_counter() - start:6.1f} s")
