@@ -46,8 +46,11 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
 
 def test_dashboard_serves_the_study_with_artifacts_and_stops_on_ctrl_c(tiny_run):
     port = free_port()
+    # As a foreground process: a shell that starts a job in the background (a CI script run
+    # with `&`) makes it ignore SIGINT, and that disposition would be inherited here.
     proc = subprocess.Popen([str(KDSEARCH), "dashboard", str(tiny_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         base = f"http://127.0.0.1:{port}"
         studies = wait_for(f"{base}/api/studies", proc)["study_summaries"]
