@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -25,6 +25,9 @@ from torch import nn
 from .errors import KDSearchError
 from .pruning import CURVE
 from .students import StudentSpec, build
+
+if TYPE_CHECKING:
+    from .report import Run
 
 SPEC_FILE, WEIGHTS_FILE, ONNX_FILE, INFO_FILE = "spec.json", "student.safetensors", "student.onnx", "export.json"
 TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| logit difference accepted (float32)
@@ -132,8 +135,8 @@ def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, di
     return trial_dir(run_dir, number), "search", {}
 
 
-def export_trial(run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18) -> Exported:
-    """Export trial `number` of a run (kdsearch.report.Run) to `out` (default RUN/export/<number>)."""
+def export_trial(run: Run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18) -> Exported:
+    """Export trial `number` of a run to `out` (default RUN/export/<number>)."""
     from .final import chosen_trial
     from .report import load_test_accuracies
 
