@@ -100,7 +100,7 @@ def dashboard_app(run: Run, console: Console):
     try:
         import optuna_dashboard
     except ImportError:
-        raise KDSearchError("the dashboard needs optuna-dashboard: pip install 'kdsearch[dashboard]'") from None
+        raise KDSearchError("the dashboard needs optuna-dashboard: pip install optuna-dashboard") from None
     store = None
     if run.run_dir is not None:
         store = artifact_store(run.run_dir)

@@ -159,8 +159,6 @@ def train_final(run: Run, number: int, epochs: int | None = None, seeds: list[in
             save_results(results_path, setup, runs, teacher)  # at once: an interruption keeps it
             progress.console.print(f"{mode} seed {seed}: val {result.val_accuracy:.2%}, test {result.test_accuracy:.2%} "
                                    f"({result.seconds:.0f} s)", highlight=False)
-    if not todo:
-        save_results(results_path, setup, runs, teacher)
     console.print(final_table(runs, teacher))
     return runs
 
