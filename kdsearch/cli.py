@@ -130,27 +130,47 @@ def dashboard(
     serve(open_run(run_dir, storage, study_name), host=host, port=port, console=console)
 
 
+def _int_list(flag: str, text: str | None) -> list[int] | None:
+    try:
+        return [int(s) for s in text.split(",")] if text else None
+    except ValueError:
+        raise KDSearchError(f"{flag}: {text!r} is not a comma list of integers") from None
+
+
+def _float_list(flag: str, text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise KDSearchError(f"{flag}: {text!r} is not a comma list of numbers") from None
+
+
 @app.command()
 @user_errors
 def train(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")],
-    trial: Annotated[int, Opt(help="Trial number to retrain (see the Pareto table).")],
+    trial: Annotated[Optional[int], Opt(help="One trial number to retrain (see the Pareto table).")] = None,
+    trials: Annotated[Optional[str], Opt(help="Comma list of trial numbers, e.g. 3,9,20.")] = None,
+    front: Annotated[bool, Opt("--front", help="Retrain every feasible Pareto member.")] = False,
     epochs: Annotated[Optional[int], Opt(help="Training epochs (default: 4x the search's epochs).")] = None,
     seeds: Annotated[Optional[str], Opt(help="Comma list of seeds, e.g. 0,1,2 (default: the study's seed).")] = None,
-    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train without the teacher (alpha = 0).")] = True,
+    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train without the teacher on the same views.")] = True,
+    all_views_baseline: Annotated[bool, Opt("--all-views-baseline", help="Also a baseline drawing from all views.")] = False,
+    lr: Annotated[Optional[float], Opt(help="One fixed learning rate for every arm (instead of --lr-grid).")] = None,
+    lr_grid: Annotated[str, Opt(help="Each arm picks its lr on validation from the trial's lr times these.")] = "0.5,1,2",
     subset: Annotated[bool, Opt("--subset/--full-data", help="Keep the search's training subset instead of the full split.")] = False,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
 ) -> None:
-    """Retrain a chosen student at full budget, with its teacher and without: what distillation adds."""
-    from .final import train_final
+    """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
+    from .final import LrPolicy, train_final
     from .report import open_run
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
-    except ValueError:
-        raise KDSearchError(f"--seeds: {seeds!r} is not a comma list of integers") from None
-    train_final(open_run(run_dir), trial, epochs=epochs, seeds=seed_list, baseline=baseline, full_data=not subset,
-                device=device, console=console)
+    numbers = ([trial] if trial is not None else []) + (_int_list("--trials", trials) or [])
+    policy = LrPolicy(grid=_float_list("--lr-grid", lr_grid), fixed=lr)
+    if front and numbers:
+        raise KDSearchError("give --front or trial numbers, not both")
+    train_final(open_run(run_dir), numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
+                baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
+                console=console)
 
 
 @app.command()

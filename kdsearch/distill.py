@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from rich.progress import Progress
 from torch import nn
 
 from .augment import apply_views, random_views, to_float
@@ -93,8 +95,10 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
     """One epoch over (x, y) (uint8 images and labels already on the device); returns mean loss.
 
     With a logit cache (kdsearch.logits.LogitCache), each image is shown as one of its cached
-    views against exactly that view's teacher logits; otherwise views are drawn at random and
-    the teacher runs online on exactly the view the student sees.
+    views, and with alpha > 0 trained against exactly that view's teacher logits. The views are
+    drawn the same way whatever alpha is, so a distilled student and its no-teacher baseline
+    built with the same generator see the same views in the same order. Without a cache, views
+    are drawn from all of them and the teacher (if any) runs online on exactly the view shown.
     """
     model.train()
     device = x.device
@@ -102,14 +106,15 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
     steps = 0
     for idx in train_batches(len(y), batch_size, generator):
         t_logits = None
-        if cache is not None and alpha > 0:
-            views, t_logits = cache.draw(idx, generator)
+        if cache is not None:
+            views, cached = cache.draw(idx, generator)
+            t_logits = cached if alpha > 0 else None
         else:
             views = random_views(len(idx), pad, flip, generator)
         idx_d = idx.to(device, non_blocking=True)
         images = apply_views(to_float(x[idx_d]), views, pad, flip).contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            if t_logits is None and teacher is not None and alpha > 0:
+            if t_logits is None and cache is None and teacher is not None and alpha > 0:
                 with torch.no_grad():
                     t_logits = teacher(images)
             logits = model(images)
@@ -127,6 +132,59 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
     if not math.isfinite(mean):
         raise NonFiniteLoss(f"training loss became {mean} (try a lower learning rate)")
     return mean
+
+
+@dataclass
+class Recipe:
+    """How a model is trained: everything but the model, the data and the teacher."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 5e-4
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum); both with a one-cycle schedule
+    temperature: float = 1.0
+    alpha: float = 0.0  # weight of the distillation term; 0 = labels only
+    label_smoothing: float = 0.0
+
+
+EpochCallback = Callable[[int, float, list[float]], None]  # (epoch from 1, mean loss, val curve so far)
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, pad: int, flip: bool, seed: int,
+        teacher: nn.Module | None = None, cache=None, x_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None, on_epoch: EpochCallback | None = None,
+        progress: Progress | None = None, description: str = "train") -> list[float]:
+    """Train `model` on (x, y) by `recipe`; returns validation accuracy after each epoch.
+
+    The one training loop of kdsearch: search trials (on_epoch prunes by raising), final
+    training and teacher fine-tuning all run it. Batch order and views come from a CPU
+    generator seeded with `seed`, so two calls with the same seed and data see the same batches
+    and views, whatever their alpha (see train_epoch). The model's initialization is the
+    caller's: seed torch before building it.
+    """
+    steps = steps_per_epoch(len(y), recipe.batch_size)
+    opt, sched = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs * steps)
+    generator = torch.Generator().manual_seed(seed)
+    task = progress.add_task(description, total=recipe.epochs * steps) if progress is not None else None
+    curve: list[float] = []
+    try:
+        for epoch in range(recipe.epochs):
+            if task is not None:
+                progress.update(task, description=f"{description} epoch {epoch + 1}/{recipe.epochs}")
+            loss = train_epoch(
+                model, x, y, opt, sched, batch_size=recipe.batch_size, pad=pad, flip=flip, generator=generator,
+                teacher=teacher, temperature=recipe.temperature, alpha=recipe.alpha,
+                label_smoothing=recipe.label_smoothing, cache=cache,
+                on_step=None if task is None else (lambda s, e=epoch: progress.update(task, completed=e * steps + s)))
+            if x_val is not None and y_val is not None:
+                curve.append(accuracy(model, x_val, y_val))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, loss, curve)
+    finally:
+        if task is not None:
+            progress.remove_task(task)
+    return curve
 
 
 @torch.no_grad()

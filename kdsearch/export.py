@@ -124,14 +124,16 @@ def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, di
     if weights not in ("auto", "search", "final"):
         raise KDSearchError(f"--weights: {weights!r} is not one of auto, search, final")
     results = final_dir(run_dir, number) / RESULTS_FILE
-    kd = [r for r in json.loads(results.read_text())["runs"] if r["mode"] == "kd"] if results.is_file() else []
+    stored = json.loads(results.read_text()) if results.is_file() else {}
+    arm = stored.get("summary", {}).get("arms", {}).get("kd")  # the distilled arm at its chosen lr
+    kd = [r for r in stored.get("runs", []) if arm and r["mode"] == "kd" and r["lr"] == arm["lr"]]
     if weights == "final" and not kd:
         raise KDSearchError(f"trial {number} has no final training yet: run `kdsearch train {run_dir} --trial {number}`")
     if kd and weights != "search":
         best = max(kd, key=lambda r: r["curve"][-1])
-        return (model_dir(run_dir, number, "kd", best["seed"]), "final",
+        return (model_dir(run_dir, number, "kd", best["seed"], best["lr"]), "final",
                 {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
-                 "epochs": len(best["curve"]), "seed": best["seed"]})
+                 "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]})
     return trial_dir(run_dir, number), "search", {}
 
 

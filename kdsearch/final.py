@@ -1,19 +1,25 @@
-"""`kdsearch train`: retrain a chosen student at full budget, with its teacher and without.
+"""`kdsearch train`: retrain chosen students at full budget, with their teacher and without.
 
-The search trains each student briefly, often on a subset; the student a user picks deserves
-the full training split and more epochs. Trained twice from the same seed and initialization,
-once with the trial's distillation settings (T, alpha, lr) and once with plain cross-entropy
-(alpha = 0, same lr and schedule), the difference in test accuracy is what distillation adds
-for that student. Validation accuracy is tracked per epoch; the test split is read once per
-finished model. Each finished model is saved and recorded at once, so an interrupted run keeps
-what it finished and a rerun of the same command continues.
+The search trains each student briefly, often on a subset; the students a user picks deserve
+the full training split and more epochs. The comparison is built to be fair:
+
+- per seed, the distilled student (the trial's T and alpha) and its baseline (no teacher,
+  alpha = 0) start from the same initialization and see the same batches and **the same
+  views** (the cached view ids of the teacher-logit cache); a second baseline that draws from
+  all views, as plain training would, can be added and is labelled as such;
+- each arm gets its own learning rate, chosen on the validation split from the same grid
+  (multiples of the trial's lr, using the first seed), or both use one fixed lr;
+- the test split is read once per finished model and never used to choose anything;
+- the gain is the per-seed paired difference of test accuracy, with a 95% t-interval.
+
+Every finished model is saved and recorded at once, so an interrupted run keeps what it
+finished and the same command continues.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import statistics
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,33 +28,43 @@ from typing import Any
 import optuna
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from .config import config_from_dict
-from .distill import accuracy, make_optimizer, steps_per_epoch, train_epoch
+from .distill import Recipe, accuracy, fit
 from .errors import KDSearchError
-from .report import Run
+from .files import write_text_atomic
+from .progress import progress_bar
+from .provenance import command_line, environment
+from .report import Run, pareto_trials
 from .search import TrialContext, prepare_inputs, save_student
+from .stats import mean_sd, paired_differences, t_interval
 from .students import StudentSpec, build
 
 FINAL_DIR = "final"
 RESULTS_FILE = "results.json"
-MODES = {"kd": "with teacher (trial's T, alpha)", "ce": "without teacher (alpha = 0)"}
+MODES = {
+    "kd": "distilled (trial's T, alpha)",
+    "ce": "baseline: no teacher, same views",
+    "ce-all": "baseline: no teacher, all views",
+}
+DEFAULT_GRID = (0.5, 1.0, 2.0)
 
 
 def final_dir(run_dir: Path, number: int) -> Path:
     return run_dir / FINAL_DIR / f"{number:05d}"
 
 
-def model_dir(run_dir: Path, number: int, mode: str, seed: int) -> Path:
-    return final_dir(run_dir, number) / f"{mode}-seed{seed}"
+def model_dir(run_dir: Path, number: int, mode: str, seed: int, lr: float) -> Path:
+    return final_dir(run_dir, number) / f"{mode}-lr{lr:.4g}-seed{seed}"
 
 
 @dataclass
 class FinalRun:
-    mode: str  # "kd" or "ce"
+    mode: str  # a key of MODES
     seed: int
+    lr: float
     curve: list[float]  # validation accuracy after each epoch
     test_accuracy: float
     seconds: float
@@ -56,6 +72,31 @@ class FinalRun:
     @property
     def val_accuracy(self) -> float:
         return self.curve[-1]
+
+
+@dataclass
+class LrPolicy:
+    """How each arm's learning rate is set: chosen per arm from trial lr x `grid`, or `fixed` for both."""
+
+    grid: tuple[float, ...] = DEFAULT_GRID
+    fixed: float | None = None
+
+    def candidates(self, trial_lr: float) -> list[float]:
+        if self.fixed is not None:
+            return [self.fixed]
+        return sorted({float(f"{trial_lr * m:.6g}") for m in self.grid})
+
+    def describe(self, trial_lr: float) -> str:
+        if self.fixed is not None:
+            return f"one fixed learning rate for every arm: {self.fixed:.4g}"
+        if len(self.candidates(trial_lr)) == 1:
+            return f"the trial's learning rate for every arm: {trial_lr:.4g}"
+        grid = ", ".join(f"{lr:.4g}" for lr in self.candidates(trial_lr))
+        return (f"each arm's learning rate chosen on validation accuracy (first seed) from the same grid: "
+                f"{grid} (the trial's {trial_lr:.4g} x {', '.join(f'{m:g}' for m in self.grid)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": list(self.grid), "fixed": self.fixed}
 
 
 def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[str, float]]:
@@ -73,111 +114,210 @@ def load_results(path: Path, setup: dict[str, Any]) -> list[FinalRun]:
     """Runs already finished with the same setup (anything else is retrained)."""
     if not path.is_file():
         return []
-    stored = json.loads(path.read_text())
-    if stored.get("setup") != setup:
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("setup") != setup:
+            return []
+        return [FinalRun(**r) for r in stored["runs"]]
+    except (ValueError, TypeError, KeyError):  # an old or damaged file: retrain rather than fail
         return []
-    return [FinalRun(**r) for r in stored["runs"]]
 
 
-def save_results(path: Path, setup: dict[str, Any], runs: list[FinalRun], teacher: dict[str, Any]) -> None:
-    summary = {}
-    for mode in MODES:
-        tests = [r.test_accuracy for r in runs if r.mode == mode]
-        if tests:
-            summary[f"{mode}_test_mean"] = statistics.mean(tests)
-    if len(summary) == 2:
-        summary["kd_gain_points"] = 100 * (summary["kd_test_mean"] - summary["ce_test_mean"])
-    body = {"setup": setup, "teacher": teacher, "runs": [asdict(r) for r in runs], "summary": summary}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    os.replace(tmp, path)
+def find(runs: list[FinalRun], mode: str, seed: int, lr: float) -> FinalRun | None:
+    return next((r for r in runs if r.mode == mode and r.seed == seed and math.isclose(r.lr, lr, rel_tol=1e-9)), None)
 
 
-def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str, seed: int, epochs: int,
-              x_test: torch.Tensor, y_test: torch.Tensor, progress: Progress) -> tuple[FinalRun, torch.nn.Module]:
-    """Train the spec from scratch (same init for both modes of a seed); val curve, then test once."""
+def choose_lr(runs: list[FinalRun], mode: str, seed: int, candidates: list[float], trial_lr: float) -> float | None:
+    """The candidate with the best final validation accuracy at `seed` (ties: nearest the trial's lr);
+    None while a candidate is still untrained."""
+    done = [find(runs, mode, seed, lr) for lr in candidates]
+    if any(r is None for r in done):
+        return None
+    best = max(done, key=lambda r: (r.val_accuracy, -abs(math.log(r.lr / trial_lr))))
+    return best.lr
+
+
+def summarize(runs: list[FinalRun], modes: list[str], seeds: list[int], policy: LrPolicy, trial_lr: float,
+              teacher_test: float) -> dict[str, Any]:
+    """Per arm: chosen lr, test accuracy per seed, mean and sd; the paired gain of kd over each baseline."""
+    out: dict[str, Any] = {"arms": {}, "gain": {}}
+    candidates = policy.candidates(trial_lr)
+    per_seed: dict[str, dict[int, float]] = {}
+    for mode in modes:
+        lr = candidates[0] if len(candidates) == 1 else choose_lr(runs, mode, seeds[0], candidates, trial_lr)
+        chosen = {s: r for s in seeds if lr is not None and (r := find(runs, mode, s, lr)) is not None}
+        if not chosen:
+            continue
+        per_seed[mode] = {s: r.test_accuracy for s, r in chosen.items()}
+        mean, sd = mean_sd(list(per_seed[mode].values()))
+        val_mean, _ = mean_sd([r.val_accuracy for r in chosen.values()])
+        out["arms"][mode] = {"label": MODES[mode], "lr": lr, "seeds": sorted(chosen), "test": per_seed[mode],
+                             "test_mean": mean, "test_sd": sd, "val_mean": val_mean,
+                             "retained": mean / teacher_test if teacher_test else math.nan}
+    for base in ("ce", "ce-all"):
+        if "kd" in per_seed and base in per_seed:
+            diffs = paired_differences(per_seed["kd"], per_seed[base])
+            if diffs:
+                out["gain"][base] = {"differences": diffs, **t_interval(diffs).to_dict()}
+    return out
+
+
+def gain_sentence(gain: dict[str, Any], against: str = "ce") -> str:
+    """The paired gain in points, its 95% interval, and plainly whether it excludes zero."""
+    g = gain.get(against)
+    if not g:
+        return "no paired runs yet"
+    if g["n"] < 2:
+        return f"{100 * g['mean']:+.2f} points from one seed: no interval (train more seeds)"
+    where = "excludes zero" if (g["low"] > 0 or g["high"] < 0) else "spans zero: no effect shown"
+    return (f"{100 * g['mean']:+.2f} points, 95% CI [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}] over "
+            f"{g['n']} seeds; the interval {where}")
+
+
+def save_results(path: Path, body: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(body, indent=2) + "\n")
+
+
+def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str, seed: int, lr: float,
+              epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
+              progress: Progress | None) -> tuple[FinalRun, torch.nn.Module]:
+    """Train the spec from scratch (same init, batches and views for every arm of a seed); val curve, test once."""
     cfg, data = ctx.cfg, ctx.data
-    alpha = hp["alpha"] if mode == "kd" else 0.0
+    recipe = Recipe(epochs=epochs, lr=lr, batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay,
+                    temperature=hp["temperature"], alpha=hp["alpha"] if mode == "kd" else 0.0,
+                    label_smoothing=cfg.train.label_smoothing)
     torch.manual_seed(seed)
     model = build(spec).to(ctx.device, memory_format=torch.channels_last)
-    steps = steps_per_epoch(len(ctx.y_train), cfg.train.batch_size)
-    opt, sched = make_optimizer(model, "adamw", hp["lr"], cfg.train.weight_decay, epochs * steps)
-    generator = torch.Generator().manual_seed(seed)
-    task = progress.add_task(f"{mode} seed {seed}", total=epochs * steps)
-    start, curve = time.perf_counter(), []
-    for epoch in range(epochs):
-        train_epoch(model, ctx.x_train, ctx.y_train, opt, sched, batch_size=cfg.train.batch_size, pad=data.pad,
-                    flip=data.flip, generator=generator, teacher=ctx.teacher.model, temperature=hp["temperature"],
-                    alpha=alpha, label_smoothing=cfg.train.label_smoothing, cache=ctx.cache,
-                    on_step=lambda s, e=epoch: progress.update(task, completed=e * steps + s))
-        curve.append(accuracy(model, ctx.x_val, ctx.y_val))
-    progress.remove_task(task)
-    result = FinalRun(mode, seed, curve, accuracy(model, x_test, y_test), time.perf_counter() - start)
+    start = time.perf_counter()
+    curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
+                teacher=ctx.teacher.model if mode == "kd" else None, cache=None if mode == "ce-all" else ctx.cache,
+                x_val=ctx.x_val, y_val=ctx.y_val, progress=progress, description=f"{mode} lr {lr:.3g} seed {seed}")
+    result = FinalRun(mode, seed, lr, curve, accuracy(model, x_test, y_test), time.perf_counter() - start)
     return result, model
 
 
-def train_final(run: Run, number: int, epochs: int | None = None, seeds: list[int] | None = None,
-                baseline: bool = True, full_data: bool = True, device: str | None = None,
-                console: Console | None = None) -> list[FinalRun]:
-    """Retrain trial `number`'s student (and, with `baseline`, the same student without a teacher)."""
+def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int]:
+    """The trials to retrain: the given numbers, or every feasible Pareto member."""
+    if front:
+        members = sorted(t.number for t in pareto_trials(run.study))
+        if not members:
+            raise KDSearchError("--front: the study has no complete, feasible trial yet")
+        return members
+    if not numbers:
+        raise KDSearchError("name the students to retrain: --trial N, --trials 3,9,20 or --front")
+    return list(dict.fromkeys(numbers))
+
+
+def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = False, epochs: int | None = None,
+                seeds: list[int] | None = None, baseline: bool = True, all_views: bool = False,
+                policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
+                console: Console | None = None) -> dict[int, dict[str, Any]]:
+    """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
+    results written to RUN/final/<trial>/results.json, by trial number."""
     console = console or Console()
+    policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
         raise KDSearchError("final training needs the run folder (its config, teacher and data settings)")
-    spec, hp = chosen_trial(run.study, number)
+    numbers = resolve_trials(run, numbers, front)
+    chosen = {n: chosen_trial(run.study, n) for n in numbers}  # every request checked before any work
     cfg = config_from_dict(run.config)
     cfg.run_dir = str(run.run_dir)
     if full_data:
-        cfg.data.subset = None
+        cfg.data.subset = 0
     if device:
         cfg.device = device
     epochs = 4 * cfg.epochs if epochs is None else epochs
-    seeds = seeds or [cfg.seed]
+    seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
         raise KDSearchError("--epochs must be at least 1")
+    if (policy.fixed is not None and not policy.fixed > 0) or any(not m > 0 for m in policy.grid):
+        raise KDSearchError("learning rates and --lr-grid factors must be positive")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = prepare_inputs(cfg, console)
+    modes = ["kd"] + (["ce"] if baseline else []) + (["ce-all"] if all_views else [])
+    teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
+               "test_accuracy": ctx.teacher.test_accuracy, "params": ctx.teacher.params, "macs": ctx.teacher.macs,
+               "latency_ms": ctx.teacher.latency_ms}
+    if ctx.cache is None:
+        console.print("no teacher-logit cache (teacher_cache off): every arm draws from all views, in the same order")
+    x_test, y_test = ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)
+    out = {}
+    for number in numbers:
+        spec, hp = chosen[number]
+        out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
+                                   x_test, y_test, console)
+    return out
+
+
+def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float],
+                 modes: list[str], seeds: list[int], epochs: int, policy: LrPolicy, teacher: dict[str, Any],
+                 x_test: torch.Tensor, y_test: torch.Tensor, console: Console) -> dict[str, Any]:
+    cfg = ctx.cfg
+    attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
     setup = {"trial": number, "spec": json.loads(spec.to_json()), **hp, "epochs": epochs, "train_images": len(ctx.train),
-             "batch_size": cfg.train.batch_size, "teacher_key": ctx.teacher.key}
+             "batch_size": cfg.train.batch_size, "weight_decay": cfg.train.weight_decay,
+             "teacher_key": ctx.teacher.key, "views": ctx.cache.k if ctx.cache is not None else None}
     folder = final_dir(run.run_dir, number)
     folder.mkdir(parents=True, exist_ok=True)
-    results_path = folder / RESULTS_FILE
-    runs = load_results(results_path, setup)
-    teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
-               "test_accuracy": ctx.teacher.test_accuracy, "params": ctx.teacher.params}
-    modes = list(MODES) if baseline else ["kd"]
-    todo = [(m, s) for s in seeds for m in modes if not any(r.mode == m and r.seed == s for r in runs)]
-    console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}, "
-                  f"lr {hp['lr']:.2e}; {epochs} epochs on {len(ctx.train)} images; "
-                  f"{len(todo)} to train, {len(runs)} already done ({results_path})", highlight=False)
-    x_test, y_test = ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        for mode, seed in todo:
-            result, model = train_one(ctx, spec, hp, mode, seed, epochs, x_test, y_test, progress)
-            save_student(model_dir(run.run_dir, number, mode, seed), model, spec)
+    path = folder / RESULTS_FILE
+    runs = load_results(path, setup)
+    candidates = policy.candidates(hp["lr"])
+
+    def body() -> dict[str, Any]:
+        return {"setup": setup, "lr_policy": {**policy.to_dict(), "text": policy.describe(hp["lr"])},
+                "trial": {k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms")}
+                | {"search_val_accuracy": (attrs.get("curve") or [None])[-1], "search_epochs": cfg.epochs},
+                "teacher": teacher, "runs": [asdict(r) for r in runs],
+                "summary": summarize(runs, modes, seeds, policy, hp["lr"], teacher["test_accuracy"]),
+                "environment": environment(ctx.device), "command": command_line()}
+
+    def plan() -> list[tuple[str, int, float]]:
+        """What is left: the lr selection runs first (first seed, every arm), then each seed's arms together."""
+        todo: list[tuple[str, int, float]] = []
+        lrs: dict[str, float | None] = {}
+        for mode in modes:
+            if len(candidates) == 1:
+                lrs[mode] = candidates[0]
+            else:
+                todo += [(mode, seeds[0], lr) for lr in candidates if find(runs, mode, seeds[0], lr) is None]
+                lrs[mode] = choose_lr(runs, mode, seeds[0], candidates, hp["lr"])
+        if todo:
+            return todo
+        return [(m, s, lrs[m]) for s in seeds for m in modes if find(runs, m, s, lrs[m]) is None]
+
+    todo = plan()
+    console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}; "
+                  f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
+                  f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
+    with progress_bar(console) as progress:
+        while todo:
+            mode, seed, lr = todo[0]
+            result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress)
+            save_student(model_dir(run.run_dir, number, mode, seed, lr), model, spec)
             runs.append(result)
-            save_results(results_path, setup, runs, teacher)  # at once: an interruption keeps it
-            progress.console.print(f"{mode} seed {seed}: val {result.val_accuracy:.2%}, test {result.test_accuracy:.2%} "
-                                   f"({result.seconds:.0f} s)", highlight=False)
-    console.print(final_table(runs, teacher))
-    return runs
+            save_results(path, body())  # at once: an interruption keeps it
+            progress.console.print(f"  {mode:6s} lr {lr:.3g} seed {seed}: val {result.val_accuracy:.2%}, "
+                                   f"test {result.test_accuracy:.2%} ({result.seconds:.0f} s)", highlight=False)
+            todo = plan()
+    final = body()
+    if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
+        save_results(path, final)
+    console.print(final_table(number, final))
+    return final
 
 
-def final_table(runs: list[FinalRun], teacher: dict[str, Any]) -> Table:
-    """Means over seeds (and the spread of test accuracy across them, when there are several)."""
-    table = Table(title="final training (test accuracy read once per model)")
-    for col in ("student", "seeds", "val", "test", "test sd"):
+def final_table(number: int, results: dict[str, Any]) -> Table:
+    """Per arm: its lr, seeds, mean val and test accuracy (sd over seeds); the paired gain below."""
+    teacher, summary = results["teacher"], results["summary"]
+    table = Table(title=f"trial {number}: final training (test read once per model)")
+    for col in ("student", "lr", "seeds", "val", "test", "test sd", "of teacher"):
         table.add_column(col, justify="left" if col == "student" else "right")
-    means = {}
-    for mode, label in MODES.items():
-        rs = [r for r in runs if r.mode == mode]
-        if rs:
-            tests = [r.test_accuracy for r in rs]
-            means[mode] = statistics.mean(tests)
-            sd = f"{statistics.stdev(tests):.2%}" if len(tests) > 1 else ""
-            table.add_row(label, str(len(rs)), f"{statistics.mean(r.val_accuracy for r in rs):.2%}", f"{means[mode]:.2%}", sd)
-    table.add_row(f"teacher {teacher['name']}", "", f"{teacher['val_accuracy']:.2%}", f"{teacher['test_accuracy']:.2%}", "")
-    if len(means) == 2:
-        gain = round(100 * (means["kd"] - means["ce"]), 2) + 0.0  # + 0.0: no "-0.00"
-        table.caption = f"distillation adds {gain:+.2f} points of test accuracy (mean over seeds)"
+    for arm in summary["arms"].values():
+        sd = f"{arm['test_sd']:.2%}" if not math.isnan(arm["test_sd"]) else ""
+        table.add_row(arm["label"], f"{arm['lr']:.3g}", str(len(arm["seeds"])), f"{arm['val_mean']:.2%}",
+                      f"{arm['test_mean']:.2%}", sd, f"{arm['retained']:.1%}")
+    table.add_row(f"teacher {teacher['name']}", "", "", f"{teacher['val_accuracy']:.2%}",
+                  f"{teacher['test_accuracy']:.2%}", "", "")
+    lines = [f"distillation adds {gain_sentence(summary['gain'], base)} (vs {MODES[base]})" for base in summary["gain"]]
+    table.caption = "\n".join(lines + [results["lr_policy"]["text"]])
     return table

@@ -16,15 +16,16 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from safetensors.torch import save_file
 
 from . import measure
 from .config import SPACE_KINDS, StudyConfig
 from .data import DataSplits, Split, load_data, stratified_subset
-from .distill import NonFiniteLoss, accuracy, make_optimizer, resolve_device, steps_per_epoch, train_epoch
+from .distill import NonFiniteLoss, Recipe, fit, resolve_device
 from .errors import KDSearchError
 from .logits import LogitCache, build_or_load, cache_key
+from .progress import progress_bar
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
 from .students import StudentSpec, build, sample_spec, suggest
 from .teachers import TeacherResult, prepare_teacher
@@ -140,27 +141,20 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
         raise optuna.TrialPruned(f"over budget ({', '.join(over)}): rejected before training")
 
     model = model.to(ctx.device, memory_format=torch.channels_last)
-    steps = steps_per_epoch(len(ctx.y_train), cfg.train.batch_size)
-    opt, sched = make_optimizer(model, "adamw", hp["lr"], cfg.train.weight_decay, cfg.epochs * steps)
-    generator = torch.Generator().manual_seed(seed)
-    task = ctx.progress.add_task(f"trial {trial.number}", total=cfg.epochs * steps) if ctx.progress else None
-    curve: list[float] = []
-    try:
-        for epoch in range(cfg.epochs):
-            train_epoch(model, ctx.x_train, ctx.y_train, opt, sched, batch_size=cfg.train.batch_size,
-                        pad=data.pad, flip=data.flip, generator=generator, teacher=ctx.teacher.model,
-                        temperature=hp["temperature"], alpha=hp["alpha"], label_smoothing=cfg.train.label_smoothing,
-                        cache=ctx.cache,
-                        on_step=(lambda s, e=epoch: ctx.progress.update(task, completed=e * steps + s)) if task is not None else None)
-            curve.append(accuracy(model, ctx.x_val, ctx.y_val))
-            trial.set_user_attr(CURVE, curve)
-            if ctx.pruner.should_prune(finished_trials(trial.study), curve, cfg.epochs, costs):
-                trial.set_user_attr(PRUNED_AT, epoch + 1)
-                save_student(trial_dir(cfg.run_path, trial.number), model, spec)
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at val accuracy {curve[-1]:.4f}")
-    finally:
-        if task is not None:
-            ctx.progress.remove_task(task)
+    recipe = Recipe(epochs=cfg.epochs, lr=hp["lr"], batch_size=cfg.train.batch_size,
+                    weight_decay=cfg.train.weight_decay, temperature=hp["temperature"], alpha=hp["alpha"],
+                    label_smoothing=cfg.train.label_smoothing)
+
+    def prune(epoch: int, loss: float, curve: list[float]) -> None:
+        trial.set_user_attr(CURVE, curve)
+        if ctx.pruner.should_prune(finished_trials(trial.study), curve, cfg.epochs, costs):
+            trial.set_user_attr(PRUNED_AT, epoch)
+            save_student(trial_dir(cfg.run_path, trial.number), model, spec)
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {curve[-1]:.4f}")
+
+    curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
+                teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val, on_epoch=prune,
+                progress=ctx.progress, description=f"trial {trial.number}")
     save_student(trial_dir(cfg.run_path, trial.number), model, spec)
     values = {"accuracy": curve[-1], **costs}
     return tuple(float(values[o]) for o in cfg.objectives)
@@ -237,7 +231,7 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
     """Load or build (once, for all trials and workers) the teacher logits of the student train split."""
     cfg, data = ctx.cfg, ctx.data
     key = cache_key(ctx.teacher.key, ctx.train.x, ctx.train.y, data.pad, data.flip, cfg.train.views, cfg.seed)
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         cache = build_or_load(ctx.teacher.model, ctx.x_train, pad=data.pad, flip=data.flip, k=cfg.train.views,
                               seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress)
     console.print(f"teacher logits: {cache.k} views x {len(ctx.train)} images "
@@ -255,8 +249,7 @@ def run_search(cfg: StudyConfig, console: Console | None = None) -> optuna.Study
         console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
         return study
     console.print(f"running {cfg.trials - done} more trials ({done} finished already), {cfg.epochs} epochs each")
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         ctx.progress = progress
         overall = progress.add_task("trials", total=cfg.trials, completed=done)
 

@@ -538,23 +538,14 @@ def _train(model: nn.Module, data: DataSplits, device: torch.device, epochs: int
            seed: int, title: str) -> None:
     """Plain cross-entropy with one-cycle SGD and the data's crop/flip, on the full train split."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
 
-    x, y = data.train.x.to(device), data.train.y.to(device)
-    steps = distill.steps_per_epoch(len(y), batch_size)
-    optimizer, scheduler = distill.make_optimizer(model, "sgd", lr, 5e-4, epochs * steps)
-    generator = torch.Generator().manual_seed(seed)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task(title, total=epochs * steps, loss="")
-        for epoch in range(epochs):
-            progress.update(task, description=f"{title} epoch {epoch + 1}/{epochs}")
-            loss = distill.train_epoch(model, x, y, optimizer, scheduler, batch_size=batch_size, pad=data.pad,
-                                       flip=data.flip, generator=generator, teacher=None, alpha=0.0,
-                                       on_step=lambda _: progress.advance(task))
-            progress.update(task, loss=f"loss {loss:.3f}")
+    from .progress import progress_bar
+
+    recipe = distill.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=5e-4, optimizer="sgd")
+    with progress_bar(Console(stderr=True), transient=False) as progress:
+        distill.fit(model, data.train.x.to(device), data.train.y.to(device), recipe, pad=data.pad, flip=data.flip,
+                    seed=seed, progress=progress, description=title,
+                    on_epoch=lambda e, loss, _: progress.console.print(f"{title} epoch {e}/{epochs}: loss {loss:.3f}"))
 
 
 def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, device: torch.device, seed: int,

@@ -1,14 +1,17 @@
-"""Final training: the chosen student retrained with and without its teacher, resumable, exportable."""
+"""Final training: the chosen students retrained with and without their teacher, fairly, resumable."""
 
 import json
+import math
 
 import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from kdsearch import final
 from kdsearch.cli import app
-from kdsearch.report import open_run
-from kdsearch.final import RESULTS_FILE, final_dir, model_dir
+from kdsearch.final import RESULTS_FILE, LrPolicy, final_dir, model_dir
+from kdsearch.report import open_run, pareto_trials
+from kdsearch.stats import t_interval
 
 TRIAL = 3  # the export tests assume trial 0 has no final training
 
@@ -19,26 +22,32 @@ def cache_env(tmp_path, monkeypatch):
 
 
 def train(run, *argv):
-    return CliRunner().invoke(app, ["train", str(run), "--trial", str(TRIAL), "--device", "cpu", *argv])
+    return CliRunner().invoke(app, ["train", str(run), "--device", "cpu", *argv])
+
+
+def weights(run, number, mode, seed, lr):
+    return load_file(str(model_dir(run, number, mode, seed, lr) / "student.safetensors"))
 
 
 def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_path, cache_env):
-    result = train(tiny_run, "--epochs", "2")
+    result = train(tiny_run, "--trial", str(TRIAL), "--epochs", "2", "--lr-grid", "1")
     assert result.exit_code == 0, result.output
-    assert "2 to train" in result.output and "distillation adds" in result.output
+    assert "0 model(s) already done" in result.output and "distillation adds" in result.output
+    assert "one seed: no interval" in result.output and "the trial's learning rate for every arm" in result.output
     stored = json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())
     runs = {r["mode"]: r for r in stored["runs"]}
     assert set(runs) == {"kd", "ce"} and all(len(r["curve"]) == 2 and 0 <= r["test_accuracy"] <= 1 for r in runs.values())
-    assert stored["setup"]["epochs"] == 2
+    assert stored["setup"]["epochs"] == 2 and stored["command"].startswith("kdsearch")
     assert stored["setup"]["train_images"] == open_run(tiny_run).study.user_attrs["data"]["train"]  # no val images
-    assert stored["summary"]["kd_gain_points"] == pytest.approx(
-        100 * (runs["kd"]["test_accuracy"] - runs["ce"]["test_accuracy"]))
-    kd = load_file(str(model_dir(tiny_run, TRIAL, "kd", 0) / "student.safetensors"))
-    ce = load_file(str(model_dir(tiny_run, TRIAL, "ce", 0) / "student.safetensors"))
+    gain = stored["summary"]["gain"]["ce"]
+    assert gain["mean"] == pytest.approx(runs["kd"]["test_accuracy"] - runs["ce"]["test_accuracy"])
+    assert gain["n"] == 1 and math.isnan(gain["low"])
+    lr = runs["kd"]["lr"]
+    kd, ce = weights(tiny_run, TRIAL, "kd", 0, lr), weights(tiny_run, TRIAL, "ce", 0, lr)
     assert any(not (kd[k] == ce[k]).all() for k in kd)  # the teacher changed what was learned
 
-    again = train(tiny_run, "--epochs", "2")  # finished runs are kept, not retrained
-    assert again.exit_code == 0 and "0 to train, 2 already done" in again.output, again.output
+    again = train(tiny_run, "--trial", str(TRIAL), "--epochs", "2", "--lr-grid", "1")  # kept, not retrained
+    assert again.exit_code == 0 and "2 model(s) already done" in again.output, again.output
     assert json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())["runs"] == stored["runs"]
 
     out = tmp_path / "exp"
@@ -48,15 +57,63 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
     assert info["weights"] == "final" and info["test_accuracy"] == runs["kd"]["test_accuracy"] and info["epochs"] == 2
 
 
+def test_with_alpha_zero_both_arms_end_identical(tiny_run, cache_env, monkeypatch):
+    """Same init, batches, views, lr choice and schedule: a distilled arm with alpha = 0 *is* the baseline.
+
+    Any asymmetry between the arms (other views, another batch order, another lr grid or
+    schedule) changes the weights and fails this. The all-views baseline is the control: it
+    differs only in its views, and its weights differ.
+    """
+    real = final.chosen_trial
+
+    def alpha_zero(study, number):
+        spec, hp = real(study, number)
+        return spec, {**hp, "alpha": 0.0}
+
+    monkeypatch.setattr(final, "chosen_trial", alpha_zero)
+    number = 4
+    out = final.train_final(open_run(tiny_run), [number], epochs=2, seeds=[0, 1], all_views=True,
+                            policy=LrPolicy(grid=(0.5, 1.0, 2.0)), device="cpu")[number]
+    arms = out["summary"]["arms"]
+    assert arms["kd"]["lr"] == arms["ce"]["lr"]  # the same learning-rate choice
+    assert len([r for r in out["runs"] if r["mode"] == "kd"]) == 4  # 3 lr candidates at seed 0, then seed 1
+    for seed in (0, 1):
+        kd = weights(tiny_run, number, "kd", seed, arms["kd"]["lr"])
+        ce = weights(tiny_run, number, "ce", seed, arms["ce"]["lr"])
+        assert kd.keys() == ce.keys() and all((kd[k] == ce[k]).all() for k in kd)
+    assert out["summary"]["gain"]["ce"]["differences"] == [0.0, 0.0]
+    all_views = weights(tiny_run, number, "ce-all", 0, arms["ce-all"]["lr"])
+    same_lr = weights(tiny_run, number, "ce", 0, arms["ce-all"]["lr"])
+    assert any(not (all_views[k] == same_lr[k]).all() for k in all_views if all_views[k].is_floating_point())
+
+
+def test_front_retrains_every_pareto_member(tiny_run, cache_env):
+    result = train(tiny_run, "--front", "--epochs", "1", "--lr", "0.01", "--no-baseline")
+    assert result.exit_code == 0, result.output
+    members = [t.number for t in pareto_trials(open_run(tiny_run).study)]
+    assert members
+    for number in members:
+        stored = json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())
+        assert [(r["mode"], r["lr"]) for r in stored["runs"]] == [("kd", 0.01)]
+        assert stored["lr_policy"]["fixed"] == 0.01 and "one fixed learning rate" in stored["lr_policy"]["text"]
+
+
+def test_paired_t_interval():
+    ci = t_interval([0.01, 0.02, 0.03])  # mean 0.02, sd 0.01, t(0.975, 2) = 4.3027
+    assert ci.mean == pytest.approx(0.02) and ci.high - ci.mean == pytest.approx(4.302653 * 0.01 / math.sqrt(3))
+    assert ci.spans_zero  # low = -0.0048: three seeds this spread cannot show the effect
+    assert not t_interval([0.020, 0.021, 0.019]).spans_zero and t_interval([0.5]).spans_zero
+
+
 @pytest.mark.parametrize("argv,match", [
-    (["--epochs", "0"], "at least 1"),
-    (["--seeds", "a,b"], "comma list"),
+    (["--trial", "3", "--epochs", "0"], "at least 1"),
+    (["--trial", "3", "--seeds", "a,b"], "comma list"),
+    (["--trials", "3,x"], "comma list"),
+    (["--trial", "3", "--lr-grid", "1,-2"], "must be positive"),
+    (["--front", "--trial", "3"], "not both"),
+    ([], "name the students"),
+    (["--trial", "42"], "no trial 42"),
 ])
 def test_bad_train_requests_exit_2_with_one_line(tiny_run, cache_env, argv, match):
     result = train(tiny_run, *argv)
     assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
-
-
-def test_a_trial_without_a_student_cannot_be_retrained(tiny_run, cache_env):
-    result = CliRunner().invoke(app, ["train", str(tiny_run), "--trial", "42"])
-    assert result.exit_code == 2 and "no trial 42" in result.output

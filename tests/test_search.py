@@ -62,7 +62,7 @@ def test_run_resume_and_report(folder, tmp_path):
 
 
 def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
-    real = search.train_epoch
+    real = search.fit
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -71,7 +71,7 @@ def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
             raise NonFiniteLoss("training loss became nan")
         return real(*a, **k)
 
-    monkeypatch.setattr(search, "train_epoch", flaky)
+    monkeypatch.setattr(search, "fit", flaky)
     run_dir = tmp_path / "run"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none"))
     assert result.exit_code == 0, result.output
@@ -143,8 +143,8 @@ def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
 
 def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path, monkeypatch):
     trained = []
-    real = search.train_epoch
-    monkeypatch.setattr(search, "train_epoch", lambda *a, **k: trained.append(1) or real(*a, **k))
+    real = search.fit
+    monkeypatch.setattr(search, "fit", lambda *a, **k: trained.append(1) or real(*a, **k))
     run_dir = tmp_path / "r"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "60"))
     assert result.exit_code == 0, result.output

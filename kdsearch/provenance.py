@@ -1,0 +1,39 @@
+"""Where a number came from: the command, the machine, the device, the software, the date."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def command_line() -> str:
+    """The command as the user typed it (program name shortened to `kdsearch`)."""
+    args = sys.argv[1:] if Path(sys.argv[0]).name in ("kdsearch", "cli.py", "__main__.py") else sys.argv
+    return shlex.join(["kdsearch", *args])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    """Machine, device, threads and versions, recorded beside every result."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return {"machine": f"{cpu_model()}, {os.cpu_count()} CPUs", "device": f"{device.type} ({name})",
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
