@@ -90,7 +90,7 @@ def run(
     overrides["train.views"] = views
     overrides["train.teacher_cache"] = None if teacher_cache is None else teacher_cache == "on"
     cfg = load_config(study_file, overrides)
-    study = run_search(cfg, console)
+    study = run_search(cfg, console, study_file)
     console.print(pareto_table(study))
 
 
@@ -171,6 +171,20 @@ def train(
     train_final(open_run(run_dir), numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
                 console=console)
+
+
+@app.command()
+@user_errors
+def results(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders.")],
+    out: Annotated[Path, Opt(help="Markdown file to write.")] = Path("RESULTS.md"),
+    figures: Annotated[Optional[Path], Opt(help="Folder for the figures (default: <out>-figures).")] = None,
+) -> None:
+    """Write a Markdown results document (teacher, front, final training, figure, provenance) from runs."""
+    from .provenance import command_line
+    from .results import write_results
+
+    write_results(run_dirs, out, figures, command=command_line(), console=console)
 
 
 @app.command()

@@ -14,9 +14,10 @@ import torch
 
 
 def command_line() -> str:
-    """The command as the user typed it (program name shortened to `kdsearch`)."""
-    args = sys.argv[1:] if Path(sys.argv[0]).name in ("kdsearch", "cli.py", "__main__.py") else sys.argv
-    return shlex.join(["kdsearch", *args])
+    """The command as the user typed it: `kdsearch ...` from the console script, else the Python program."""
+    if Path(sys.argv[0]).name == "kdsearch":
+        return shlex.join(["kdsearch", *sys.argv[1:]])
+    return shlex.join(["python", *sys.argv])
 
 
 def cpu_model() -> str:

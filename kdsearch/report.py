@@ -103,6 +103,9 @@ def open_run(run_dir: Path | None = None, storage: str | None = None, study_name
         info = json.loads(run_file.read_text())
     elif storage is None:
         raise KDSearchError("give a run folder, or --storage URL and --study-name NAME")
+    if storage is None and run_dir is not None and not (info.get("config") or {}).get("storage"):
+        # the default SQLite file of this folder, wherever the folder now is (copied, cloned, moved)
+        storage = f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
     storage = storage or info["storage"]
     study_name = study_name or info.get("study_name")
     if not study_name:

@@ -24,8 +24,10 @@ from .config import SPACE_KINDS, StudyConfig
 from .data import DataSplits, Split, load_data, stratified_subset
 from .distill import NonFiniteLoss, Recipe, fit, resolve_device
 from .errors import KDSearchError
+from .files import write_text_atomic
 from .logits import LogitCache, build_or_load, cache_key
 from .progress import progress_bar
+from .provenance import command_line
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
 from .students import StudentSpec, build, sample_spec, suggest
 from .teachers import TeacherResult, prepare_teacher
@@ -179,9 +181,12 @@ class StopWhenDone:
             study.stop()
 
 
-def write_run_file(cfg: StudyConfig) -> None:
-    run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict()}
-    (cfg.run_path / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
+    """run.json: how `report`, `train` and `results` find the study again, and how it was made."""
+    run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(), "command": command_line(),
+           "study_file": str(study_file) if study_file else None,
+           "study_text": Path(study_file).read_text() if study_file else None}
+    write_text_atomic(cfg.run_path / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
 
 def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
@@ -211,13 +216,13 @@ def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
     return ctx
 
 
-def prepare(cfg: StudyConfig, console: Console) -> tuple[TrialContext, optuna.Study]:
+def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None) -> tuple[TrialContext, optuna.Study]:
     """Everything before the first trial: the study (opened first: a bad storage URL fails before
     any teacher work), the training inputs, then the run's facts recorded in the study."""
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     study = open_study(cfg)
     ctx = prepare_inputs(cfg, console)
-    write_run_file(cfg)
+    write_run_file(cfg, study_file)
     data = ctx.data
     for key, value in {"teacher": ctx.teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": torch.get_num_threads(),
                        "latency_threads": cfg.latency_threads, "device": str(ctx.device),
@@ -239,11 +244,11 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
     return cache
 
 
-def run_search(cfg: StudyConfig, console: Console | None = None) -> optuna.Study:
+def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None) -> optuna.Study:
     """Run (or resume) the study until it holds `cfg.trials` finished trials."""
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx, study = prepare(cfg, console)
+    ctx, study = prepare(cfg, console, study_file)
     done = n_finished(study)
     if done >= cfg.trials:
         console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")

@@ -37,7 +37,7 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
     stored = json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())
     runs = {r["mode"]: r for r in stored["runs"]}
     assert set(runs) == {"kd", "ce"} and all(len(r["curve"]) == 2 and 0 <= r["test_accuracy"] <= 1 for r in runs.values())
-    assert stored["setup"]["epochs"] == 2 and stored["command"].startswith("kdsearch")
+    assert stored["setup"]["epochs"] == 2 and stored["environment"]["torch"]
     assert stored["setup"]["train_images"] == open_run(tiny_run).study.user_attrs["data"]["train"]  # no val images
     gain = stored["summary"]["gain"]["ce"]
     assert gain["mean"] == pytest.approx(runs["kd"]["test_accuracy"] - runs["ce"]["test_accuracy"])

@@ -1,0 +1,244 @@
+"""`kdsearch results`: one Markdown document from finished runs, every number read from their files.
+
+Per run: the teacher; the search's Pareto front (validation and test accuracy); the final
+training of each retrained student (distilled and baseline test accuracy over seeds, the
+paired gain with its 95% interval, accuracy retained as a fraction of the teacher's); a figure
+of test accuracy against params; the commands, the study file, machine and software. A run
+folder may hold a hand-written `notes.md` (discussion, no numbers): it is included as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from rich.console import Console
+
+from .errors import KDSearchError
+from .files import write_text_atomic
+from .final import FINAL_DIR, MODES, RESULTS_FILE, gain_sentence
+from .report import Run, export_images, log_ticks, open_run, pareto_test_accuracy, pareto_trials
+
+NOTES_FILE = "notes.md"
+AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's params, within 3 points of it
+ARM_STYLE = {"kd": ("#d62728", "circle", 0.96), "ce": ("#1f77b4", "square", 1.0), "ce-all": ("#7f7f7f", "diamond", 1.04)}
+# (colour, marker, x offset factor: the arms of one student sit side by side instead of on top of each other)
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
+
+
+def fraction(part: float, whole: float) -> str:
+    """'6.1%, 1/16': a share of the teacher's size, as a percentage and as 1/N."""
+    if not part or not whole:
+        return ""
+    return f"{part / whole:.1%}, 1/{whole / part:.0f}" if part < whole else f"{part / whole:.1%}"
+
+
+def mean_sd(arm: dict[str, Any] | None) -> str:
+    if not arm:
+        return ""
+    sd = "" if math.isnan(arm["test_sd"]) else f" ± {100 * arm['test_sd']:.2f}"
+    return f"{pct(arm['test_mean'])}{sd}"
+
+
+def gain_cell(g: dict[str, Any] | None) -> str:
+    if not g:
+        return ""
+    if g["n"] < 2:
+        return f"{100 * g['mean']:+.2f} (1 seed)"
+    mark = "" if (g["low"] > 0 or g["high"] < 0) else " (spans 0)"
+    return f"{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]{mark}"
+
+
+def load_finals(run_dir: Path) -> list[dict[str, Any]]:
+    """Every RUN/final/<trial>/results.json with at least one finished model, by trial number."""
+    out = []
+    for path in sorted((run_dir / FINAL_DIR).glob(f"*/{RESULTS_FILE}")):
+        try:
+            body = json.loads(path.read_text())
+        except ValueError as exc:
+            raise KDSearchError(f"{path} is not valid JSON ({exc})") from None
+        if body.get("summary", {}).get("arms"):
+            out.append(body)
+    return sorted(out, key=lambda b: b["setup"]["trial"])
+
+
+def figure(finals: list[dict[str, Any]], teacher: dict[str, Any], title: str) -> go.Figure:
+    """Test accuracy against params: each arm's mean over seeds (bars: sd), the teacher as a star and line."""
+    fig = go.Figure()
+    for mode, (color, symbol, shift) in ARM_STYLE.items():
+        rows = [(b["trial"]["params"], b["summary"]["arms"][mode], b["setup"]["trial"]) for b in finals
+                if mode in b["summary"]["arms"]]
+        if not rows:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r[0] * shift for r in rows], y=[r[1]["test_mean"] for r in rows], mode="markers+text",
+            text=[f"#{r[2]}" if mode == "kd" else "" for r in rows], textposition="top center",
+            error_y=dict(type="data", array=[0 if math.isnan(r[1]["test_sd"]) else r[1]["test_sd"] for r in rows]),
+            name=MODES[mode], marker=dict(color=color, symbol=symbol, size=10)))
+    fig.add_trace(go.Scatter(x=[teacher["params"]], y=[teacher["test_accuracy"]], mode="markers",
+                             name=f"teacher {teacher['name']}", marker=dict(symbol="star", size=16, color="#222")))
+    fig.add_hline(y=teacher["test_accuracy"], line=dict(color="#222", dash="dot", width=1))
+    fig.update_layout(title=title, template="plotly_white", height=480, width=900,
+                      xaxis=dict(type="log", title="params (log scale)", tickformat="~s",
+                                 tickvals=log_ticks([b["trial"]["params"] for b in finals] + [teacher["params"]])),
+                      yaxis=dict(title="test accuracy (mean over seeds, bars: sd)", tickformat=".0%"))
+    return fig
+
+
+def teacher_section(teacher: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    return [f"**Teacher** {teacher['name']}: test accuracy **{pct(teacher['test_accuracy'])}** (validation "
+            f"{pct(teacher['val_accuracy'])}), {teacher['params']:,} params, {teacher.get('macs', 0):,} MACs, "
+            f"{teacher.get('latency_ms', math.nan):.2f} ms at batch 1; "
+            f"trained or fine-tuned here for {teacher.get('epochs_trained', 0)} epoch(s)"
+            + (" (loaded from the run's cache)" if teacher.get("from_cache") else "") + ".",
+            "",
+            f"**Data** {data.get('name', '')}: {data.get('train', 0):,} images for the search's students, "
+            f"{data.get('val', 0):,} validation (carved from the training data), {data.get('test', 0):,} test "
+            f"(read only for the tables below, never by the search).", ""]
+
+
+def front_section(run: Run, teacher: dict[str, Any], say) -> list[str]:
+    members = pareto_trials(run.study)
+    tests, note = pareto_test_accuracy(run, [t.number for t in members], say=say)
+    cfg = run.config
+    lines = [f"### The search's Pareto front ({len(members)} of {len(run.study.trials)} trials; "
+             f"{cfg.get('epochs')} epochs each on the search's training images)", "",
+             "| trial | val acc | test acc | params | of teacher | MACs | latency ms | T | alpha | architecture |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in sorted(members, key=lambda t: t.user_attrs.get("params", 0)):
+        a = t.user_attrs
+        lines.append(f"| {t.number} | {pct(t.values[0])} | {pct(tests.get(t.number))} | {a.get('params', 0):,} | "
+                     f"{fraction(a.get('params', 0), teacher['params'])} | {a.get('macs', 0):,} | "
+                     f"{a.get('latency_ms', math.nan):.3f} | {a.get('temperature', math.nan):.2f} | "
+                     f"{a.get('alpha', math.nan):.2f} | `{a.get('arch', '')}` |")
+    return lines + ([""] + [note] if note else []) + [""]
+
+
+def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
+    if not finals:
+        return ["No final training yet (`kdsearch train RUN --front` or `--trials ...`).", ""]
+    has_all = any("ce-all" in b["summary"]["arms"] for b in finals)
+    head = ["trial", "params (of teacher)", "MACs (of teacher)", "seeds", "epochs", "distilled test",
+            "baseline test (same views)", "gain, points [95% CI]"]
+    head += ["baseline test (all views)", "gain vs all views"] if has_all else []
+    head += ["distilled / teacher"]
+    lines = ["### Final training", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in finals:
+        arms, gain, trial = b["summary"]["arms"], b["summary"]["gain"], b["trial"]
+        kd = arms.get("kd")
+        row = [str(b["setup"]["trial"]), f"{trial['params']:,} ({fraction(trial['params'], teacher['params'])})",
+               f"{trial['macs']:,} ({fraction(trial['macs'], teacher.get('macs', 0))})",
+               str(len(kd["seeds"]) if kd else 0), str(b["setup"]["epochs"]), mean_sd(kd), mean_sd(arms.get("ce")),
+               gain_cell(gain.get("ce"))]
+        row += [mean_sd(arms.get("ce-all")), gain_cell(gain.get("ce-all"))] if has_all else []
+        row += [pct(kd["retained"], 1) if kd else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"Test accuracy: mean ± sd over seeds, teacher {pct(teacher['test_accuracy'])}. Gain: the "
+              "distilled minus the baseline test accuracy of each seed (same initialization, batches and views), "
+              "mean and 95% t-interval, in points.", ""]
+    for b in finals:
+        s, lr = b["setup"], b["lr_policy"]["text"]
+        chosen = ", ".join(f"{m} {a['lr']:.3g}" for m, a in b["summary"]["arms"].items())
+        lines.append(f"- Trial {s['trial']} (`{b['trial']['arch']}`, T {s['temperature']:.2f}, alpha {s['alpha']:.2f}, "
+                     f"{s['epochs']} epoch(s) on {s['train_images']:,} images): distillation adds "
+                     f"{gain_sentence(b['summary']['gain'])}. Learning rates: {lr}; chosen: {chosen}.")
+    return lines + [""]
+
+
+def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
+    """The aim, checked against the numbers: a student at <= 1/10 of the params within 3 points, a gain that excludes 0."""
+    small = [b for b in finals if "kd" in b["summary"]["arms"] and b["trial"]["params"] <= AIM_FRACTION * teacher["params"]]
+    lines = ["### Against the aim", ""]
+    if small:
+        best = max(small, key=lambda b: b["summary"]["arms"]["kd"]["test_mean"])
+        gap = 100 * (teacher["test_accuracy"] - best["summary"]["arms"]["kd"]["test_mean"])
+        met = "met" if gap <= AIM_POINTS else "not met"
+        lines.append(f"- A student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params within "
+                     f"{AIM_POINTS:g} points of its test accuracy: **{met}**. The best such student here, trial "
+                     f"{best['setup']['trial']} ({fraction(best['trial']['params'], teacher['params'])} of the params), "
+                     f"is {gap:.2f} points below the teacher.")
+    else:
+        lines.append(f"- No student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params was retrained.")
+    shown = [str(b["setup"]["trial"]) for b in finals
+             if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2 and (g["low"] > 0 or g["high"] < 0)]
+    positive = [str(b["setup"]["trial"]) for b in finals
+                if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2 and g["low"] > 0]
+    lines.append(f"- A distillation gain whose 95% interval excludes zero: "
+                 + (f"**met** for trial(s) {', '.join(positive)}." if positive else "**not met**: ")
+                 + ("" if positive else ("no interval excludes zero." if not shown else
+                                         f"the intervals of trial(s) {', '.join(shown)} exclude zero below it "
+                                         "(the teacher hurt).")))
+    return lines + [""]
+
+
+def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]:
+    info = json.loads((run_dir / "run.json").read_text())
+    lines = ["### How it was made", ""]
+    commands = [info.get("command")] + list(dict.fromkeys(b.get("command") for b in finals))
+    commands = [c for c in commands if c]
+    if commands:
+        lines += ["```", *commands, "```", ""]
+    envs = list(dict.fromkeys(json.dumps(b["environment"], sort_keys=True) for b in finals if b.get("environment")))
+    for env in map(json.loads, envs):
+        lines.append(f"- Final training ran on {env['machine']}, device {env['device']}, {env['threads']} threads, "
+                     f"torch {env['torch']}, Python {env['python']}, finished {env['date']}.")
+    if envs:
+        lines.append("")
+    if info.get("study_text"):
+        lines += [f"Study file `{info['study_file']}`:", "", "```toml", info["study_text"].rstrip(), "```", ""]
+    else:
+        lines += ["The resolved study configuration (run.json):", "", "```json",
+                  json.dumps(info.get("config", {}), indent=2), "```", ""]
+    return lines
+
+
+def run_section(run_dir: Path, figures: Path, out: Path, console: Console) -> list[str]:
+    run = open_run(run_dir)
+    study = run.study
+    teacher, data = study.user_attrs.get("teacher"), study.user_attrs.get("data", {})
+    if not teacher:
+        raise KDSearchError(f"{run_dir}: the study records no teacher (was the run ever started?)")
+    finals = load_finals(run_dir)
+    lines = [f"## {study.study_name}", "", f"Run folder `{run_dir}`.", ""]
+    lines += teacher_section(teacher, data)
+    lines += front_section(run, teacher, lambda m: console.print(m, highlight=False))
+    lines += finals_section(finals, teacher)
+    if finals:
+        fig = figure(finals, teacher, f"{study.study_name}: test accuracy vs params")
+        written, message = export_images({f"{study.study_name}-accuracy-vs-params": fig}, figures)
+        if written:
+            rel = Path(*written[0].resolve().parts[len(out.parent.resolve().parts):]) \
+                if written[0].resolve().is_relative_to(out.parent.resolve()) else written[0].resolve()
+            lines += [f"![test accuracy vs params]({rel.as_posix()})", ""]
+        else:
+            lines += [f"*(No figure: {message}.)*", ""]
+        lines += aim_section(finals, teacher)
+    notes = run_dir / NOTES_FILE
+    if notes.is_file():
+        lines += ["### Notes", "", notes.read_text().rstrip(), ""]
+    return lines + provenance_section(run_dir, finals)
+
+
+def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, command: str = "",
+                  console: Console | None = None) -> Path:
+    """Write the Markdown document for `run_dirs` to `out` (figures as PNG under `figures`)."""
+    console = console or Console()
+    if not run_dirs:
+        raise KDSearchError("give at least one run folder")
+    out = Path(out)
+    figures = Path(figures) if figures else out.with_name(out.stem + "-figures")
+    lines = ["# Results", "",
+             f"Generated by `{command}` from the run folders below: every number is read from their files "
+             "(the study, `final/*/results.json`, `test_accuracy.json`); rerun the command to regenerate. "
+             "Accuracy is top-1; params and MACs are exact counts; latency is the median at batch 1 on the CPU.", ""]
+    for run_dir in run_dirs:
+        lines += run_section(Path(run_dir), figures, out, console)
+    write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
+    console.print(f"results: {out}", highlight=False)
+    return out
