@@ -8,11 +8,12 @@ and wrong types are errors (KDSearchError), so a typo never silently does nothin
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import KDSearchError
 
@@ -164,32 +165,78 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
         setattr(obj, key, value)
 
 
+Rule = tuple[Callable[[Any], bool], str]  # (test of one value, what it must be)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(low: int, high: int | None = None) -> Rule:
+    text = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    return (lambda v: _is_int(v) and v >= low and (high is None or v <= high)), text
+
+
+def _num(test: Callable[[float], bool], text: str) -> Rule:
+    """A finite number (int or float, never bool, NaN or infinity) that passes test."""
+    return (lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and test(v)), f"a finite number {text}"
+
+
+_POSITIVE = _num(lambda v: v > 0, "> 0")
+_NON_NEGATIVE = _num(lambda v: v >= 0, ">= 0")
+_FRACTION = _num(lambda v: 0 <= v < 1, "in [0, 1)")
+
+# Bounds of every numeric setting (None means "default" and is not checked) and of every [space]
+# entry (a fixed value, both ends of a range and every choice must pass the entry's rule). Errors
+# name a setting by its dotted key ("train.batch_size", "space.dropout", "timeout" for [study]):
+# the CLI prints messages as rich markup, which would swallow a "[train]".
+FIELD_RULES: dict[str, Rule] = {
+    "name": ((lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty name"),
+    "trials": _int(1), "epochs": _int(1), "seed": _int(0, 2**31 - 1),  # numpy seeds are >= 0
+    "timeout": _POSITIVE, "threads": _int(1), "latency_threads": _int(1),
+    "max_params": _int(1), "max_macs": _int(1), "max_latency_ms": _POSITIVE,
+    "data.val_fraction": _num(lambda v: 0 < v < 1, "strictly between 0 and 1"),
+    "data.subset": _int(0), "data.pad": _int(0),
+    "teacher.input_size": _int(1), "teacher.epochs": _int(0), "teacher.lr": _POSITIVE,
+    "teacher.batch_size": _int(1),
+    "train.batch_size": _int(1), "train.weight_decay": _NON_NEGATIVE, "train.label_smoothing": _FRACTION,
+    "train.views": _int(1),
+    "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.margin": _NON_NEGATIVE,
+    "pruner.rungs": _int(1), "pruner.eta": _int(2),
+}
+SPACE_RULES: dict[str, Rule] = {  # how students.build and search.objective use each value
+    "stages": _int(1), "convs_per_stage": _int(1), "channels": _int(1), "fc_width": _int(1),
+    "fc_layers": _int(0),
+    "kernel_size": ((lambda v: _is_int(v) and v >= 1 and v % 2 == 1), "a positive odd integer"),  # padding k // 2
+    "batch_norm": ((lambda v: isinstance(v, bool)), "true or false"),
+    "dropout": _FRACTION, "temperature": _POSITIVE, "alpha": _num(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "lr": _POSITIVE,
+}
+
+
 def validate_space(space: dict[str, Any]) -> None:
     for key, value in space.items():
         kind = SPACE_KINDS.get(key)
         if kind is None:
-            raise KDSearchError(f"[space]: unknown parameter {key!r} (known: {', '.join(SPACE_KINDS)})")
-        if kind == "choice":
-            if isinstance(value, list) and not value:
-                raise KDSearchError(f"[space].{key}: the list of choices is empty")
-            continue
-        if isinstance(value, list):
-            if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise KDSearchError(f"[space].{key}: a range must be [low, high] numbers, got {value!r}")
-            if value[0] > value[1]:
-                raise KDSearchError(f"[space].{key}: low {value[0]} is above high {value[1]}")
-            if kind.endswith("log") and value[0] <= 0:
-                raise KDSearchError(f"[space].{key}: a log range must be positive, got {value!r}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise KDSearchError(f"[space].{key}: expected a number or a [low, high] range, got {value!r}")
-    if "alpha" in space:
-        lo_hi = space["alpha"] if isinstance(space["alpha"], list) else [space["alpha"]] * 2
-        if lo_hi[0] < 0 or lo_hi[1] > 1:
-            raise KDSearchError("[space].alpha: must lie in [0, 1]")
+            raise KDSearchError(f"space: unknown parameter {key!r} (known: {', '.join(SPACE_KINDS)})")
+        where, (ok, text) = f"space.{key}", SPACE_RULES[key]
+        if isinstance(value, list) and kind == "choice" and not value:
+            raise KDSearchError(f"{where}: the list of choices is empty")
+        if isinstance(value, list) and kind != "choice" and len(value) != 2:
+            raise KDSearchError(f"{where}: a range must be [low, high], got {value!r}")
+        if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
+            what = "each choice" if kind == "choice" else "low and high" if isinstance(value, list) else "the value"
+            raise KDSearchError(f"{where}: {what} must be {text}, got {value!r}")
+        if isinstance(value, list) and kind != "choice" and value[0] > value[1]:
+            raise KDSearchError(f"{where}: low {value[0]} is above high {value[1]}")
 
 
 def validate(cfg: StudyConfig) -> StudyConfig:
-    """Check values that types alone do not catch."""
+    """Check what types alone do not catch (names, FIELD_RULES, SPACE_RULES) when the study loads.
+
+    A bad value is refused at once, in one line naming the setting and the value, instead of
+    crashing the first trial after an hour of data loading and teacher fine-tuning.
+    """
     def one_of(where: str, value: str, allowed: tuple[str, ...]) -> None:
         if value not in allowed:
             raise KDSearchError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
@@ -204,23 +251,13 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         one_of("objectives", o, OBJECTIVES)
     if len(set(cfg.objectives)) != len(cfg.objectives):
         raise KDSearchError(f"objectives: repeated entries in {cfg.objectives}")
-    if cfg.trials < 1 or cfg.epochs < 1:
-        raise KDSearchError("trials and epochs must be at least 1")
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise KDSearchError(f"val_fraction: must lie strictly between 0 and 1, got {cfg.data.val_fraction}")
-    if cfg.pruner.margin < 0 or cfg.pruner.eta < 2 or any(r < 1 for r in cfg.pruner.rungs):
-        raise KDSearchError("pruner: margin must be >= 0, eta >= 2, rungs positive epochs")
-    for budget in ("max_params", "max_macs", "max_latency_ms"):
-        if getattr(cfg, budget) is not None and getattr(cfg, budget) <= 0:
-            raise KDSearchError(f"{budget}: must be positive")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise KDSearchError("threads: must be at least 1")
-    if cfg.train.views < 1:
-        raise KDSearchError("views: must be at least 1")
-    if cfg.data.subset < 0:
-        raise KDSearchError("subset: must be 0 (all) or a positive count")
-    if cfg.teacher.epochs is not None and cfg.teacher.epochs < 0:
-        raise KDSearchError("teacher epochs: must be 0 or more")
+    for dotted, (ok, text) in FIELD_RULES.items():
+        section, _, key = dotted.rpartition(".")
+        value = getattr(getattr(cfg, section) if section else cfg, key)
+        if isinstance(value, list) and not all(ok(v) for v in value):
+            raise KDSearchError(f"{dotted}: every entry must be {text}, got {value!r}")
+        if value is not None and not isinstance(value, list) and not ok(value):
+            raise KDSearchError(f"{dotted}: must be {text}, got {value!r}")
     if cfg.data.dataset == "imagefolder" and not cfg.data.data_dir:
         raise KDSearchError("imagefolder: give the folder with --data-dir (it must hold train/ and test/ or val/)")
     validate_space(cfg.space)

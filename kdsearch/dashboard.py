@@ -25,16 +25,15 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 
 from .errors import KDSearchError
+from .layout import STUDENT_FILES, artifacts_dir, trial_dir
 from .report import Run, load_test_accuracies, report_figures, trial_points
 
-ARTIFACT_DIR = "artifacts"
 TRIAL_ARTIFACT_PREFIX = "dashboard:artifacts:"  # + "<trial_id>:<artifact_id>", in study system attrs
-STUDENT_FILES = ("spec.json", "student.safetensors")
 
 
 def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
-    (run_dir / ARTIFACT_DIR).mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(run_dir / ARTIFACT_DIR)
+    artifacts_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(artifacts_dir(run_dir))
 
 
 def trials_with_artifacts(study: optuna.Study) -> set[int]:
@@ -49,7 +48,7 @@ def attach(study: optuna.Study, store: FileSystemArtifactStore, trial: FrozenTri
     """Put one file in the store and list it under the (finished) trial; returns the artifact id."""
     artifact_id = str(uuid.uuid4())
     try:  # a student file never changes once written (replaced atomically): a hard link saves a copy
-        os.link(path, run_dir / ARTIFACT_DIR / artifact_id)
+        os.link(path, artifacts_dir(run_dir) / artifact_id)
     except OSError:
         with open(path, "rb") as f:
             store.write(artifact_id, f)
@@ -63,8 +62,6 @@ def attach(study: optuna.Study, store: FileSystemArtifactStore, trial: FrozenTri
 
 def upload_students(study: optuna.Study, store: FileSystemArtifactStore, run_dir: Path) -> int:
     """Attach spec.json and the weights of every trial that has them and no artifacts yet."""
-    from .search import trial_dir
-
     done, count = trials_with_artifacts(study), 0
     for trial in study.get_trials(deepcopy=False):
         files = [trial_dir(run_dir, trial.number) / name for name in STUDENT_FILES]
@@ -105,7 +102,7 @@ def dashboard_app(run: Run, console: Console):
     if run.run_dir is not None:
         store = artifact_store(run.run_dir)
         n = upload_students(run.study, store, run.run_dir)
-        console.print(f"artifacts: {n} new students attached ({run.run_dir / ARTIFACT_DIR})", highlight=False)
+        console.print(f"artifacts: {n} new students attached ({artifacts_dir(run.run_dir)})", highlight=False)
     else:
         console.print("[yellow]run folder not found: no student artifacts[/]")
     publish_figures(run)

@@ -20,6 +20,7 @@ import torch
 
 from .config import DataConfig
 from .errors import KDSearchError
+from .files import atomic_path
 
 
 @dataclass
@@ -189,10 +190,8 @@ def _cached(dataset: str, identity: str, decode, root: Path) -> Arrays:
             pass
     arrays = {**decode(), "format": CACHE_FORMAT}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(arrays, tmp)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        with atomic_path(path) as tmp:  # a reader never sees half a file
+            torch.save(arrays, tmp)
     except OSError:
         pass  # a read-only cache only costs the next run a decode
     return arrays

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .errors import KDSearchError
+from .files import atomic_path, write_text_atomic
+from .layout import export_dir, final_results, model_dir, trial_dir
 from .pruning import CURVE
 from .students import StudentSpec, build
 
@@ -52,14 +55,13 @@ def write_onnx(model: nn.Module, spec: StudentSpec, path: Path, opset: int = 18)
     """torch.onnx.export (the torch.export-based exporter) with a dynamic batch axis, one file."""
     example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    tmp = path.with_suffix(".onnx.tmp")
     try:
-        torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
-                          input_names=["images"], output_names=["logits"], verbose=False,
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        with atomic_path(path) as tmp:
+            torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
+                              input_names=["images"], output_names=["logits"], verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     except ImportError as exc:
         raise KDSearchError(f"ONNX export needs the onnx and onnxscript packages ({exc})") from None
-    os.replace(tmp, path)
 
 
 def verify_onnx(model: nn.Module, spec: StudentSpec, path: Path, batch: int = 8, seed: int = 0) -> float:
@@ -91,12 +93,13 @@ class Exported:
 def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 18) -> Exported:
     """Copy spec and weights from `source`, write and verify student.onnx, and describe it in export.json.
 
-    Written into a temporary folder first and renamed at the end: a failed export leaves no half folder.
+    Written into a temporary folder first and swapped in at the end: a failed export leaves no half
+    folder, and an earlier export stays in place until the new one is complete.
     """
     model, spec = load_student(source)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old = out.with_name(f".{out.name}.old")
     try:
         shutil.copyfile(source / SPEC_FILE, tmp / SPEC_FILE)
         shutil.copyfile(source / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
@@ -107,23 +110,24 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
                                   "dtype": "float32", "range": [0.0, 1.0], "normalized_inside": True},
                 "output": {"name": "logits", "shape": ["batch", spec.num_classes]},
                 "onnx": {"opset": opset, "max_abs_diff_vs_torch": diff}}
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        write_text_atomic(tmp / INFO_FILE, json.dumps(info, indent=2) + "\n")
+        shutil.rmtree(old, ignore_errors=True)
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)  # the old export is moved aside, not deleted, until the new one is in place
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
     return Exported(out, info.get("weights", "search"), diff, info)
 
 
 def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, dict[str, Any]]:
     """Where the weights to export are: the search trial's, or the best (by val) final KD model's."""
-    from .final import RESULTS_FILE, final_dir, model_dir
-    from .search import trial_dir
-
     if weights not in ("auto", "search", "final"):
         raise KDSearchError(f"--weights: {weights!r} is not one of auto, search, final")
-    results = final_dir(run_dir, number) / RESULTS_FILE
+    results = final_results(run_dir, number)
     stored = json.loads(results.read_text()) if results.is_file() else {}
     arm = stored.get("summary", {}).get("arms", {}).get("kd")  # the distilled arm at its chosen lr
     kd = [r for r in stored.get("runs", []) if arm and r["mode"] == "kd" and r["lr"] == arm["lr"]]
@@ -155,4 +159,4 @@ def export_trial(run: Run, number: int, out: Path | None = None, weights: str = 
             "val_accuracy": curve[-1], "test_accuracy": load_test_accuracies(run.run_dir).get(number),
             **final, "classes": run.study.user_attrs.get("data", {}).get("classes"),
             "teacher": {k: run.study.user_attrs.get("teacher", {}).get(k) for k in ("name", "test_accuracy")}}
-    return export_student(source, out or run.run_dir / "export" / f"{number:05d}", info, opset)
+    return export_student(source, out or export_dir(run.run_dir, number), info, opset)

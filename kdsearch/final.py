@@ -35,6 +35,7 @@ from .config import config_from_dict
 from .distill import Recipe, accuracy, fit
 from .errors import KDSearchError
 from .files import write_text_atomic
+from .layout import RESULTS_FILE, final_dir, model_dir
 from .progress import progress_bar
 from .provenance import command_line, environment
 from .report import Run, pareto_trials
@@ -42,22 +43,12 @@ from .search import TrialContext, prepare_inputs, save_student
 from .stats import mean_sd, paired_differences, t_interval
 from .students import StudentSpec, build
 
-FINAL_DIR = "final"
-RESULTS_FILE = "results.json"
 MODES = {
     "kd": "distilled (trial's T, alpha)",
     "ce": "baseline: no teacher, same views",
     "ce-all": "baseline: no teacher, all views",
 }
 DEFAULT_GRID = (0.5, 1.0, 2.0)
-
-
-def final_dir(run_dir: Path, number: int) -> Path:
-    return run_dir / FINAL_DIR / f"{number:05d}"
-
-
-def model_dir(run_dir: Path, number: int, mode: str, seed: int, lr: float) -> Path:
-    return final_dir(run_dir, number) / f"{mode}-lr{lr:.4g}-seed{seed}"
 
 
 @dataclass

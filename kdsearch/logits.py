@@ -10,7 +10,6 @@ tied to a view id (kdsearch.augment), and the student trains on exactly that vie
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from torch import nn
 
 from .augment import apply_views, identity_view, num_views, to_float
 from .distill import autocast
+from .files import atomic_path
+from .layout import logits_path
 
 
 @dataclass
@@ -29,6 +30,7 @@ class LogitCache:
     logits: torch.Tensor  # N x K x classes, fp16, on the device
     path: Path
     built: bool  # False when it was loaded from disk
+    note: str = ""  # why it was rebuilt, when a stored cache could not be used
 
     @property
     def k(self) -> int:
@@ -65,12 +67,24 @@ def choose_views(n: int, k: int, pad: int, flip: bool, seed: int) -> torch.Tenso
 @torch.no_grad()
 def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, k: int, seed: int, key: str,
                   run_dir: Path, batch_size: int = 512, progress: Progress | None = None) -> LogitCache:
-    """Load the cache for `key` from run_dir/logits, or compute it in batches and save it atomically."""
-    path = run_dir / "logits" / f"{key}.safetensors"
+    """Load the cache for `key` from run_dir/logits, or compute it in batches and save it atomically.
+
+    A stored cache that cannot be read or does not fit the images (truncated, damaged, foreign)
+    is rebuilt, and the returned cache's `note` says so.
+    """
+    path = logits_path(run_dir, key)
     device = x.device
+    note = ""
     if path.is_file():
-        stored = load_file(str(path), device=str(device))
-        return LogitCache(stored["views"].long(), stored["logits"], path, built=False)
+        try:
+            stored = load_file(str(path), device=str(device))
+            views, logits = stored["views"].long(), stored["logits"]
+            if views.ndim != 2 or len(views) != len(x) or logits.shape[:2] != views.shape or \
+                    not bool(torch.isfinite(logits).all()):
+                raise ValueError("shapes or values do not fit the images")
+            return LogitCache(views, logits, path, built=False)
+        except Exception as exc:  # noqa: BLE001  (a damaged cache is rebuilt, never fatal)
+            note = f"the stored teacher-logit cache {path.name} is unreadable ({str(exc).splitlines()[0][:120]}): rebuilt"
     n = len(x)
     views = choose_views(n, k, pad, flip, seed)
     k = views.shape[1]
@@ -87,10 +101,8 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
         if task is not None:
             progress.update(task, advance=len(idx))
     logits = torch.cat(chunks).view(n, k, -1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"views": views.to(torch.int32).contiguous(), "logits": logits.cpu().contiguous()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"views": views.to(torch.int32).contiguous(), "logits": logits.cpu().contiguous()}, str(tmp))
     if task is not None:
         progress.remove_task(task)
-    return LogitCache(views.to(device), logits, path, built=True)
+    return LogitCache(views.to(device), logits, path, built=True, note=note)

@@ -13,7 +13,6 @@ import html
 import importlib.util
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import KDSearchError
+from .files import write_text_atomic
+from .layout import RUN_FILE, default_storage, run_file, test_file, trial_dir
 
-TEST_FILE = "test_accuracy.json"  # in the run folder: {"<trial number>": test accuracy}
 MIN_IMPORTANCE_TRIALS = 5  # completed trials needed before parameter importances mean anything
 COST_LABELS = {"params": "params", "macs": "MACs", "latency_ms": "latency (ms, batch 1)"}
 TEST_SENTENCE = ("Test accuracy is measured once, when the first report is made, on the held-out test split. "
@@ -93,19 +93,22 @@ class Run:
 
 def open_run(run_dir: Path | None = None, storage: str | None = None, study_name: str | None = None) -> Run:
     """A run folder (its run.json), or a storage URL and study name (the folder then comes from the config)."""
-    from .search import RUN_FILE, make_storage
+    from .search import make_storage
 
     info: dict[str, Any] = {}
     if run_dir is not None:
-        run_file = Path(run_dir) / RUN_FILE
-        if not run_file.is_file():
+        path = run_file(run_dir)
+        if not path.is_file():
             raise KDSearchError(f"{run_dir} is not a kdsearch run folder (no {RUN_FILE})")
-        info = json.loads(run_file.read_text())
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as exc:
+            raise KDSearchError(f"{path} is damaged ({exc}); `kdsearch run` with the same settings rewrites it") from None
     elif storage is None:
         raise KDSearchError("give a run folder, or --storage URL and --study-name NAME")
     if storage is None and run_dir is not None and not (info.get("config") or {}).get("storage"):
         # the default SQLite file of this folder, wherever the folder now is (copied, cloned, moved)
-        storage = f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
+        storage = default_storage(run_dir)
     storage = storage or info["storage"]
     study_name = study_name or info.get("study_name")
     if not study_name:
@@ -117,7 +120,7 @@ def open_run(run_dir: Path | None = None, storage: str | None = None, study_name
     config = info.get("config") or study.user_attrs.get("config") or {}
     if run_dir is None and config:
         guess = Path(config["run_dir"]) if config.get("run_dir") else Path("runs") / config.get("name", study_name)
-        run_dir = guess if (guess / RUN_FILE).is_file() else None
+        run_dir = guess if run_file(guess).is_file() else None
     return Run(study=study, run_dir=Path(run_dir) if run_dir is not None else None, config=config)
 
 
@@ -381,7 +384,7 @@ def report_figures(study: optuna.Study, points: Sequence[Point], importance: boo
 
 
 def load_test_accuracies(run_dir: Path | None) -> dict[int, float]:
-    path = run_dir / TEST_FILE if run_dir else None
+    path = test_file(run_dir) if run_dir else None
     if not path or not path.is_file():
         return {}
     return {int(k): float(v) for k, v in json.loads(path.read_text()).items()}
@@ -389,9 +392,7 @@ def load_test_accuracies(run_dir: Path | None) -> dict[int, float]:
 
 def save_test_accuracies(run_dir: Path, values: dict[int, float]) -> None:
     """Atomically, like every file of a run folder."""
-    tmp = run_dir / (TEST_FILE + ".tmp")
-    tmp.write_text(json.dumps({str(k): v for k, v in sorted(values.items())}, indent=2) + "\n")
-    os.replace(tmp, run_dir / TEST_FILE)
+    write_text_atomic(test_file(run_dir), json.dumps({str(k): v for k, v in sorted(values.items())}, indent=2) + "\n")
 
 
 def evaluate_students(run_dir: Path, config: dict[str, Any], numbers: Sequence[int]) -> dict[int, float]:
@@ -401,7 +402,6 @@ def evaluate_students(run_dir: Path, config: dict[str, Any], numbers: Sequence[i
     from .config import DataConfig
     from .data import load_data
     from .distill import accuracy, resolve_device
-    from .search import trial_dir
     from .students import StudentSpec, build
 
     data = load_data(DataConfig(**config["data"]), seed=config.get("seed", 0))
@@ -424,8 +424,6 @@ def pareto_test_accuracy(run: Run, numbers: Sequence[int], evaluate: bool = True
         return stored, ""
     if run.run_dir is None:
         return stored, "Test accuracy skipped: the run folder (with the students' weights) was not found."
-    from .search import trial_dir
-
     missing = [n for n in numbers if n not in stored]
     no_weights = [n for n in missing if not (trial_dir(run.run_dir, n) / "student.safetensors").is_file()]
     todo = [n for n in missing if n not in no_weights]
@@ -433,7 +431,7 @@ def pareto_test_accuracy(run: Run, numbers: Sequence[int], evaluate: bool = True
     if todo:
         if not run.config.get("data"):
             return stored, "Test accuracy skipped: the run's data config is unknown."
-        say(f"measuring test accuracy of {len(todo)} Pareto student(s) (once: stored in {run.run_dir / TEST_FILE})")
+        say(f"measuring test accuracy of {len(todo)} Pareto student(s) (once: stored in {test_file(run.run_dir)})")
         try:
             stored.update(evaluate_students(run.run_dir, run.config, todo))
         except KDSearchError as exc:  # e.g. the dataset is no longer where the run found it
@@ -643,9 +641,7 @@ def write_report(run: Run, out: Path | None = None, test: bool = True, images: b
         console.print(f"[yellow]{note}[/]", highlight=False)
     out = Path(out) if out else default_out(run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(study, points, figures, notes, with_test), encoding="utf-8")
-    os.replace(tmp, out)
+    write_text_atomic(out, render_html(study, points, figures, notes, with_test))
     console.print(f"report: {out}", highlight=False)
     if images:
         written, message = export_images(figures, out.with_name(out.stem + "-images"), image_format)

@@ -19,10 +19,10 @@ from rich.console import Console
 
 from .errors import KDSearchError
 from .files import write_text_atomic
-from .final import FINAL_DIR, MODES, RESULTS_FILE, gain_sentence
+from .final import MODES, gain_sentence
+from .layout import RESULTS_FILE, notes_file, run_file
 from .report import Run, export_images, log_ticks, open_run, pareto_test_accuracy, pareto_trials
 
-NOTES_FILE = "notes.md"
 AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's params, within 3 points of it
 ARM_STYLE = {"kd": ("#d62728", "circle", 0.96), "ce": ("#1f77b4", "square", 1.0), "ce-all": ("#7f7f7f", "diamond", 1.04)}
 # (colour, marker, x offset factor: the arms of one student sit side by side instead of on top of each other)
@@ -58,7 +58,7 @@ def gain_cell(g: dict[str, Any] | None) -> str:
 def load_finals(run_dir: Path) -> list[dict[str, Any]]:
     """Every RUN/final/<trial>/results.json with at least one finished model, by trial number."""
     out = []
-    for path in sorted((run_dir / FINAL_DIR).glob(f"*/{RESULTS_FILE}")):
+    for path in sorted((run_dir / "final").glob(f"*/{RESULTS_FILE}")):
         try:
             body = json.loads(path.read_text())
         except ValueError as exc:
@@ -169,7 +169,7 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
              if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2 and (g["low"] > 0 or g["high"] < 0)]
     positive = [str(b["setup"]["trial"]) for b in finals
                 if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2 and g["low"] > 0]
-    lines.append(f"- A distillation gain whose 95% interval excludes zero: "
+    lines.append("- A distillation gain whose 95% interval excludes zero: "
                  + (f"**met** for trial(s) {', '.join(positive)}." if positive else "**not met**: ")
                  + ("" if positive else ("no interval excludes zero." if not shown else
                                          f"the intervals of trial(s) {', '.join(shown)} exclude zero below it "
@@ -178,7 +178,7 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
 
 
 def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]:
-    info = json.loads((run_dir / "run.json").read_text())
+    info = json.loads(run_file(run_dir).read_text())
     lines = ["### How it was made", ""]
     commands = [info.get("command")] + list(dict.fromkeys(b.get("command") for b in finals))
     commands = [c for c in commands if c]
@@ -219,7 +219,7 @@ def run_section(run_dir: Path, figures: Path, out: Path, console: Console) -> li
         else:
             lines += [f"*(No figure: {message}.)*", ""]
         lines += aim_section(finals, teacher)
-    notes = run_dir / NOTES_FILE
+    notes = notes_file(run_dir)
     if notes.is_file():
         lines += ["### Notes", "", notes.read_text().rstrip(), ""]
     return lines + provenance_section(run_dir, finals)

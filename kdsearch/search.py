@@ -7,7 +7,6 @@ run folder (storage, teacher cache, per-trial weights), so re-running the same c
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from .config import SPACE_KINDS, StudyConfig
 from .data import DataSplits, Split, load_data, stratified_subset
 from .distill import NonFiniteLoss, Recipe, fit, resolve_device
 from .errors import KDSearchError
-from .files import write_text_atomic
+from .files import atomic_path, write_text_atomic
+from .layout import run_file, trial_dir
 from .logits import LogitCache, build_or_load, cache_key
 from .progress import progress_bar
 from .provenance import command_line
@@ -34,7 +34,6 @@ from .teachers import TeacherResult, prepare_teacher
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs"}
 DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize"}
-RUN_FILE = "run.json"  # in the run folder: how `report` finds the storage and study again
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -105,18 +104,12 @@ class TrialContext:
     progress: Progress | None = None
 
 
-def trial_dir(run_dir: Path, number: int) -> Path:
-    return run_dir / "trials" / f"{number:05d}"
-
-
 def save_student(path: Path, model: torch.nn.Module, spec: StudentSpec) -> None:
     """Weights (safetensors) and spec (JSON), written atomically: a killed run leaves no half file."""
-    path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path / "student.safetensors.tmp"), metadata={"spec": spec.to_json()})
-    os.replace(path / "student.safetensors.tmp", path / "student.safetensors")
-    (path / "spec.json.tmp").write_text(spec.to_json() + "\n")
-    os.replace(path / "spec.json.tmp", path / "spec.json")
+    with atomic_path(path / "student.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"spec": spec.to_json()})
+    write_text_atomic(path / "spec.json", spec.to_json() + "\n")
 
 
 def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
@@ -186,7 +179,7 @@ def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
     run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(), "command": command_line(),
            "study_file": str(study_file) if study_file else None,
            "study_text": Path(study_file).read_text() if study_file else None}
-    write_text_atomic(cfg.run_path / RUN_FILE, json.dumps(run, indent=2) + "\n")
+    write_text_atomic(run_file(cfg.run_path), json.dumps(run, indent=2) + "\n")
 
 
 def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
@@ -239,6 +232,8 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
     with progress_bar(console) as progress:
         cache = build_or_load(ctx.teacher.model, ctx.x_train, pad=data.pad, flip=data.flip, k=cfg.train.views,
                               seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress)
+    if cache.note:
+        console.print(f"[yellow]warning: {cache.note}[/]", highlight=False)
     console.print(f"teacher logits: {cache.k} views x {len(ctx.train)} images "
                   + ("built" if cache.built else "loaded") + f" ({cache.path.name})")
     return cache

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import pickle
 import re
 import time
@@ -49,6 +48,8 @@ from . import distill
 from .config import TeacherConfig
 from .data import DataSplits
 from .errors import KDSearchError
+from .files import atomic_path, write_text_atomic
+from .layout import teachers_dir
 from .measure import count_macs, count_params, latency_ms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -494,24 +495,14 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary sibling and rename: an interrupted run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_cache(model: nn.Module, meta: dict[str, Any], folder: Path, key: str) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_atomic(folder / f"{key}.safetensors", lambda p: save_file(tensors, str(p), metadata={"key": key}))
-    _write_atomic(folder / f"{key}.json", lambda p: p.write_text(json.dumps(meta, indent=2)))  # last: marks done
+    with atomic_path(folder / f"{key}.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"key": key})
+    write_text_atomic(folder / f"{key}.json", json.dumps(meta, indent=2))  # last: marks done
 
 
 def _load_cache(model: nn.Module, folder: Path, key: str) -> dict[str, Any] | None:
@@ -569,7 +560,7 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     key = cache_key(version=CACHE_VERSION, name=cfg.name, weights=state_hash(model), data=fingerprint,
                     pad=data.pad, flip=data.flip, epochs=epochs, lr=lr, batch_size=cfg.batch_size,
                     input_size=info.input_size, seed=seed)
-    folder = Path(run_dir) / "teachers"
+    folder = teachers_dir(run_dir)
     input_shape = (data.in_channels, data.image_size, data.image_size)
 
     meta = _load_cache(model, folder, key)

@@ -58,3 +58,101 @@ def test_config_round_trips_through_its_dict(path):
 def test_missing_study_file():
     with pytest.raises(KDSearchError, match="not found"):
         load_config("nope.toml")
+
+
+@pytest.mark.parametrize("text,setting,got", [
+    ("[study]\ntrials = 0\n", "trials", "0"),
+    ("[study]\nepochs = 0\n", "epochs", "0"),
+    ("[study]\nname = ''\n", "name", "''"),
+    ("[study]\nseed = -1\n", "seed", "-1"),
+    ("[study]\ntimeout = -5\n", "timeout", "-5.0"),
+    ("[study]\ntimeout = inf\n", "timeout", "inf"),
+    ("[study]\nthreads = 0\n", "threads", "0"),
+    ("[study]\nlatency_threads = 0\n", "latency_threads", "0"),
+    ("[study]\nmax_params = 0\n", "max_params", "0"),
+    ("[study]\nmax_macs = -1\n", "max_macs", "-1"),
+    ("[study]\nmax_latency_ms = nan\n", "max_latency_ms", "nan"),
+    ("[data]\nval_fraction = nan\n", "data.val_fraction", "nan"),
+    ("[data]\nsubset = -1\n", "data.subset", "-1"),
+    ("[data]\npad = -3\n", "data.pad", "-3"),
+    ("[teacher]\nbatch_size = 0\n", "teacher.batch_size", "0"),
+    ("[teacher]\nlr = 0\n", "teacher.lr", "0.0"),
+    ("[teacher]\nlr = inf\n", "teacher.lr", "inf"),
+    ("[teacher]\ninput_size = 0\n", "teacher.input_size", "0"),
+    ("[teacher]\nepochs = -1\n", "teacher.epochs", "-1"),
+    ("[train]\nbatch_size = 0\n", "train.batch_size", "0"),
+    ("[train]\nweight_decay = -1e-4\n", "train.weight_decay", "-0.0001"),
+    ("[train]\nlabel_smoothing = 2\n", "train.label_smoothing", "2.0"),
+    ("[train]\nviews = 0\n", "train.views", "0"),
+    ("[pruner]\nwarmup_epochs = -1\n", "pruner.warmup_epochs", "-1"),
+    ("[pruner]\nmin_trials = -2\n", "pruner.min_trials", "-2"),
+    ("[pruner]\nmargin = -0.1\n", "pruner.margin", "-0.1"),
+    ("[pruner]\nrungs = [0, 2]\n", "pruner.rungs", "[0, 2]"),
+    ("[pruner]\neta = 1\n", "pruner.eta", "1"),
+    ("[space]\ndropout = [0, 1.5]\n", "space.dropout", "[0, 1.5]"),
+    ("[space]\ndropout = 1.0\n", "space.dropout", "1.0"),
+    ("[space]\nchannels = [0.5, 8]\n", "space.channels", "[0.5, 8]"),
+    ("[space]\nchannels = 8.0\n", "space.channels", "8.0"),
+    ("[space]\nfc_width = [0, 64]\n", "space.fc_width", "[0, 64]"),
+    ("[space]\nstages = 0\n", "space.stages", "0"),
+    ("[space]\nconvs_per_stage = [1, 2.5]\n", "space.convs_per_stage", "[1, 2.5]"),
+    ("[space]\nfc_layers = -1\n", "space.fc_layers", "-1"),
+    ("[space]\nkernel_size = [0, 4]\n", "space.kernel_size", "[0, 4]"),
+    ("[space]\nkernel_size = 4\n", "space.kernel_size", "4"),
+    ("[space]\nkernel_size = [3.0]\n", "space.kernel_size", "[3.0]"),
+    ("[space]\nbatch_norm = [1, 0]\n", "space.batch_norm", "[1, 0]"),
+    ("[space]\ntemperature = [0, 4]\n", "space.temperature", "[0, 4]"),
+    ("[space]\ntemperature = [1.0, inf]\n", "space.temperature", "[1.0, inf]"),
+    ("[space]\nalpha = nan\n", "space.alpha", "nan"),
+    ("[space]\nlr = [0, 0.01]\n", "space.lr", "[0, 0.01]"),
+    ("[space]\nlr = [1e-3, 1e-2, 1e-1]\n", "space.lr", "[0.001, 0.01, 0.1]"),
+])
+def test_out_of_range_settings_are_refused_at_load(tmp_path, text, setting, got):
+    """Each of these used to load fine and crash a trial after the teacher was fine-tuned."""
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(KDSearchError) as info:
+        load_config(f)
+    message = str(info.value)
+    assert message.startswith(f"{setting}: ") and message.endswith(f"got {got}") and "\n" not in message
+
+
+def test_range_edges_that_are_valid_still_load(tmp_path):
+    f = tmp_path / "edges.toml"
+    f.write_text("[study]\nseed = 0\ntimeout = 0.5\n[data]\npad = 0\nsubset = 0\n[teacher]\nepochs = 0\n"
+                 "[train]\nweight_decay = 0\nlabel_smoothing = 0.1\n[pruner]\nwarmup_epochs = 0\nmin_trials = 0\n"
+                 "margin = 0\nrungs = [1, 3]\neta = 2\n[space]\nfc_layers = 0\ndropout = 0\nkernel_size = [1, 3, 7]\n"
+                 "batch_norm = false\ntemperature = 4\nalpha = [1, 1]\nchannels = 16\nlr = [1e-3, 1e-3]\n")
+    cfg = load_config(f)
+    assert (cfg.space["kernel_size"], cfg.pruner.rungs, cfg.data.pad) == ([1, 3, 7], [1, 3], 0)
+
+
+def test_every_numeric_setting_and_space_entry_has_a_rule():
+    """A new int / float setting must get a bound in FIELD_RULES (and [space] keys in SPACE_RULES)."""
+    import dataclasses
+
+    from kdsearch import config
+
+    sections = {"": config.StudyConfig, "data.": config.DataConfig, "teacher.": config.TeacherConfig,
+                "train.": config.TrainConfig, "pruner.": config.PrunerConfig}
+    numeric = {prefix + f.name for prefix, cls in sections.items() for f in dataclasses.fields(cls)
+               if "int" in str(f.type) or "float" in str(f.type)}
+    assert numeric <= set(config.FIELD_RULES), numeric - set(config.FIELD_RULES)
+    assert set(config.SPACE_RULES) == set(config.SPACE_KINDS)
+
+
+def test_cli_refuses_a_bad_setting_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from kdsearch.cli import app
+
+    f = tmp_path / "bad.toml"
+    f.write_text("[data]\ndataset = 'digits'\n[train]\nbatch_size = 0\n")
+    result = CliRunner().invoke(app, ["run", str(f), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "train.batch_size" in lines[0] and "got 0" in lines[0], result.output
+    assert not (tmp_path / "run").exists()  # refused before any data or teacher work
+    f.write_text("[data]\ndataset = 'digits'\n")
+    result = CliRunner().invoke(app, ["run", str(f), "--timeout", "-1"])  # flags are checked the same way
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "timeout" in result.stderr, result.output

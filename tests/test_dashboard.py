@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kdsearch import dashboard
+from kdsearch.layout import artifacts_dir
 from kdsearch.report import open_run
 from kdsearch.students import StudentSpec
 
@@ -83,5 +84,5 @@ def test_students_are_attached_once(tiny_run):
     assert dashboard.upload_students(run.study, store, tiny_run) == 0
     finished = [t for t in run.study.trials if t.state.is_finished()]
     assert dashboard.trials_with_artifacts(run.study) == {t._trial_id for t in finished}
-    files = list((tiny_run / dashboard.ARTIFACT_DIR).iterdir())
+    files = list((artifacts_dir(tiny_run)).iterdir())
     assert len(files) == 2 * len(finished)

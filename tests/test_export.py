@@ -12,7 +12,7 @@ from kdsearch import export
 from kdsearch.cli import app
 from kdsearch.errors import KDSearchError
 from kdsearch.report import open_run
-from kdsearch.search import trial_dir
+from kdsearch.layout import trial_dir
 
 
 def test_export_writes_a_verified_onnx_that_runs_like_pytorch(tiny_run, tmp_path):

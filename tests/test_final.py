@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from kdsearch import final
 from kdsearch.cli import app
-from kdsearch.final import RESULTS_FILE, LrPolicy, final_dir, model_dir
+from kdsearch.final import LrPolicy
+from kdsearch.layout import RESULTS_FILE, final_dir, model_dir
 from kdsearch.report import open_run, pareto_trials
 from kdsearch.stats import t_interval
 

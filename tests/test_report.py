@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from kdsearch import report
 from kdsearch.cli import app
-from kdsearch.search import RUN_FILE, make_storage
+from kdsearch.layout import RUN_FILE, TEST_FILE
+from kdsearch.search import make_storage
 
 runner = CliRunner()
 FIGURES = {"accuracy-vs-params", "accuracy-vs-latency", "hypervolume", "learning-curves", "importance"}
@@ -98,7 +99,7 @@ def test_report_figures_front_teacher_and_plotlyjs_once(tiny_run, page):
 
 def test_test_accuracy_measured_once_and_stored(tiny_run, page, tmp_path, monkeypatch, no_importance):
     front = [t.number for t in report.pareto_trials(load(tiny_run))]
-    stored = json.loads((tiny_run / report.TEST_FILE).read_text())
+    stored = json.loads((tiny_run / TEST_FILE).read_text())
     assert {int(k) for k in stored} >= set(front)
     assert all(0.0 <= v <= 1.0 for v in stored.values())
     assert report.TEST_SENTENCE in page
@@ -109,7 +110,7 @@ def test_test_accuracy_measured_once_and_stored(tiny_run, page, tmp_path, monkey
 
     monkeypatch.setattr(report, "evaluate_students", boom)
     page = make_report(tiny_run, tmp_path / "b.html")
-    assert json.loads((tiny_run / report.TEST_FILE).read_text()) == stored
+    assert json.loads((tiny_run / TEST_FILE).read_text()) == stored
     hover = " ".join(trace(figures(page)["accuracy-vs-params"], "Pareto front")["text"])
     assert "test acc" in hover
 

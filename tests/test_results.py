@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from kdsearch import results as results_module
 from kdsearch.cli import app
-from kdsearch.final import RESULTS_FILE, final_dir
-from kdsearch.report import TEST_FILE, open_run
+from kdsearch.layout import RESULTS_FILE, TEST_FILE, final_dir
+from kdsearch.report import open_run
 
 TRIAL = 1
 

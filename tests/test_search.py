@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from kdsearch import search
+from kdsearch.layout import trial_dir
 from kdsearch.cli import app
 from kdsearch.distill import NonFiniteLoss
 
@@ -43,7 +44,7 @@ def test_run_resume_and_report(folder, tmp_path):
     assert study.metric_names == ["val_accuracy", "params", "latency_ms"]
     assert study.user_attrs["teacher"]["name"] == "resnet20"
     for t in study.trials:
-        assert (search.trial_dir(run_dir, t.number) / "student.safetensors").is_file()
+        assert (trial_dir(run_dir, t.number) / "student.safetensors").is_file()
         assert len(t.user_attrs["curve"]) >= 1
 
     # the same command again: the study already holds 3 finished trials, nothing runs
@@ -174,7 +175,7 @@ def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_pa
     assert [t.number for t in pruned] == [1, 3]
     for t in pruned:
         assert len(t.user_attrs["curve"]) == t.user_attrs["pruned_at"] == 1
-        assert (search.trial_dir(run_dir, t.number) / "student.safetensors").is_file()
+        assert (trial_dir(run_dir, t.number) / "student.safetensors").is_file()
     from kdsearch.report import pareto_trials
 
     front = pareto_trials(study)
