@@ -33,6 +33,10 @@ def user_errors(fn):
         except KDSearchError as exc:
             err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: everything finished is kept (a running trial is marked failed); "
+                              "the same command resumes", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     return wrapper
 
 
@@ -70,6 +74,7 @@ def run(
     storage: Annotated[Optional[str], Opt(help="Optuna storage URL (default: SQLite in the run folder).")] = None,
     study_name: Annotated[Optional[str], Opt(help="Study name (default: from the study file, or 'kdsearch').")] = None,
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default: runs/<study-name>).")] = None,
+    workers: Annotated[int, Opt(help="Worker processes sharing the study on this machine (one per GPU when several).")] = 1,
 ) -> None:
     """Run (or resume) a distillation search and print its Pareto front."""
     from .config import load_config
@@ -91,7 +96,9 @@ def run(
     overrides["train.views"] = views
     overrides["train.teacher_cache"] = None if teacher_cache is None else teacher_cache == "on"
     cfg = load_config(study_file, overrides)
-    study = run_search(cfg, console, study_file)
+    if workers < 1:
+        raise KDSearchError(f"--workers: must be at least 1, got {workers}")
+    study = run_search(cfg, console, study_file, workers=workers)
     console.print(pareto_table(study))
 
 
@@ -113,6 +120,20 @@ def report(
         raise KDSearchError(f"--image-format: {image_format!r} is not one of png, svg")
     run = open_run(run_dir, storage, study_name)
     write_report(run, out, test=not no_test, images=images, image_format=image_format, console=console)
+
+
+@app.command()
+@user_errors
+def status(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run folder (holds run.json).")] = None,
+    storage: Annotated[Optional[str], Opt(help="Optuna storage URL, instead of a run folder.")] = None,
+    study_name: Annotated[Optional[str], Opt(help="Study name in --storage.")] = None,
+) -> None:
+    """Where a study stands: trials by state, running trials and their workers, failures, the front so far."""
+    from .report import open_run
+    from .status import show_status
+
+    show_status(open_run(run_dir, storage, study_name), console)
 
 
 @app.command()

@@ -146,7 +146,7 @@ class Point:
         return float(value) if value is not None else None
 
 
-def _state(t: FrozenTrial) -> str:
+def trial_state(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE:
         return "complete"
     if t.state == TrialState.PRUNED:
@@ -160,7 +160,7 @@ def trial_points(study: optuna.Study, test_accuracy: dict[int, float] | None = N
     out = []
     for t in study.get_trials(deepcopy=False):
         curve = list(t.user_attrs.get("curve", []))
-        state = _state(t)
+        state = trial_state(t)
         acc = t.values[0] if state == "complete" and t.values else (curve[-1] if curve else None)
         out.append(Point(number=t.number, state=state, accuracy=acc, attrs=t.user_attrs, feasible=feasible(t),
                          pareto=t.number in front, test_accuracy=(test_accuracy or {}).get(t.number), curve=curve))

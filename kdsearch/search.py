@@ -7,27 +7,32 @@ run folder (storage, teacher cache, per-trial weights), so re-running the same c
 from __future__ import annotations
 
 import json
+import os
+import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from safetensors.torch import save_file
 
 from . import measure
 from .config import SPACE_KINDS, StudyConfig
 from .data import DataSplits, Split, load_data, stratified_subset
-from .distill import NonFiniteLoss, Recipe, fit, resolve_device
+from .distill import Recipe, fit, resolve_device
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .layout import run_file, trial_dir
 from .logits import LogitCache, build_or_load, cache_key
 from .progress import progress_bar
 from .provenance import command_line
+from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
 from .students import StudentSpec, build, sample_spec, suggest
 from .teachers import TeacherResult, prepare_teacher
@@ -37,26 +42,100 @@ DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB URLs get heartbeats (stale trials of killed workers fail); *.log / journal: files are journals."""
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        path = url.removeprefix("journal:")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    """An Optuna storage from a URL: RDB (SQLite, PostgreSQL, MySQL), a journal file (*.log,
+    *.journal or journal:PATH) or Optuna's gRPC storage proxy (grpc://host:port). Liveness of
+    workers is kdsearch's own (kdsearch.workers), the same on every storage."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        if url.startswith("journal:") or url.endswith((".log", ".journal")):
+            path = url.removeprefix("journal:")
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        if url.startswith("grpc://"):
+            host, _, port = url.removeprefix("grpc://").rpartition(":")
+            return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # workers wait, not fail
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as exc:  # bad URL, unreachable server, missing driver
         raise KDSearchError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
 
 
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """A sampler whose randomness for trial N depends on (seed, N) only.
+
+    Workers that start together never draw the same students (their trials have different
+    numbers), a resumed study never replays earlier draws, and one worker repeats exactly.
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, seed: int):
+        self.base, self.seed = base, seed
+        self._rngs = [r for r in (getattr(base, "_rng", None),
+                                  getattr(getattr(base, "_random_sampler", None), "_rng", None),
+                                  getattr(getattr(base, "_independent_sampler", None), "_rng", None)) if r is not None]
+        if not self._rngs:
+            raise TypeError(f"{type(base).__name__} exposes no random state to seed per trial")
+
+    def infer_relative_search_space(self, study, trial):
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        for rng in self._rngs:
+            rng.rng.seed((self.seed * 1_000_003 + trial.number) % 2**32)
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+        base = optuna.samplers.NSGAIISampler(seed=seed)
+    elif name == "gp":
+        base = optuna.samplers.GPSampler(seed=seed)
+    elif name == "random":
+        base = optuna.samplers.RandomSampler(seed=seed)
+    else:  # the constant liar: trials running in other workers count as bad, so they are not resampled
+        base = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return TrialSeeded(base, seed)
+
+
+# Settings that change what a trial means: a study resumes only with the same ones. Others
+# (trials, timeout, threads, device, storage, seed, sampler, paths) may change between runs.
+MEANING = ("objectives", "epochs", "max_params", "max_macs", "max_latency_ms", "data.dataset", "data.val_fraction",
+           "data.subset", "data.pad", "data.flip", "teacher.name", "teacher.weights", "teacher.pretrained",
+           "teacher.input_size", "teacher.epochs", "teacher.lr", "teacher.batch_size", "train.batch_size",
+           "train.weight_decay", "train.label_smoothing", "train.teacher_cache", "train.views", "pruner", "space")
+FINGERPRINT_ATTR = "fingerprint"
+
+
+def fingerprint(cfg: StudyConfig) -> dict[str, Any]:
+    """The settings in MEANING, as JSON values (a checkpoint by its file name: folders may move)."""
+    values = cfg.to_dict()
+    out = {}
+    for dotted in MEANING:
+        section, _, key = dotted.rpartition(".")
+        value = (values[section] if section else values)[key]
+        out[dotted] = Path(value).name if dotted == "teacher.weights" and value else value
+    return json.loads(json.dumps(out))
+
+
+def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
+    """Refuse to add trials under other settings than the study's first ones, naming each difference."""
+    stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
+    if stored is None:
+        study.set_user_attr(FINGERPRINT_ATTR, now)
+        return
+    diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
+    if diff:
+        raise KDSearchError(f"study {cfg.name!r} was run with other settings: {'; '.join(diff)}. Resume with the "
+                            "original settings, or start another study (--study-name or --run-dir)")
 
 
 def open_study(cfg: StudyConfig, load_only: bool = False) -> optuna.Study:
@@ -65,17 +144,15 @@ def open_study(cfg: StudyConfig, load_only: bool = False) -> optuna.Study:
     directions = [DIRECTIONS[o] for o in cfg.objectives]
     if load_only:
         return optuna.load_study(study_name=cfg.name, storage=storage)
-    # Offset the sampler seed by the trials already run, so a resumed run does not replay them.
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=storage)
-        n_existing = len(existing.trials)
         if [d.name.lower() for d in existing.directions] != directions:
             raise KDSearchError(f"study {cfg.name!r} exists with other objectives; use another --study-name or --run-dir")
     except KeyError:
-        n_existing = 0
-    sampler = make_sampler(cfg.sampler, cfg.seed + n_existing)
-    study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler, directions=directions,
-                                load_if_exists=True)
+        pass
+    study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=make_sampler(cfg.sampler, cfg.seed),
+                                directions=directions, load_if_exists=True)
+    check_resume(study, cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
@@ -112,7 +189,35 @@ def save_student(path: Path, model: torch.nn.Module, spec: StudentSpec) -> None:
     write_text_atomic(path / "spec.json", spec.to_json() + "\n")
 
 
+class Surplus(RuntimeError):
+    """Another worker's running trials already make up the total: this one is not needed."""
+
+
 def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
+    """One trial, isolated: any error fails it with the reason stored (user attribute `error`) and
+    the study goes on; a heartbeat says it is alive while it trains."""
+    try:
+        with heartbeat(trial):
+            if surplus(trial.study, trial.number, ctx.cfg.trials):
+                raise Surplus("not needed: running and finished trials already make up the total")
+            return train_trial(trial, ctx)
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:
+        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc).strip()}"[:500])
+        raise
+
+
+def surplus(study: optuna.Study, number: int, target: int) -> bool:
+    """True when finished trials plus the running ones numbered before `number` reach the target
+    (two workers that both saw room for one more trial: the later-numbered one stands down)."""
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    earlier = sum(t.state == TrialState.RUNNING and t.number < number for t in trials)
+    return finished + earlier >= target
+
+
+def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     cfg, data = ctx.cfg, ctx.data
     spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
                        list(data.mean), list(data.std))
@@ -162,24 +267,33 @@ def budget_excess(cfg: StudyConfig, costs: dict[str, float]) -> dict[str, float]
     return {name: costs[cost] / limit - 1.0 for name, (cost, limit) in budgets.items() if limit is not None}
 
 
-class StopWhenDone:
-    """End the study at `target` finished trials (all workers together), or after too many failures."""
-
-    def __init__(self, target: int, max_failures: int):
-        self.target, self.max_failures, self.failures = target, max_failures, 0
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.failures += trial.state == TrialState.FAIL
-        if n_finished(study) >= self.target or self.failures >= self.max_failures:
-            study.stop()
+MAX_CONSECUTIVE_FAILURES = 5  # then the study stops with the last error: something systematic is wrong
 
 
 def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
-    """run.json: how `report`, `train` and `results` find the study again, and how it was made."""
-    run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(), "command": command_line(),
-           "study_file": str(study_file) if study_file else None,
-           "study_text": Path(study_file).read_text() if study_file else None}
-    write_text_atomic(run_file(cfg.run_path), json.dumps(run, indent=2) + "\n")
+    """run.json: how `report`, `train` and `results` find the study again, and how it was made
+    (the first command is kept; later ones, e.g. resumes, are listed after it)."""
+    path = run_file(cfg.run_path)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    command = command_line()
+    later = old.get("later_commands", []) + ([command] if old.get("command") and command != old["command"] else [])
+    run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(),
+           "command": old.get("command") or command, "later_commands": list(dict.fromkeys(later)),
+           "study_file": old.get("study_file") or (str(study_file) if study_file else None),
+           "study_text": old.get("study_text") or (Path(study_file).read_text() if study_file else None)}
+    write_text_atomic(path, json.dumps(run, indent=2) + "\n")
+
+
+def check_run_folder(cfg: StudyConfig) -> None:
+    """One run folder holds one study: another study's trial folders would overwrite its files."""
+    path = run_file(cfg.run_path)
+    try:
+        owner = json.loads(path.read_text()).get("study_name") if path.is_file() else None
+    except ValueError:
+        owner = None  # a damaged run.json is rewritten below
+    if owner and owner != cfg.name:
+        raise KDSearchError(f"run folder {cfg.run_path} holds study {owner!r}, not {cfg.name!r}: "
+                            "give this study its own --run-dir")
 
 
 def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
@@ -195,7 +309,8 @@ def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
     console.print(f"data {data.name}: {len(train)} train" + (f" (subset of {len(data.train)})" if cfg.data.subset else "")
                   + f", {len(data.val)} val, {len(data.test)} test, {data.num_classes} classes, "
                   f"{data.in_channels}x{data.image_size}x{data.image_size}")
-    teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads)
+    with run_lock(cfg.run_path, console, "preparing the teacher"):  # one worker trains it, the others load it
+        teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads)
     for note in teacher.notes:
         console.print(f"[yellow]teacher: {note}[/]")
     console.print(f"teacher {teacher.name}: val {teacher.val_accuracy:.2%}, test {teacher.test_accuracy:.2%}, "
@@ -205,17 +320,23 @@ def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=teacher, device=device,
                        pruner=make_pruner(cfg.pruner, cfg.objectives))
     if cfg.train.teacher_cache:
-        ctx.cache = teacher_logit_cache(ctx, console)
+        with run_lock(cfg.run_path, console, "building the teacher-logit cache"):
+            ctx.cache = teacher_logit_cache(ctx, console)
     return ctx
 
 
-def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None) -> tuple[TrialContext, optuna.Study]:
+def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
+            record: bool = True) -> tuple[TrialContext, optuna.Study]:
     """Everything before the first trial: the study (opened first: a bad storage URL fails before
     any teacher work), the training inputs, then the run's facts recorded in the study."""
     cfg.run_path.mkdir(parents=True, exist_ok=True)
-    study = open_study(cfg)
+    check_run_folder(cfg)
+    with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
+        study = open_study(cfg)
     ctx = prepare_inputs(cfg, console)
-    write_run_file(cfg, study_file)
+    if record:  # the command and study file (a worker process started by --workers has its parent's)
+        with run_lock(cfg.run_path, console, "writing run.json"):
+            write_run_file(cfg, study_file)
     data = ctx.data
     for key, value in {"teacher": ctx.teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": torch.get_num_threads(),
                        "latency_threads": cfg.latency_threads, "device": str(ctx.device),
@@ -239,27 +360,108 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
     return cache
 
 
-def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None) -> optuna.Study:
-    """Run (or resume) the study until it holds `cfg.trials` finished trials."""
+def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
+               workers: int = 1, record: bool = True) -> optuna.Study:
+    """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
+
+    With `workers` > 1 the study, teacher and cache are prepared here, then that many worker
+    processes (one GPU each when several are visible) share the study.
+    """
     console = console or Console()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx, study = prepare(cfg, console, study_file)
-    done = n_finished(study)
-    if done >= cfg.trials:
-        console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
-        return study
-    console.print(f"running {cfg.trials - done} more trials ({done} finished already), {cfg.epochs} epochs each")
-    with progress_bar(console) as progress:
-        ctx.progress = progress
-        overall = progress.add_task("trials", total=cfg.trials, completed=done)
-
-        def tick(study: optuna.Study, trial: FrozenTrial) -> None:
-            progress.update(overall, completed=n_finished(study))
-            acc = trial.user_attrs.get(CURVE, [float("nan")])[-1]
-            progress.console.print(f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
-                                   f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
-
-        study.optimize(lambda t: objective(t, ctx), n_trials=None, timeout=cfg.timeout,
-                       catch=(NonFiniteLoss, torch.OutOfMemoryError),
-                       callbacks=[tick, StopWhenDone(cfg.trials, max_failures=max(5, cfg.trials))])
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported in one line, below
+    ctx, study = prepare(cfg, console, study_file, record)
+    if workers > 1:
+        del ctx  # the workers load the prepared teacher and cache themselves
+        run_workers(cfg, workers, study_file, console)
+        return optuna.load_study(study_name=cfg.name, storage=make_storage(cfg.storage_url))
+    with alive(cfg.run_path):
+        recovered = recover_dead_trials(study, cfg.run_path)
+        if recovered:
+            console.print(f"[yellow]trial(s) {', '.join(map(str, recovered))} of stopped workers marked failed; "
+                          "their parameters are queued again[/]", highlight=False)
+        done = n_finished(study)
+        if done >= cfg.trials:
+            console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
+            return study
+        console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
+        with progress_bar(console) as progress:
+            ctx.progress = progress
+            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
     return study
+
+
+def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall) -> None:
+    """Start trials one at a time while finished plus running ones (every worker's) fall short of the
+    target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row."""
+    cfg = ctx.cfg
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    failures: list[str] = []
+
+    def tick(study: optuna.Study, trial: FrozenTrial) -> None:
+        progress.update(overall, completed=n_finished(study))
+        error = trial.user_attrs.get(ERROR_ATTR)
+        if error and error.startswith(Surplus.__name__):
+            return
+        acc = trial.user_attrs.get(CURVE, [float("nan")])[-1]
+        line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
+                f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
+        progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
+        failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
+
+    while deadline is None or time.monotonic() < deadline:
+        recover_dead_trials(study, cfg.run_path)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        if finished >= cfg.trials:
+            return
+        if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
+            time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
+            continue
+        study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,), callbacks=[tick])
+        if len(failures) >= MAX_CONSECUTIVE_FAILURES:
+            raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "
+                                "finished trials are kept")
+
+
+def run_workers(cfg: StudyConfig, n: int, study_file: Path | None, console: Console) -> None:
+    """Start `n` worker processes on this machine sharing the study; wait for all of them."""
+    import multiprocessing
+
+    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // n) if not gpus else cfg.threads
+    console.print(f"starting {n} workers" + (f" on {gpus} GPUs" if gpus else f", {threads} CPU threads each"))
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_worker_main, name=f"kdsearch-worker-{i}",
+                             args=(cfg.to_dict(), i, str(study_file) if study_file else None,
+                                   i % gpus if gpus else None, threads)) for i in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join()  # they got the same Ctrl-C: each marks its trial failed and exits
+        raise
+    bad = [f"worker {i} exited with {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
+    if bad:
+        raise KDSearchError("; ".join(bad) + " (finished trials are kept; the same command resumes)")
+
+
+def _worker_main(cfg_dict: dict[str, Any], index: int, study_file: str | None, gpu: int | None,
+                 threads: int | None) -> None:
+    """One worker process: the same study, its own device and threads."""
+    from .config import config_from_dict
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    cfg = config_from_dict(cfg_dict)
+    cfg.threads = threads
+    console = Console(width=200)
+    try:
+        run_search(cfg, console, Path(study_file) if study_file else None, record=False)
+    except KDSearchError as exc:
+        console.print(f"[red]worker {index}: {escape(str(exc))}[/]", highlight=False)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
