@@ -174,6 +174,11 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
                  + ("" if positive else ("no interval excludes zero." if not shown else
                                          f"the intervals of trial(s) {', '.join(shown)} exclude zero below it "
                                          "(the teacher hurt).")))
+    tested = sum(1 for b in finals if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2)
+    if tested > 1:
+        lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.1f} of {tested} intervals would "
+                     "exclude zero by chance alone, so a lone exclusion among many is a lead to retest with more "
+                     "seeds, not a finding.")
     return lines + [""]
 
 
@@ -184,10 +189,13 @@ def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]
     commands = [c for c in commands if c]
     if commands:
         lines += ["```", *commands, "```", ""]
+    if info.get("kdsearch"):
+        lines += [f"- The search ran with kdsearch {info['kdsearch']}.", ""]
     envs = list(dict.fromkeys(json.dumps(b["environment"], sort_keys=True) for b in finals if b.get("environment")))
     for env in map(json.loads, envs):
         lines.append(f"- Final training ran on {env['machine']}, device {env['device']}, {env['threads']} threads, "
-                     f"torch {env['torch']}, Python {env['python']}, finished {env['date']}.")
+                     f"torch {env['torch']}, Python {env['python']}, kdsearch {env.get('kdsearch', '?')}, "
+                     f"finished {env['date']}.")
     if envs:
         lines.append("")
     if info.get("study_text"):

@@ -31,7 +31,7 @@ from .files import atomic_path, write_text_atomic
 from .layout import run_file, trial_dir
 from .logits import LogitCache, build_or_load, cache_key
 from .progress import progress_bar
-from .provenance import command_line
+from .provenance import code_version, command_line
 from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
 from .students import StudentSpec, build, sample_spec, suggest
@@ -280,7 +280,8 @@ def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
     run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(),
            "command": old.get("command") or command, "later_commands": list(dict.fromkeys(later)),
            "study_file": old.get("study_file") or (str(study_file) if study_file else None),
-           "study_text": old.get("study_text") or (Path(study_file).read_text() if study_file else None)}
+           "study_text": old.get("study_text") or (Path(study_file).read_text() if study_file else None),
+           "kdsearch": old.get("kdsearch") or code_version()}
     write_text_atomic(path, json.dumps(run, indent=2) + "\n")
 
 
