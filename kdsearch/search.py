@@ -130,7 +130,6 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
     """Refuse to add trials under other settings than the study's first ones, naming each difference."""
     stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
     if stored is None:
-        study.set_user_attr(FINGERPRINT_ATTR, now)
         return
     diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
     if diff:
@@ -152,7 +151,7 @@ def open_study(cfg: StudyConfig, load_only: bool = False) -> optuna.Study:
         pass
     study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=make_sampler(cfg.sampler, cfg.seed),
                                 directions=directions, load_if_exists=True)
-    check_resume(study, cfg)
+    check_resume(study, cfg)  # (the settings are recorded by prepare, once the teacher and data are ready)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
@@ -204,6 +203,8 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     except optuna.TrialPruned:
         raise
     except Exception as exc:
+        if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the trial's tensors are gone with its frames: give their memory back
         trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc).strip()}"[:500])
         raise
 
@@ -274,7 +275,10 @@ def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
     """run.json: how `report`, `train` and `results` find the study again, and how it was made
     (the first command is kept; later ones, e.g. resumes, are listed after it)."""
     path = run_file(cfg.run_path)
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        old = {}  # a damaged run.json is written anew
     command = command_line()
     later = old.get("later_commands", []) + ([command] if old.get("command") and command != old["command"] else [])
     run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(),
@@ -339,6 +343,8 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
         with run_lock(cfg.run_path, console, "writing run.json"):
             write_run_file(cfg, study_file)
     data = ctx.data
+    if FINGERPRINT_ATTR not in study.user_attrs:  # prepared without error: these settings are the study's now
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint(cfg))
     for key, value in {"teacher": ctx.teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": torch.get_num_threads(),
                        "latency_threads": cfg.latency_threads, "device": str(ctx.device),
                        "data": {"name": data.name, "train": len(ctx.train), "val": len(data.val),

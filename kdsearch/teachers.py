@@ -505,19 +505,32 @@ def _save_cache(model: nn.Module, meta: dict[str, Any], folder: Path, key: str) 
     write_text_atomic(folder / f"{key}.json", json.dumps(meta, indent=2))  # last: marks done
 
 
-def _load_cache(model: nn.Module, folder: Path, key: str) -> dict[str, Any] | None:
-    """The cached metadata (and weights loaded into model), or None when absent or unreadable."""
+CACHE_META = ("val_accuracy", "test_accuracy", "params", "macs", "latency_ms", "epochs_trained", "notes")
+
+
+def _load_cache(model: nn.Module, folder: Path, key: str) -> tuple[dict[str, Any] | None, str]:
+    """The cached metadata (weights loaded into model), or None and why when the entry is unusable.
+
+    The weights are checked against the model's keys and shapes before any is copied: a damaged
+    or foreign entry leaves the model exactly as it was, to be trained again from its own weights.
+    """
     meta_path, weights_path = folder / f"{key}.json", folder / f"{key}.safetensors"
     if not (meta_path.is_file() and weights_path.is_file()):
-        return None
+        return None, ""
     try:
         from safetensors.torch import load_file
 
         meta = json.loads(meta_path.read_text())
-        model.load_state_dict(load_file(str(weights_path)))
-        return meta
-    except Exception:  # noqa: BLE001  (a damaged cache entry is rebuilt, never fatal)
-        return None
+        missing = [k for k in CACHE_META if k not in meta]
+        if missing:
+            raise ValueError(f"metadata lacks {', '.join(missing)}")
+        state, own = load_file(str(weights_path)), model.state_dict()
+        if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
+            raise ValueError("weights do not fit the architecture")
+        model.load_state_dict(state)
+        return meta, ""
+    except Exception as exc:  # noqa: BLE001  (a damaged cache entry is rebuilt, never fatal)
+        return None, f"the cached teacher {key} was unusable ({str(exc).splitlines()[0][:120]}): prepared again"
 
 
 def _eval_batch(input_size: int) -> int:
@@ -563,7 +576,7 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     folder = teachers_dir(run_dir)
     input_shape = (data.in_channels, data.image_size, data.image_size)
 
-    meta = _load_cache(model, folder, key)
+    meta, damaged = _load_cache(model, folder, key)
     if meta is not None:
         model = model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         latency = meta["latency_ms"]
@@ -590,4 +603,5 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
             "batch_size": cfg.batch_size, "input_size": info.input_size, "seed": seed,
             "data_fingerprint": fingerprint, "train_seconds": round(train_seconds, 1), "notes": notes}
     _save_cache(model, meta, folder, key)
-    return TeacherResult(model, cfg.name, val_acc, test_acc, params, macs, latency, epochs, False, notes, key)
+    return TeacherResult(model, cfg.name, val_acc, test_acc, params, macs, latency, epochs, False,
+                         notes + ([damaged] if damaged else []), key)

@@ -144,6 +144,15 @@ def test_second_load_hits_the_cache(folder, cache, monkeypatch, tmp_path):
     assert isinstance(torch.load(files[0], weights_only=True), dict)  # safe to load
 
 
+def test_a_damaged_cache_file_is_decoded_again(folder, cache):
+    first = load_data(imagefolder(folder[0]))
+    (path,) = list((cache / "arrays").glob("imagefolder-*.pt"))
+    path.write_bytes(path.read_bytes()[:200])  # truncated, as a killed copy would leave it
+    again = load_data(imagefolder(folder[0]))
+    assert torch.equal(first.train.x, again.train.x)
+    assert isinstance(torch.load(path, weights_only=True), dict)  # rewritten whole
+
+
 def test_changed_folder_invalidates_the_cache(folder, cache):
     root, _ = folder
     load_data(imagefolder(root))

@@ -48,3 +48,13 @@ def test_key_changes_with_teacher_data_and_augmentation():
               cache_key("teacherA", x, y, 2, True, 4, 0), cache_key("teacherA", x, y, 1, False, 4, 0),
               cache_key("teacherA", x, y, 1, True, 8, 0)}
     assert base not in others and len(others) == 5
+
+
+def test_a_damaged_cache_is_rebuilt_with_a_note(tmp_path):
+    x, _ = data()
+    t = teacher()
+    good = build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path)
+    good.path.write_bytes(good.path.read_bytes()[:100])  # truncated, as a killed copy would leave it
+    again = build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path)
+    assert again.built and "unreadable" in again.note and torch.equal(again.logits, good.logits)
+    assert not build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path).note

@@ -237,6 +237,36 @@ def test_prepare_teacher_trains_then_caches(tmp_path, monkeypatch):
         assert torch.allclose(first.model(x), second.model(x), rtol=1e-4, atol=1e-4)  # conv algorithms may differ
 
 
+@pytest.mark.parametrize("damage", ["metadata", "weights", "foreign"])
+def test_a_damaged_teacher_cache_is_prepared_again_with_a_note(tmp_path, no_latency, damage):
+    data = make_data(n_train=16, n_val=4, n_test=4)
+    cfg = TeacherConfig(name="resnet20", pretrained=False, epochs=1, batch_size=8)
+    first = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    meta, weights = (tmp_path / "teachers" / f"{first.key}{ext}" for ext in (".json", ".safetensors"))
+    if damage == "metadata":
+        meta.write_text("{}")
+    elif damage == "weights":
+        weights.write_bytes(weights.read_bytes()[:64])
+    else:  # readable weights of another model: nothing of them may leak into the teacher
+        from safetensors.torch import save_file
+        save_file({"w": torch.zeros(3)}, str(weights))
+    again = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    assert not again.from_cache and again.key == first.key and any("unusable" in n for n in again.notes)
+    x = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(first.model(x), again.model(x), rtol=1e-4, atol=1e-4)  # same start, same training
+    third = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    assert third.from_cache and not any("unusable" in n for n in third.notes)
+
+
+def test_a_truncated_checkpoint_is_one_clear_error(tmp_path):
+    path = tmp_path / "r20.th"
+    resnet20_checkpoint(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(KDSearchError, match="corrupt|not a"):
+        teachers.build_teacher("resnet20", num_classes=10, weights=str(path))
+
+
 def test_prepare_teacher_key_changes_with_settings(tmp_path, no_latency):
     data = make_data(n_train=16, n_val=4, n_test=4)
     cfg = TeacherConfig(name="resnet20", pretrained=False, epochs=0)

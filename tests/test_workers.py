@@ -234,3 +234,89 @@ def test_status_shows_states_running_workers_failures_and_teacher(folder, tmp_pa
     assert "999999" in out and "no (dead)" in out and "failed trial 3: ValueError: broken" in out
     assert "teacher: resnet20" in out and "weights ready" in out and ".safetensors (" in out
     assert "Pareto front" in out
+
+
+def test_out_of_memory_fails_only_its_trial(folder, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    real, calls = search.fit, {"n": 0}
+
+    def oom_once(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*a, **k)
+
+    monkeypatch.setattr(search, "fit", oom_once)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "2", "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    study = load(run_dir)
+    (failed,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed.user_attrs[ERROR_ATTR].startswith("OutOfMemoryError: CUDA out of memory")
+    assert len(finished(study)) == 2
+
+
+def test_unreachable_storage_is_one_line_before_any_work(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, argv(folder, tmp_path / "run", "--trials", "1",
+                                          storage="postgresql://nobody@127.0.0.1:1/none"))
+    assert result.exit_code == 2 and "cannot open storage" in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "cache").exists()  # no data was loaded
+
+
+def test_a_damaged_run_json_is_refused_by_readers_and_rewritten_by_run(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    assert CliRunner().invoke(app, argv(folder, run_dir, "--trials", "1", "--epochs", "1")).exit_code == 0
+    (run_dir / "run.json").write_text('{"study_name": "w", "stor')
+    report = CliRunner().invoke(app, ["status", str(run_dir)])
+    assert report.exit_code == 2 and "is damaged" in report.output
+    rerun = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "2", "--epochs", "1"))
+    assert rerun.exit_code == 0, rerun.output
+    assert len(finished(load(run_dir))) == 2
+
+
+def test_workers_must_be_positive(folder, tmp_path):
+    result = CliRunner().invoke(app, argv(folder, tmp_path / "run", "--workers", "0"))
+    assert result.exit_code == 2 and "--workers: must be at least 1" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fixed_typo_is_not_a_changed_resume(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    typo = argv(folder, run_dir, "--trials", "1", "--epochs", "1")
+    typo[typo.index("resnet20")] = "resnet9000"
+    bad = CliRunner().invoke(app, typo)
+    assert bad.exit_code == 2 and "resnet9000" in bad.output
+    fixed = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "1", "--epochs", "1"))
+    assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.slow
+def test_grpc_proxy_storage_runs_a_study(folder, tmp_path, env):
+    """Optuna's gRPC storage proxy in front of a database, as the multi-machine recipe says."""
+    pytest.importorskip("grpc")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = f"sqlite:///{tmp_path / 'behind-proxy.db'}"
+    server = subprocess.Popen([sys.executable, "-c", "import optuna; optuna.storages.run_grpc_proxy_server("
+                               f"optuna.storages.RDBStorage({db!r}), host='127.0.0.1', port={port})"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        run_dir = tmp_path / "run"
+        out = subprocess.run([KDSEARCH, *argv(folder, run_dir, "--trials", "2", "--epochs", "1",
+                                              storage=f"grpc://127.0.0.1:{port}")],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        study = optuna.load_study(study_name="w", storage=db)  # the trials are in the database behind it
+        assert len(finished(study)) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
