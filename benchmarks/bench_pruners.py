@@ -31,27 +31,18 @@ from rich.console import Console
 
 from kdsearch.config import load_config
 from kdsearch.pruning import CURVE, make_pruner
-from kdsearch.report import Point, front_2d, hypervolume_2d, trial_points
+from kdsearch.report import Point, front_2d, hypervolume_log, trial_points
 from kdsearch.search import DIRECTIONS, objective, prepare
 
 PRUNERS = ("none", "median", "asha", "pareto")
-LOG_PARAMS = (2.0, 6.0)  # normalization bounds of log10(params) for the hypervolume
-
-
-def log_x(params: float) -> float:
-    """log10 params mapped from LOG_PARAMS to [0, 1], clipped."""
-    lo, hi = LOG_PARAMS
-    return min(max((math.log10(params) - lo) / (hi - lo), 0.0), 1.0)
-
-
 def front(study: optuna.Study) -> list[Point]:
     """The accuracy-vs-params front of complete trials (the report's step line)."""
     return front_2d(trial_points(study), "params")
 
 
 def hypervolume(members: list[Point]) -> float:
-    """Normalized hypervolume in (log params, accuracy), reference point (1, 0)."""
-    return hypervolume_2d([(log_x(p.cost("params")), p.accuracy) for p in members], 1.0)
+    """The report's hypervolume on log10 params (from 100 to 1e6), reference point (1e6 params, accuracy 0)."""
+    return hypervolume_log([(p.cost("params"), p.accuracy) for p in members], 1e6)
 
 
 def run_one(ctx, cfg, pruner_name: str, seed: int) -> optuna.Study:

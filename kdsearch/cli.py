@@ -75,6 +75,7 @@ def run(
     study_name: Annotated[Optional[str], Opt(help="Study name (default: from the study file, or 'kdsearch').")] = None,
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default: runs/<study-name>).")] = None,
     workers: Annotated[int, Opt(help="Worker processes sharing the study on this machine (one per GPU when several).")] = 1,
+    enqueue: Annotated[Optional[Path], Opt(help="JSON list of known students (spec, temperature, alpha, lr) to evaluate first.")] = None,
 ) -> None:
     """Run (or resume) a distillation search and print its Pareto front."""
     from .config import load_config
@@ -98,7 +99,7 @@ def run(
     cfg = load_config(study_file, overrides)
     if workers < 1:
         raise KDSearchError(f"--workers: must be at least 1, got {workers}")
-    study = run_search(cfg, console, study_file, workers=workers)
+    study = run_search(cfg, console, study_file, workers=workers, enqueue=enqueue)
     console.print(pareto_table(study))
 
 
@@ -166,6 +167,28 @@ def _float_list(flag: str, text: str) -> tuple[float, ...]:
         raise KDSearchError(f"{flag}: {text!r} is not a comma list of numbers") from None
 
 
+RULE_HELP = {  # picking rules: `train` and `export` take one instead of trial numbers (kdsearch/pick.py)
+    "min_accuracy": "Rule: the smallest Pareto student with val accuracy >= A (a fraction, e.g. 0.9).",
+    "max_params": "Rule: the most accurate Pareto student with at most N params (limits combine).",
+    "max_macs": "Rule: the most accurate Pareto student with at most N MACs (limits combine).",
+    "max_latency_ms": "Rule: the most accurate Pareto student with latency at most X ms (limits combine).",
+    "knee": "Rule: the knee of the val accuracy vs log10(params) front.",
+}
+
+
+def _picked(run, rule, numbers_given: bool) -> int | None:
+    """The trial a picking rule chooses (the choice and its reason printed), or None without a rule."""
+    from .pick import choose
+
+    if not rule.given:
+        return None
+    if numbers_given:
+        raise KDSearchError("give a picking rule or --trial/--trials/--front, not both")
+    picked = choose(run.study, rule)
+    console.print(picked.sentence, highlight=False)
+    return picked.number
+
+
 @app.command()
 @user_errors
 def train(
@@ -173,6 +196,11 @@ def train(
     trial: Annotated[Optional[int], Opt(help="One trial number to retrain (see the Pareto table).")] = None,
     trials: Annotated[Optional[str], Opt(help="Comma list of trial numbers, e.g. 3,9,20.")] = None,
     front: Annotated[bool, Opt("--front", help="Retrain every feasible Pareto member.")] = False,
+    min_accuracy: Annotated[Optional[float], Opt(help=RULE_HELP["min_accuracy"])] = None,
+    max_params: Annotated[Optional[int], Opt(help=RULE_HELP["max_params"])] = None,
+    max_macs: Annotated[Optional[int], Opt(help=RULE_HELP["max_macs"])] = None,
+    max_latency_ms: Annotated[Optional[float], Opt(help=RULE_HELP["max_latency_ms"])] = None,
+    knee: Annotated[bool, Opt("--knee", help=RULE_HELP["knee"])] = False,
     epochs: Annotated[Optional[int], Opt(help="Training epochs (default: 4x the search's epochs).")] = None,
     seeds: Annotated[Optional[str], Opt(help="Comma list of seeds, e.g. 0,1,2 (default: the study's seed).")] = None,
     baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train without the teacher on the same views.")] = True,
@@ -184,13 +212,20 @@ def train(
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
     from .final import LrPolicy, train_final
+    from .pick import Rule
     from .report import open_run
 
     numbers = ([trial] if trial is not None else []) + (_int_list("--trials", trials) or [])
     policy = LrPolicy(grid=_float_list("--lr-grid", lr_grid), fixed=lr)
+    rule = Rule(min_accuracy, max_params, max_macs, max_latency_ms, knee)
+    if rule.given and (front or numbers):
+        raise KDSearchError("give a picking rule or --trial/--trials/--front, not both")
     if front and numbers:
         raise KDSearchError("give --front or trial numbers, not both")
-    train_final(open_run(run_dir), numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
+    run = open_run(run_dir)
+    picked = _picked(run, rule, front or bool(numbers))
+    numbers = [picked] if picked is not None else numbers
+    train_final(run, numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
                 console=console)
 
@@ -213,16 +248,30 @@ def results(
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")],
-    trial: Annotated[int, Opt(help="Trial number to export (see the Pareto table).")],
+    trial: Annotated[Optional[int], Opt(help="Trial number to export (see the Pareto table), or give a rule.")] = None,
     out: Annotated[Optional[Path], Opt(help="Folder to write (default: RUN/export/<trial>).")] = None,
     weights: Annotated[str, Opt(help="auto (final training's if any, else the search's), search or final.")] = "auto",
     opset: Annotated[int, Opt(help="ONNX opset version.")] = 18,
+    min_accuracy: Annotated[Optional[float], Opt(help=RULE_HELP["min_accuracy"])] = None,
+    max_params: Annotated[Optional[int], Opt(help=RULE_HELP["max_params"])] = None,
+    max_macs: Annotated[Optional[int], Opt(help=RULE_HELP["max_macs"])] = None,
+    max_latency_ms: Annotated[Optional[float], Opt(help=RULE_HELP["max_latency_ms"])] = None,
+    knee: Annotated[bool, Opt("--knee", help=RULE_HELP["knee"])] = False,
 ) -> None:
     """Export a student: spec.json, student.safetensors and student.onnx (checked against PyTorch)."""
     from .export import export_trial
+    from .pick import Rule
     from .report import open_run
 
-    done = export_trial(open_run(run_dir), trial, out, weights=weights, opset=opset)
+    rule = Rule(min_accuracy, max_params, max_macs, max_latency_ms, knee)
+    if rule.given and trial is not None:
+        raise KDSearchError("give a picking rule or --trial, not both")
+    if not rule.given and trial is None:
+        raise KDSearchError("name the student to export: --trial N, or a rule (--min-accuracy, --max-params, "
+                            "--max-macs, --max-latency-ms, --knee)")
+    run = open_run(run_dir)
+    trial = _picked(run, rule, False) if rule.given else trial
+    done = export_trial(run, trial, out, weights=weights, opset=opset)
     console.print(f"exported trial {trial} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
                   f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e}), export.json",
                   highlight=False)

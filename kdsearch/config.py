@@ -71,11 +71,13 @@ class PrunerConfig:
 # Search space: each entry is a fixed value (not searched) or a list. For int/float entries a
 # two-element list is a [low, high] range; for "choice" entries a list is the set of choices.
 SPACE_KINDS: dict[str, str] = {
+    "family": "choice",  # student families (students.FAMILIES): plain, residual, inverted
     "stages": "int",
     "convs_per_stage": "int",
     "channels": "int_log",  # sampled per stage as channels_0, channels_1, ...
     "kernel_size": "choice",
-    "batch_norm": "choice",
+    "batch_norm": "choice",  # plain only (residual and inverted always use batch norm)
+    "expand_ratio": "int",  # inverted only: width multiplier of the 1x1 expansion
     "fc_layers": "int",
     "fc_width": "int_log",  # sampled per layer as fc_width_0, ...
     "dropout": "float",
@@ -85,11 +87,13 @@ SPACE_KINDS: dict[str, str] = {
 }
 
 DEFAULT_SPACE: dict[str, Any] = {
+    "family": ["plain", "residual", "inverted"],
     "stages": [1, 4],
     "convs_per_stage": [1, 2],
     "channels": [8, 128],
     "kernel_size": [3, 5],
     "batch_norm": [True, False],
+    "expand_ratio": [2, 6],
     "fc_layers": [0, 2],
     "fc_width": [16, 256],
     "dropout": [0.0, 0.5],
@@ -205,6 +209,8 @@ FIELD_RULES: dict[str, Rule] = {
     "pruner.rungs": _int(1), "pruner.eta": _int(2),
 }
 SPACE_RULES: dict[str, Rule] = {  # how students.build and search.objective use each value
+    "family": ((lambda v: isinstance(v, str) and v != ""), "a student family name"),  # and registered: validate_space
+    "expand_ratio": _int(1),
     "stages": _int(1), "convs_per_stage": _int(1), "channels": _int(1), "fc_width": _int(1),
     "fc_layers": _int(0),
     "kernel_size": ((lambda v: _is_int(v) and v >= 1 and v % 2 == 1), "a positive odd integer"),  # padding k // 2
@@ -225,10 +231,18 @@ def validate_space(space: dict[str, Any]) -> None:
         if isinstance(value, list) and kind != "choice" and len(value) != 2:
             raise KDSearchError(f"{where}: a range must be [low, high], got {value!r}")
         if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
-            what = "each choice" if kind == "choice" else "low and high" if isinstance(value, list) else "the value"
+            what = ("the value" if not isinstance(value, list) else "each choice" if kind == "choice"
+                    else "low and high")
             raise KDSearchError(f"{where}: {what} must be {text}, got {value!r}")
         if isinstance(value, list) and kind != "choice" and value[0] > value[1]:
             raise KDSearchError(f"{where}: low {value[0]} is above high {value[1]}")
+        if key == "family":
+            from .students import FAMILIES  # the registry of builders (students imports this module)
+
+            unknown = [v for v in (value if isinstance(value, list) else [value]) if v not in FAMILIES]
+            if unknown:
+                raise KDSearchError(f"{where}: unknown student family {unknown[0]!r} "
+                                    f"(known: {', '.join(FAMILIES)}), got {value!r}")
 
 
 def validate(cfg: StudyConfig) -> StudyConfig:

@@ -389,13 +389,13 @@ def _decode_listing(listing: Listing) -> Arrays:
 def _decode_images(paths: list[str]) -> np.ndarray:
     """PIL-decode into one N x H x W x C uint8 array; the first image sets the mode (L or RGB) and size."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .progress import progress_bar
 
     mode, size = _open(paths[0], lambda img: ("L" if img.mode in ("1", "L", "LA") else "RGB", img.size))
     out = np.empty((len(paths), size[1], size[0], 1 if mode == "L" else 3), dtype=np.uint8)
-    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
-        task = progress.add_task("decode", total=len(paths))
+    with progress_bar(Console(stderr=True)) as progress:
+        task = progress.add_task("decoding images", total=len(paths))
         for i, path in enumerate(paths):
             out[i] = _open(path, lambda img: _pixels(img, mode, size, path, paths[0])).reshape(out.shape[1:])
             if i % 1000 == 0:

@@ -188,19 +188,27 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for uint8 images x (on the model's device), unaugmented, in eval mode."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, progress: Progress | None = None,
+            description: str = "evaluating") -> torch.Tensor:
+    """Logits for uint8 images x (on the model's device), unaugmented, in eval mode (with a progress
+    task when given: scoring a large teacher on a CPU takes minutes)."""
     model.eval()
     out = []
+    task = progress.add_task(description, total=len(x)) if progress is not None else None
     for i in range(0, len(x), batch_size):
         images = to_float(x[i:i + batch_size]).contiguous(memory_format=torch.channels_last)
         with autocast(x.device):
             out.append(model(images).float())
+        if task is not None:
+            progress.update(task, completed=min(i + batch_size, len(x)))
+    if task is not None:
+        progress.remove_task(task)
     return torch.cat(out) if out else torch.empty(0)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+             progress: Progress | None = None, description: str = "evaluating") -> float:
     """Top-1 accuracy in [0, 1]."""
     if len(y) == 0:
         return float("nan")
-    return float((predict(model, x, batch_size).argmax(1) == y).float().mean())
+    return float((predict(model, x, batch_size, progress, description).argmax(1) == y).float().mean())

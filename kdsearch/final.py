@@ -245,7 +245,8 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
                  x_test: torch.Tensor, y_test: torch.Tensor, console: Console) -> dict[str, Any]:
     cfg = ctx.cfg
     attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
-    setup = {"trial": number, "spec": json.loads(spec.to_json()), **hp, "epochs": epochs, "train_images": len(ctx.train),
+    # the spec as the study stored it (re-serializing would add fields newer code knows, and retrain)
+    setup = {"trial": number, "spec": attrs["spec"], **hp, "epochs": epochs, "train_images": len(ctx.train),
              "batch_size": cfg.train.batch_size, "weight_decay": cfg.train.weight_decay,
              "teacher_key": ctx.teacher.key, "views": ctx.cache.k if ctx.cache is not None else None}
     folder = final_dir(run.run_dir, number)

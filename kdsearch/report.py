@@ -276,8 +276,27 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], ref_cost: float) -> fl
     return area / ref_cost
 
 
+LOW_PARAMS = 100.0  # log-params hypervolume: a student this small (or smaller) counts as free
+
+
+def hypervolume_log(points: Sequence[tuple[float, float]], ref_params: float, low_params: float = LOW_PARAMS) -> float:
+    """Hypervolume of (params, accuracy) points on log10 params, normalized to [0, 1]: log10 params
+    mapped from [log10 low_params, log10 ref_params] to [0, 1] (clipped), reference point (1, 0).
+
+    On linear params a front barely moves once one good small student exists (halving 2,000
+    params to 1,000 is invisible next to a 460,000-param teacher); on log params each halving
+    of a student's size counts the same, which is how a front of small students is judged.
+    """
+    lo, hi = math.log10(low_params), math.log10(max(ref_params, low_params * 10))
+
+    def x(p: float) -> float:
+        return min(max((math.log10(max(p, 1e-9)) - lo) / (hi - lo), 0.0), 1.0)
+
+    return hypervolume_2d([(x(c), a) for c, a in points], 1.0)
+
+
 def hypervolume_figure(points: Sequence[Point], teacher: dict[str, Any] | None) -> go.Figure:
-    """Hypervolume of the accuracy-params front after each trial; the reference is the teacher's size."""
+    """Hypervolume of the accuracy-vs-log-params front after each trial; the reference is the teacher's size."""
     ref = float(teacher["params"]) if teacher and teacher.get("params") else max(
         (p.cost("params") or 0 for p in points), default=1.0) or 1.0
     xs, ys, seen = [], [], []
@@ -287,12 +306,13 @@ def hypervolume_figure(points: Sequence[Point], teacher: dict[str, Any] | None) 
         if p.state == "complete" and p.feasible and p.cost("params") is not None:
             seen.append((p.cost("params"), p.accuracy))
         xs.append(p.number)
-        ys.append(hypervolume_2d(seen, ref))
+        ys.append(hypervolume_log(seen, ref))
     who = f"the teacher's {int(ref):,}" if teacher else f"the largest trial's {int(ref):,}"
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", line=dict(shape="hv"), name="hypervolume",
                                hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
-    fig.update_layout(title=("Hypervolume of the accuracy-params front over trials<br><sup>normalized: reference point "
-                             f"accuracy 0, params = {who}; 1.0 = a zero-parameter model at 100%</sup>"),
+    fig.update_layout(title=("Hypervolume of the accuracy vs log-params front over trials<br><sup>normalized: "
+                             f"log10 params from {int(LOW_PARAMS)} (counted as free) to {who}; reference point: "
+                             "that size at accuracy 0; 1.0 = a 100-parameter model at 100%</sup>"),
                       xaxis_title="trial", yaxis_title="hypervolume (normalized)", height=420, showlegend=False)
     return fig
 

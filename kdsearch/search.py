@@ -6,10 +6,12 @@ run folder (storage, teacher cache, per-trial weights), so re-running the same c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
@@ -34,7 +36,7 @@ from .progress import progress_bar
 from .provenance import code_version, command_line
 from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
-from .students import StudentSpec, build, sample_spec, suggest
+from .students import StudentSpec, build, effective_space, sample_spec, suggest
 from .teachers import TeacherResult, prepare_teacher
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs"}
@@ -94,15 +96,27 @@ class TrialSeeded(optuna.samplers.BaseSampler):
         self.base.reseed_rng()
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def startup_trials(trials: int) -> int:
+    """Random trials before TPE models the space: a quarter of the study, between 4 and 10
+    (a fixed 10 would make a 12-trial study a random search)."""
+    return min(10, max(4, trials // 4))
+
+
+def make_sampler(name: str, seed: int, trials: int = 100) -> optuna.samplers.BaseSampler:
     if name == "nsga2":
         base = optuna.samplers.NSGAIISampler(seed=seed)
     elif name == "gp":
         base = optuna.samplers.GPSampler(seed=seed)
     elif name == "random":
         base = optuna.samplers.RandomSampler(seed=seed)
-    else:  # the constant liar: trials running in other workers count as bad, so they are not resampled
-        base = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    else:
+        # multivariate + group: the per-stage widths (channels_i, fc_width_i) exist only for some
+        # depths, so they are modelled jointly within the group of trials that have them; the
+        # constant liar counts trials running in other workers as bad, so they are not resampled
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            base = optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
+                                              n_startup_trials=startup_trials(trials))
     return TrialSeeded(base, seed)
 
 
@@ -123,6 +137,7 @@ def fingerprint(cfg: StudyConfig) -> dict[str, Any]:
         section, _, key = dotted.rpartition(".")
         value = (values[section] if section else values)[key]
         out[dotted] = Path(value).name if dotted == "teacher.weights" and value else value
+    out["space"] = effective_space(out["space"])  # a space stored before a key existed compares as it ran
     return json.loads(json.dumps(out))
 
 
@@ -131,6 +146,7 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
     stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
     if stored is None:
         return
+    stored = {**stored, "space": json.loads(json.dumps(effective_space(stored.get("space", {}))))}
     diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
     if diff:
         raise KDSearchError(f"study {cfg.name!r} was run with other settings: {'; '.join(diff)}. Resume with the "
@@ -149,7 +165,8 @@ def open_study(cfg: StudyConfig, load_only: bool = False) -> optuna.Study:
             raise KDSearchError(f"study {cfg.name!r} exists with other objectives; use another --study-name or --run-dir")
     except KeyError:
         pass
-    study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=make_sampler(cfg.sampler, cfg.seed),
+    study = optuna.create_study(study_name=cfg.name, storage=storage,
+                                sampler=make_sampler(cfg.sampler, cfg.seed, cfg.trials),
                                 directions=directions, load_if_exists=True)
     check_resume(study, cfg)  # (the settings are recorded by prepare, once the teacher and data are ready)
     with warnings.catch_warnings():
@@ -159,7 +176,8 @@ def open_study(cfg: StudyConfig, load_only: bool = False) -> optuna.Study:
 
 
 def n_finished(study: optuna.Study) -> int:
-    return len(finished_trials(study))
+    """Trials that count toward --trials (students that trained; over-budget rejections do not)."""
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 @dataclass
@@ -213,33 +231,31 @@ def surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when finished trials plus the running ones numbered before `number` reach the target
     (two workers that both saw room for one more trial: the later-numbered one stands down)."""
     trials = study.get_trials(deepcopy=False)
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     earlier = sum(t.state == TrialState.RUNNING and t.number < number for t in trials)
-    return finished + earlier >= target
+    return sum(counts(t) for t in trials) + earlier >= target
 
 
 def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     cfg, data = ctx.cfg, ctx.data
-    spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
-                       list(data.mean), list(data.std))
-    hp = {k: suggest(trial, k, cfg.space[k], SPACE_KINDS[k]) for k in ("temperature", "alpha", "lr")}
+    fixed = trial.user_attrs.get(ENQUEUED_ATTR)  # a known student from --enqueue, evaluated as it is
+    if fixed:
+        spec = spec_for_data(fixed["spec"], data)
+        hp = {k: float(fixed[k]) for k in ("temperature", "alpha", "lr")}
+    else:
+        spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
+                           list(data.mean), list(data.std))
+        hp = {k: suggest(trial, k, cfg.space[k], SPACE_KINDS[k]) for k in ("temperature", "alpha", "lr")}
     seed = cfg.seed * 1_000_003 + trial.number
     torch.manual_seed(seed)
     model = build(spec)
     shape = (data.in_channels, data.image_size, data.image_size)
-    costs = {"params": measure.count_params(model), "macs": measure.count_macs(model, shape),
-             "latency": measure.latency_ms(model, shape, threads=cfg.latency_threads, min_run_time=0.1)}
-    for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp,
-                       "params": costs["params"], "macs": costs["macs"], "latency_ms": costs["latency"]}.items():
+    costs = {"params": measure.count_params(model), "macs": measure.count_macs(model, shape)}
+    for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp, **costs}.items():
         trial.set_user_attr(key, value)
-    over = []
-    for key, excess in budget_excess(cfg, costs).items():
-        trial.set_constraint(key, excess)  # > 0: infeasible; samplers learn from it
-        if excess > 0:
-            over.append(key)
-    if over:
-        trial.set_user_attr(PRUNED_AT, 0)
-        raise optuna.TrialPruned(f"over budget ({', '.join(over)}): rejected before training")
+    reject_over_budget(trial, cfg, costs)  # size first: no latency timing for a student that is too big
+    costs["latency"] = measure.latency_ms(model, shape, threads=cfg.latency_threads, min_run_time=0.1)
+    trial.set_user_attr("latency_ms", costs["latency"])
+    reject_over_budget(trial, cfg, {"latency": costs["latency"]})
 
     model = model.to(ctx.device, memory_format=torch.channels_last)
     recipe = Recipe(epochs=cfg.epochs, lr=hp["lr"], batch_size=cfg.train.batch_size,
@@ -262,13 +278,153 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
 
 
 def budget_excess(cfg: StudyConfig, costs: dict[str, float]) -> dict[str, float]:
-    """Relative excess over each budget that is set (<= 0 within budget)."""
+    """Relative excess over each budget that is set and measured (<= 0 within budget)."""
     budgets = {"max_params": ("params", cfg.max_params), "max_macs": ("macs", cfg.max_macs),
                "max_latency_ms": ("latency", cfg.max_latency_ms)}
-    return {name: costs[cost] / limit - 1.0 for name, (cost, limit) in budgets.items() if limit is not None}
+    return {name: costs[cost] / limit - 1.0 for name, (cost, limit) in budgets.items()
+            if limit is not None and cost in costs}
+
+
+def reject_over_budget(trial: optuna.Trial, cfg: StudyConfig, costs: dict[str, float]) -> None:
+    """Record each budget's relative excess as an Optuna constraint (> 0: infeasible, so samplers learn
+    the feasible region) and reject an over-budget student before it trains: the trial ends PRUNED at
+    epoch 0 and does not count toward --trials (another student is sampled in its place)."""
+    over = []
+    for key, excess in budget_excess(cfg, costs).items():
+        trial.set_constraint(key, excess)
+        if excess > 0:
+            over.append(key)
+    if over:
+        trial.set_user_attr(PRUNED_AT, 0)
+        raise optuna.TrialPruned(f"over budget ({', '.join(over)}): rejected before training")
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward --trials: it trained a student (complete, or pruned while training);
+    a student rejected over budget before training does not."""
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED
+                                                  and trial.user_attrs.get(PRUNED_AT) != 0)
+
+
+class _Cheapest(optuna.samplers.BaseSampler):
+    """Every numeric parameter at its low end, each categorical one at the index given (or the first)."""
+
+    def __init__(self, choices: dict[str, int]):
+        self.choices, self.seen = choices, {}
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, name, dist):
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            self.seen[name] = len(dist.choices)
+            return dist.choices[self.choices.get(name, 0)]
+        return dist.low
+
+
+def cheapest_costs(cfg: StudyConfig, data: DataSplits, max_combinations: int = 256) -> dict[str, Any]:
+    """The smallest params and MACs any student of the space can have (every numeric setting at its
+    low end, every combination of the categorical ones), and the spec with the fewest MACs."""
+    import itertools
+
+    best: dict[str, Any] = {}
+    pending, tried = [{}], set()
+    while pending and len(tried) < max_combinations:
+        choices = pending.pop()
+        key = json.dumps(choices, sort_keys=True)
+        if key in tried:
+            continue
+        tried.add(key)
+        sampler = _Cheapest(choices)
+        study = optuna.create_study(sampler=sampler)
+        spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
+                           list(data.mean), list(data.std))
+        model = build(spec)
+        params, macs = measure.count_params(model), measure.count_macs(model, (data.in_channels, data.image_size,
+                                                                                data.image_size))
+        best["params"] = min(best.get("params", params), params)
+        if macs < best.get("macs", macs + 1):
+            best["macs"], best["spec"] = macs, spec
+        names = sorted(sampler.seen)  # every combination of the categorical parameters met so far
+        for combo in itertools.product(*(range(sampler.seen[n]) for n in names)):
+            pending.append(dict(zip(names, combo)))
+    return best
+
+
+def check_budgets_reachable(cfg: StudyConfig, data: DataSplits) -> None:
+    """Exit 2 at once when no student of the space fits a budget (instead of rejecting forever)."""
+    if cfg.max_params is None and cfg.max_macs is None and cfg.max_latency_ms is None:
+        return
+    low = cheapest_costs(cfg, data)
+    limits = {"params": cfg.max_params, "macs": cfg.max_macs}
+    for cost, limit in limits.items():
+        if limit is not None and low[cost] > limit:
+            raise KDSearchError(f"--max-{cost} {limit:,}: the space cannot meet it, its smallest student has "
+                                f"{low[cost]:,} {cost} (lower [space] stages, channels, convs_per_stage, fc or "
+                                "expand_ratio, or allow the plain family)")
+    if cfg.max_latency_ms is not None:
+        shape = (data.in_channels, data.image_size, data.image_size)
+        fastest = measure.latency_ms(build(low["spec"]), shape, threads=cfg.latency_threads, min_run_time=0.1)
+        if fastest > cfg.max_latency_ms:
+            raise KDSearchError(f"--max-latency-ms {cfg.max_latency_ms}: the space cannot meet it, its cheapest "
+                                f"student takes {fastest:.3f} ms")
+
+
+ENQUEUED_ATTR = "enqueued"  # user attribute of a trial that evaluates a known student (--enqueue)
+
+
+def load_enqueue(path: str | Path) -> list[dict[str, Any]]:
+    """Known students to evaluate first: a JSON list of {"spec": {...}, "temperature", "alpha", "lr"}
+    (a spec as in a trial's spec.json; in_channels, num_classes, image_size, mean and std may be left
+    out: they come from the data)."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise KDSearchError(f"--enqueue {path}: {exc}") from None
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not isinstance(entries, list):
+        raise KDSearchError(f"--enqueue {path}: expected a JSON list of students")
+    for i, e in enumerate(entries):
+        missing = [k for k in ("spec", "temperature", "alpha", "lr") if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise KDSearchError(f"--enqueue {path}: entry {i} lacks {', '.join(missing)}")
+        if not 0 <= float(e["alpha"]) <= 1 or float(e["temperature"]) <= 0 or float(e["lr"]) <= 0:
+            raise KDSearchError(f"--enqueue {path}: entry {i}: need 0 <= alpha <= 1, temperature > 0, lr > 0")
+    return entries
+
+
+def spec_for_data(spec: dict[str, Any], data: DataSplits) -> StudentSpec:
+    """A user's spec completed with the data's shape and normalization."""
+    full = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size,
+            "mean": list(data.mean), "std": list(data.std), **spec}
+    out = StudentSpec.from_json(json.dumps(full))
+    if (out.in_channels, out.num_classes, out.image_size) != (data.in_channels, data.num_classes, data.image_size):
+        raise KDSearchError(f"enqueued spec {out.summary()} is for other data "
+                            f"({out.in_channels} channels, {out.num_classes} classes, {out.image_size} px)")
+    build(out)  # fails now, with the spec named, rather than inside a trial
+    return out
+
+
+def enqueue_students(study: optuna.Study, entries: list[dict[str, Any]], data: DataSplits) -> int:
+    """Queue each known student once (a rerun does not queue it again); returns how many were new."""
+    done = {t.user_attrs[ENQUEUED_ATTR]["key"] for t in study.get_trials(deepcopy=False)
+            if ENQUEUED_ATTR in t.user_attrs}
+    new = 0
+    for e in entries:
+        spec_for_data(e["spec"], data)
+        key = hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest()[:12]
+        if key not in done:
+            study.enqueue_trial({}, user_attrs={ENQUEUED_ATTR: {**e, "key": key}})
+            new += 1
+    return new
 
 
 MAX_CONSECUTIVE_FAILURES = 5  # then the study stops with the last error: something systematic is wrong
+MAX_REJECTIONS_PER_TRIAL = 50  # over-budget students resampled per trial before the study gives up
 
 
 def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
@@ -301,8 +457,10 @@ def check_run_folder(cfg: StudyConfig) -> None:
                             "give this study its own --run-dir")
 
 
-def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
-    """What training needs, in data-flow order: device, data, teacher, teacher-logit cache."""
+def prepare_inputs(cfg: StudyConfig, console: Console,
+                   check: Callable[[DataSplits], None] | None = None) -> TrialContext:
+    """What training needs, in data-flow order: device, data, teacher, teacher-logit cache
+    (`check` looks at the data before any teacher work: the search checks its budgets there)."""
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -314,8 +472,10 @@ def prepare_inputs(cfg: StudyConfig, console: Console) -> TrialContext:
     console.print(f"data {data.name}: {len(train)} train" + (f" (subset of {len(data.train)})" if cfg.data.subset else "")
                   + f", {len(data.val)} val, {len(data.test)} test, {data.num_classes} classes, "
                   f"{data.in_channels}x{data.image_size}x{data.image_size}")
+    if check is not None:
+        check(data)
     with run_lock(cfg.run_path, console, "preparing the teacher"):  # one worker trains it, the others load it
-        teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads)
+        teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads, console)
     for note in teacher.notes:
         console.print(f"[yellow]teacher: {note}[/]")
     console.print(f"teacher {teacher.name}: val {teacher.val_accuracy:.2%}, test {teacher.test_accuracy:.2%}, "
@@ -338,7 +498,7 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
     check_run_folder(cfg)
     with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
         study = open_study(cfg)
-    ctx = prepare_inputs(cfg, console)
+    ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data))
     if record:  # the command and study file (a worker process started by --workers has its parent's)
         with run_lock(cfg.run_path, console, "writing run.json"):
             write_run_file(cfg, study_file)
@@ -368,7 +528,7 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
 
 
 def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
-               workers: int = 1, record: bool = True) -> optuna.Study:
+               workers: int = 1, record: bool = True, enqueue: str | Path | None = None) -> optuna.Study:
     """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
 
     With `workers` > 1 the study, teacher and cache are prepared here, then that many worker
@@ -376,7 +536,12 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
     """
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported in one line, below
+    entries = load_enqueue(enqueue) if enqueue else []
     ctx, study = prepare(cfg, console, study_file, record)
+    if entries:
+        new = enqueue_students(study, entries, ctx.data)
+        console.print(f"{new} known student(s) queued from {enqueue} (evaluated first)" if new else
+                      f"the students in {enqueue} are queued already", highlight=False)
     if workers > 1:
         del ctx  # the workers load the prepared teacher and cache themselves
         run_workers(cfg, workers, study_file, console)
@@ -403,28 +568,42 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
     cfg = ctx.cfg
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     failures: list[str] = []
+    rejected = {"n": 0, "since": 0}
 
     def tick(study: optuna.Study, trial: FrozenTrial) -> None:
         progress.update(overall, completed=n_finished(study))
         error = trial.user_attrs.get(ERROR_ATTR)
         if error and error.startswith(Surplus.__name__):
             return
+        if trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0:
+            rejected["n"] += 1
+            rejected["since"] += 1
+            return  # counted and reported, not listed: a tight budget may reject many samples
         acc = trial.user_attrs.get(CURVE, [float("nan")])[-1]
         line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
                 f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
+        if rejected["since"]:
+            line += f"  ({rejected['since']} over-budget student(s) resampled first)"
+            rejected["since"] = 0
         progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
     while deadline is None or time.monotonic() < deadline:
         recover_dead_trials(study, cfg.run_path)
         trials = study.get_trials(deepcopy=False)
-        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        finished = sum(counts(t) for t in trials)
         if finished >= cfg.trials:
+            if rejected["n"]:
+                progress.console.print(f"{rejected['n']} over-budget student(s) were rejected untrained and resampled "
+                                       "(recorded as constraints for the sampler)", highlight=False)
             return
         if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
             time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
             continue
         study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,), callbacks=[tick])
+        if rejected["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
+            raise KDSearchError(f"stopped: {rejected['n']} sampled students were over budget; the space rarely "
+                                "meets it (narrow [space] toward smaller students)")
         if len(failures) >= MAX_CONSECUTIVE_FAILURES:
             raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "
                                 "finished trials are kept")

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch import nn
 
 from . import distill
@@ -49,6 +50,7 @@ from .config import TeacherConfig
 from .data import DataSplits
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
+from .progress import progress_bar
 from .layout import teachers_dir
 from .measure import count_macs, count_params, latency_ms
 
@@ -541,10 +543,6 @@ def _eval_batch(input_size: int) -> int:
 def _train(model: nn.Module, data: DataSplits, device: torch.device, epochs: int, lr: float, batch_size: int,
            seed: int, title: str) -> None:
     """Plain cross-entropy with one-cycle SGD and the data's crop/flip, on the full train split."""
-    from rich.console import Console
-
-    from .progress import progress_bar
-
     recipe = distill.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=5e-4, optimizer="sgd")
     with progress_bar(Console(stderr=True), transient=False) as progress:
         distill.fit(model, data.train.x.to(device), data.train.y.to(device), recipe, pad=data.pad, flip=data.flip,
@@ -552,8 +550,53 @@ def _train(model: nn.Module, data: DataSplits, device: torch.device, epochs: int
                     on_epoch=lambda e, loss, _: progress.console.print(f"{title} epoch {e}/{epochs}: loss {loss:.3f}"))
 
 
+def probe_speed(model: nn.Module, data: DataSplits, device: torch.device, batch_size: int, eval_batch: int,
+                train: bool) -> dict[str, float]:
+    """Seconds per training step and per image of inference, timed on a copy of the model (a warm-up
+    step, then two timed ones), so a long teacher job can be announced with an estimate first."""
+    import copy
+
+    probe = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
+    x = data.train.x[:max(batch_size, min(eval_batch, 256))].to(device)
+    y = data.train.y[:len(x)].to(device)
+
+    def timed(fn) -> float:
+        fn()  # warm-up (allocations, kernel selection)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(2):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / 2
+
+    out = {"infer_s_per_image": timed(lambda: distill.predict(probe, x, len(x))) / len(x)}
+    if train:
+        opt = torch.optim.SGD(probe.parameters(), lr=0.0)
+        images = distill.to_float(x[:batch_size]).contiguous(memory_format=torch.channels_last)
+
+        def step() -> None:
+            probe.train()
+            with torch.enable_grad(), distill.autocast(device):
+                loss = torch.nn.functional.cross_entropy(probe(images).float(), y[:batch_size])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out["train_s_per_step"] = timed(step)
+    return out
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+SLOW_S = 600  # estimates above this come with what would shorten them
+
+
 def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, device: torch.device, seed: int,
-                    latency_threads: int = 1) -> TeacherResult:
+                    latency_threads: int = 1, console: Any = None) -> TeacherResult:
     """Build/load the teacher, fine-tune it if needed (or load that from the cache), and score it.
 
     epochs = cfg.epochs, or when None: 0 for trained weights that already fit the classes,
@@ -586,15 +629,30 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
                              meta["macs"], latency, meta["epochs_trained"], True, list(meta["notes"]), key)
 
     model = model.to(device).to(memory_format=torch.channels_last)
+    bs = _eval_batch(info.input_size)
+    console = console or Console(stderr=True)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the probe leaves no trace
+        speed = probe_speed(model, data, device, cfg.batch_size, bs, train=epochs > 0)
+    steps = distill.steps_per_epoch(len(data.train.y), cfg.batch_size) * epochs
+    train_s = speed.get("train_s_per_step", 0.0) * steps
+    score_s = speed["infer_s_per_image"] * (len(data.val.y) + len(data.test.y))
+    console.print(f"estimate on {device} ({torch.get_num_threads()} threads): teacher {cfg.name} "
+                  + (f"training {epochs} epoch(s) ≈ {_minutes(train_s)}, " if epochs else "")
+                  + f"scoring {len(data.val.y) + len(data.test.y):,} images ≈ {_minutes(score_s)}", highlight=False)
+    if train_s + score_s > SLOW_S:
+        console.print("  to shorten it: a GPU (--device cuda), a smaller teacher, fewer --teacher-epochs, or "
+                      "trained weights that already fit the data (--teacher-weights)", highlight=False)
     start = time.perf_counter()
     if epochs > 0:
         with torch.enable_grad():  # whatever grad mode the caller is in
             _train(model, data, device, epochs, lr, cfg.batch_size, seed, f"teacher {cfg.name}")
     train_seconds = time.perf_counter() - start
     model.eval().requires_grad_(False)
-    bs = _eval_batch(info.input_size)
-    val_acc = distill.accuracy(model, data.val.x.to(device), data.val.y.to(device), bs)
-    test_acc = distill.accuracy(model, data.test.x.to(device), data.test.y.to(device), bs)
+    with progress_bar(console) as progress:
+        val_acc = distill.accuracy(model, data.val.x.to(device), data.val.y.to(device), bs, progress,
+                                   f"scoring teacher {cfg.name} on validation")
+        test_acc = distill.accuracy(model, data.test.x.to(device), data.test.y.to(device), bs, progress,
+                                    f"scoring teacher {cfg.name} on test")
     params, macs = count_params(model), count_macs(model, input_shape)
     latency = latency_ms(model, input_shape, latency_threads, min_run_time=0.1)
     meta = {"key": key, "name": cfg.name, "source": info.source, "weights_file": cfg.weights,

@@ -58,7 +58,9 @@ def tiny_run(folder, tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     study_file = run_dir.parent / "tiny.toml"
-    study_file.write_text("[train]\nviews = 2\n")  # a small teacher-logit cache
+    # a small teacher-logit cache, small batches (6 steps an epoch: students learn, accuracies spread) and
+    # plain students only (the report's figures and importances are checked on them)
+    study_file.write_text('[train]\nviews = 2\nbatch_size = 16\n\n[space]\nfamily = "plain"\n')
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
         mp.setattr(search, "make_pruner", lambda *a: PruneTrialTwo())

@@ -3,6 +3,7 @@ and a real headless browser that must draw every figure without a JavaScript err
 
 import html
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -156,6 +157,15 @@ def test_hypervolume_by_hand():
     assert report.hypervolume_2d([], 100) == 0.0
 
 
+def test_log_params_hypervolume_by_hand():
+    # x = (log10 p - 2) / (log10 1e6 - 2): 1e3 params -> 0.25, 1e4 -> 0.5; 50 params is clipped to 0
+    assert report.hypervolume_log([(1e3, 0.8), (1e4, 0.9)], 1e6) == pytest.approx(0.25 * 0.8 + 0.5 * 0.9)
+    assert report.hypervolume_log([(50, 0.5)], 1e6) == pytest.approx(0.5)
+    # halving a small student moves it as much as halving a big one (linear params would not see it)
+    assert report.hypervolume_log([(2e3, 0.8)], 1e6) - report.hypervolume_log([(4e3, 0.8)], 1e6) == pytest.approx(
+        report.hypervolume_log([(2e5, 0.8)], 1e6) - report.hypervolume_log([(4e5, 0.8)], 1e6))
+
+
 def synthetic_study(n_complete: int, third: str = "latency_ms") -> optuna.Study:
     """An in-memory study shaped like a kdsearch one (plus a rejected and a failed trial), untrained."""
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
@@ -188,7 +198,8 @@ def test_few_trials_skip_importance_with_a_note(third):
     assert "at least" in notes[0]
     page = report.render_html(study, points, figs, notes, with_test=False)
     assert "at least" in page and "&lt;arch 0&gt;" in page  # notes shown, text escaped
-    assert figs["hypervolume"].data[0].y[-1] == pytest.approx(0.1 * 0.5 + 0.8 * 0.6)  # by hand: teacher params 1000 = reference
+    # by hand, on log10 params from 100 (x = 0) to the teacher's 1000 (x = 1): 0.5 from x 0, 0.6 from x log10(2)
+    assert figs["hypervolume"].data[0].y[-1] == pytest.approx(math.log10(2) * 0.5 + (1 - math.log10(2)) * 0.6)
 
 
 def chromium() -> str | None:

@@ -14,6 +14,7 @@ def test_spec_round_trips_through_json():
     spec = StudentSpec(in_channels=3, num_classes=10, image_size=32, channels=[16, 32, 64], convs_per_stage=2,
                        kernel_size=5, batch_norm=False, fc=[128, 64], dropout=0.25, mean=[0.5] * 3, std=[0.2] * 3)
     assert StudentSpec.from_json(spec.to_json()) == spec
+    assert spec.summary() == "conv[16,32,64]x2 k5 | fc[128,64] drop0.25"
     with pytest.raises(KDSearchError):
         StudentSpec.from_json('{"channels": [8]}')
 
@@ -44,5 +45,6 @@ def test_sampled_specs_respect_the_space():
         assert 2 <= len(spec.channels) <= 3 and all(8 <= c <= 16 for c in spec.channels)
         assert spec.kernel_size == 3 and spec.fc == [] and spec.dropout == 0.0
         assert "kernel_size" not in trial.params and "fc_layers" not in trial.params
+        assert spec.family in DEFAULT_SPACE["family"]  # the default space samples every family
         assert build(spec)(torch.rand(1, 3, 32, 32)).shape == (1, 10)
         study.tell(trial, 0.0)
