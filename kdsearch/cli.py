@@ -236,12 +236,13 @@ def results(
     run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders.")],
     out: Annotated[Path, Opt(help="Markdown file to write.")] = Path("RESULTS.md"),
     figures: Annotated[Optional[Path], Opt(help="Folder for the figures (default: <out>-figures).")] = None,
+    preface: Annotated[Optional[Path], Opt(help="Markdown placed before the runs (the question, what was not run).")] = None,
 ) -> None:
     """Write a Markdown results document (teacher, front, final training, figure, provenance) from runs."""
     from .provenance import command_line
     from .results import write_results
 
-    write_results(run_dirs, out, figures, command=command_line(), console=console)
+    write_results(run_dirs, out, figures, command=command_line(), console=console, preface=preface)
 
 
 @app.command()
