@@ -47,12 +47,15 @@ Opt = typer.Option
 @user_errors
 def run(
     study_file: Annotated[Optional[Path], typer.Argument(help="TOML study definition (see studies/).")] = None,
-    teacher: Annotated[Optional[str], Opt(help="Teacher architecture: resnet18/34/50/101, inception_v3, resnet20/32/44/56/110.")] = None,
+    teacher: Annotated[Optional[str], Opt(help="Teacher: resnet18/34/50/101, inception_v3, resnet20/32/44/56/110, timm:NAME (pip install 'kdsearch[timm]') or package.module:factory.")] = None,
     teacher_weights: Annotated[Optional[str], Opt(help="Checkpoint file for the teacher architecture.")] = None,
     trust_pickle: Annotated[Optional[bool], Opt("--trust-pickle", help="Allow full unpickling of a trusted teacher checkpoint.")] = None,
     teacher_epochs: Annotated[Optional[int], Opt(help="Epochs to train/fine-tune the teacher on the data (default: auto).")] = None,
     teacher_input_size: Annotated[Optional[int], Opt(help="Input size the teacher sees (images are resized).")] = None,
     no_pretrained: Annotated[Optional[bool], Opt("--no-pretrained", help="Do not try ImageNet weights.")] = None,
+    teacher_normalize: Annotated[Optional[str], Opt(help="Teacher input normalization: auto (default), imagenet, cifar10, cifar100, data or none.")] = None,
+    teacher_mean: Annotated[Optional[str], Opt(help="Teacher input mean per channel, e.g. 0.5,0.5,0.5 (with --teacher-std; wins over --teacher-normalize).")] = None,
+    teacher_std: Annotated[Optional[str], Opt(help="Teacher input std per channel (with --teacher-mean).")] = None,
     dataset: Annotated[Optional[str], Opt(help="cifar10, cifar100, mnist, fashion-mnist, svhn, imagefolder, digits.")] = None,
     data_dir: Annotated[Optional[str], Opt(help="Dataset root, or the imagefolder folder / .tar.gz.")] = None,
     val_fraction: Annotated[Optional[float], Opt(help="Validation split carved from the training data.")] = None,
@@ -89,7 +92,9 @@ def run(
         "pruner.name": pruner, "max_params": max_params, "max_macs": max_macs, "max_latency_ms": max_latency_ms,
         "teacher.name": teacher, "teacher.weights": teacher_weights, "teacher.trust_pickle": trust_pickle,
         "teacher.epochs": teacher_epochs, "teacher.input_size": teacher_input_size,
-        "teacher.pretrained": False if no_pretrained else None,
+        "teacher.pretrained": False if no_pretrained else None, "teacher.normalize": teacher_normalize,
+        "teacher.mean": list(_float_list("--teacher-mean", teacher_mean)) if teacher_mean else None,
+        "teacher.std": list(_float_list("--teacher-std", teacher_std)) if teacher_std else None,
         "data.dataset": dataset, "data.data_dir": data_dir, "data.val_fraction": val_fraction, "data.subset": subset,
     }
     if teacher_cache not in (None, "on", "off"):

@@ -22,6 +22,8 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random")
 PRUNERS = ("pareto", "median", "asha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OBJECTIVES = ("accuracy", "params", "latency", "macs")
+# [teacher] normalize: how the teacher's input is normalized (values: teachers.NORMALIZE_PRESETS)
+NORMALIZE = ("auto", "imagenet", "cifar10", "cifar100", "data", "none")
 
 
 @dataclass
@@ -37,7 +39,7 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
-    name: str = "resnet50"
+    name: str = "resnet50"  # a registered architecture, timm:NAME or package.module:factory
     weights: str | None = None  # a checkpoint file for the named architecture
     trust_pickle: bool = False  # allow full (unsafe) unpickling of the checkpoint
     pretrained: bool = True  # torchvision names: try ImageNet weights
@@ -45,6 +47,9 @@ class TeacherConfig:
     epochs: int | None = None  # None = auto: 0 if the weights already fit the dataset, else 10
     lr: float | None = None  # None = default (fine-tune vs from scratch)
     batch_size: int = 128
+    normalize: str = "auto"  # input normalization: one of NORMALIZE ("auto": per weights source, see README)
+    mean: list[float] = field(default_factory=list)  # explicit per-channel mean/std (both or neither): win over
+    std: list[float] = field(default_factory=list)  # normalize; empty = not given
 
 
 @dataclass
@@ -203,6 +208,8 @@ FIELD_RULES: dict[str, Rule] = {
     "data.subset": _int(0), "data.pad": _int(0),
     "teacher.input_size": _int(1), "teacher.epochs": _int(0), "teacher.lr": _POSITIVE,
     "teacher.batch_size": _int(1),
+    "teacher.mean": ((lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v)), "a finite number"),
+    "teacher.std": _POSITIVE,
     "train.batch_size": _int(1), "train.weight_decay": _NON_NEGATIVE, "train.label_smoothing": _FRACTION,
     "train.views": _int(1),
     "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.margin": _NON_NEGATIVE,
@@ -259,6 +266,7 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     one_of("sampler", cfg.sampler, SAMPLERS)
     one_of("pruner", cfg.pruner.name, PRUNERS)
     one_of("device", cfg.device, DEVICES)
+    one_of("teacher.normalize", cfg.teacher.normalize, NORMALIZE)
     if not cfg.objectives or cfg.objectives[0] != "accuracy":
         raise KDSearchError("objectives: the first objective must be 'accuracy'")
     for o in cfg.objectives:
@@ -272,6 +280,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
             raise KDSearchError(f"{dotted}: every entry must be {text}, got {value!r}")
         if value is not None and not isinstance(value, list) and not ok(value):
             raise KDSearchError(f"{dotted}: must be {text}, got {value!r}")
+    if len(cfg.teacher.mean) != len(cfg.teacher.std):
+        raise KDSearchError(f"teacher.mean and teacher.std: give both, one value per channel, got mean "
+                            f"{cfg.teacher.mean!r} and std {cfg.teacher.std!r}")
     if cfg.data.dataset == "imagefolder" and not cfg.data.data_dir:
         raise KDSearchError("imagefolder: give the folder with --data-dir (it must hold train/ and test/ or val/)")
     validate_space(cfg.space)

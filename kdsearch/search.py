@@ -124,7 +124,8 @@ def make_sampler(name: str, seed: int, trials: int = 100) -> optuna.samplers.Bas
 # (trials, timeout, threads, device, storage, seed, sampler, paths) may change between runs.
 MEANING = ("objectives", "epochs", "max_params", "max_macs", "max_latency_ms", "data.dataset", "data.val_fraction",
            "data.subset", "data.pad", "data.flip", "teacher.name", "teacher.weights", "teacher.pretrained",
-           "teacher.input_size", "teacher.epochs", "teacher.lr", "teacher.batch_size", "train.batch_size",
+           "teacher.input_size", "teacher.epochs", "teacher.lr", "teacher.batch_size", "teacher.normalize",
+           "teacher.mean", "teacher.std", "train.batch_size",
            "train.weight_decay", "train.label_smoothing", "train.teacher_cache", "train.views", "pruner", "space")
 FINGERPRINT_ATTR = "fingerprint"
 
@@ -146,7 +147,8 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
     stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
     if stored is None:
         return
-    stored = {**stored, "space": json.loads(json.dumps(effective_space(stored.get("space", {}))))}
+    stored = {**fingerprint(StudyConfig()), **stored}  # settings added since the study began: their defaults
+    stored["space"] = json.loads(json.dumps(effective_space(stored.get("space", {}))))
     diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
     if diff:
         raise KDSearchError(f"study {cfg.name!r} was run with other settings: {'; '.join(diff)}. Resume with the "

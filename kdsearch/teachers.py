@@ -20,6 +20,19 @@ Where the weights come from decides how the body is adapted:
 - random init: small images (input <= 64 px) get the small-image ResNet stem (3x3 stride-1
   conv1, no max-pool) at native size; normalization uses the dataset's own mean/std.
 
+Two more kinds of name (see the README's Teacher paragraph for the contract):
+
+- `timm:NAME`: `timm.create_model` (an optional dependency), with its pretrained weights, a
+  checkpoint file or random init; another class count gets timm's `reset_classifier`.
+- `package.module:function`: `function(num_classes=, in_channels=)` returns the body; one batch
+  checks that it gives N x classes logits when it is built.
+
+The input normalization is a setting (`normalize`, or explicit mean/std, which win): "auto"
+is what the rules above say (timm: its pretrained_cfg statistics for trained weights; a
+factory: its declared `kdsearch_mean`/`kdsearch_std`, else the data's), or a preset
+(NORMALIZE_PRESETS), "data" or "none". Only settings other than the default add a note and a
+cache-key part, so the keys of teachers cached before the setting existed do not change.
+
 `prepare_teacher` then fine-tunes (or trains) the teacher on the full training split, scores
 it, and caches it under `<run_dir>/teachers/<key>.safetensors` keyed by a hash of its
 initial weights, the data and the training settings, so a second run costs nothing.
@@ -30,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import pickle
 import re
 import time
@@ -46,7 +60,7 @@ from rich.console import Console
 from torch import nn
 
 from . import distill
-from .config import TeacherConfig
+from .config import NORMALIZE, TeacherConfig
 from .data import DataSplits
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
@@ -58,6 +72,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SMALL_IMAGE = 64  # inputs up to this size get the small-image ResNet stem when trained from scratch
 CACHE_VERSION = 1  # bump when the cache key's meaning changes
+NORMALIZE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {  # [teacher] normalize = NAME
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}  # with "auto", "data" and "none": config.NORMALIZE
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +196,8 @@ def teacher_names() -> list[str]:
 
 def get_arch(name: str) -> TeacherArch:
     if name not in TEACHERS:
-        raise KDSearchError(f"unknown teacher {name!r} (known: {', '.join(TEACHERS)})")
+        raise KDSearchError(f"unknown teacher {name!r} (known: {', '.join(TEACHERS)}; "
+                            "or timm:NAME, or package.module:function)")
     return TEACHERS[name]
 
 
@@ -216,10 +236,13 @@ class TeacherInfo:
     """How a teacher was built: what its weights are and what the caller must know."""
 
     name: str
-    source: str  # "file", "imagenet" or "random"
+    source: str  # "file", "imagenet" (torchvision), "pretrained" (timm), "factory" (declared trained) or "random"
     head_replaced: bool
     input_size: int  # what the body sees
     notes: list[str] = field(default_factory=list)
+    normalization: str = ""  # what mean/std are, e.g. "imagenet statistics", "the data's statistics"
+    mean: tuple[float, ...] = ()  # the body's input normalization (TeacherNet's buffers)
+    std: tuple[float, ...] = ()
 
     @property
     def fits_data(self) -> bool:
@@ -360,21 +383,42 @@ def _weights_url(name: str) -> str:
         return ""
 
 
-def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                  pretrained: bool = False, weights: str | Path | None = None, trust_pickle: bool = False,
-                  input_size: int | None = None, mean: tuple[float, ...] | None = None,
-                  std: tuple[float, ...] | None = None) -> tuple[TeacherNet, TeacherInfo]:
-    """Build a teacher for data of (in_channels, image_size, image_size) and num_classes.
+def _pair(value: Any) -> tuple[float, ...] | None:
+    """A mean or std given as a list, tuple or tensor -> a tuple of floats (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().flatten().tolist()
+    return tuple(float(v) for v in value)
 
-    weights (a file) wins over pretrained (ImageNet); mean/std are the dataset's, used only
-    for randomly initialized teachers. Returns the wrapper and how it was built (notes).
-    """
+
+@dataclass
+class _Body:
+    """What one way of building (registry, timm, factory) hands to build_teacher."""
+
+    body: nn.Module
+    source: str
+    input_size: int
+    repeat: int  # grayscale data repeated this many times for a multi-channel body
+    auto: tuple[tuple[float, ...], tuple[float, ...], str]  # normalize "auto": mean, std, what they are
+    head_replaced: bool = False
+
+
+def _channel_repeat(name: str, body_channels: int, in_channels: int) -> int:
+    if body_channels == in_channels:
+        return 1
+    if in_channels == 1:
+        return body_channels
+    raise KDSearchError(f"teacher {name} takes {body_channels}-channel images, the data has {in_channels} channels")
+
+
+def _registry_body(name: str, num_classes: int, in_channels: int, image_size: int, pretrained: bool,
+                   weights: str | Path | None, trust_pickle: bool, input_size: int | None,
+                   data_mean: tuple[float, ...], data_std: tuple[float, ...], notes: list[str]) -> _Body:
+    """A registered architecture (TEACHERS), adapted as the module docstring says."""
     arch = get_arch(name)
     if input_size is not None and input_size < max(arch.min_input, 1):
         raise KDSearchError(f"teacher input size {input_size}: {name} needs at least {max(arch.min_input, 1)} pixels")
-    data_mean = tuple(mean) if mean is not None else (0.5,) * in_channels
-    data_std = tuple(std) if std is not None else (0.25,) * in_channels
-    notes: list[str] = []
     body: nn.Module | None = None
     source = "random"
     small_stem = True  # input at native size unless the body has an ImageNet stem
@@ -417,19 +461,13 @@ def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_si
         body = arch.build(num_classes, in_channels, small_stem)
 
     body_channels = int(body.state_dict()[arch.stem].shape[1])
-    if body_channels == in_channels:
-        repeat = 1
-    elif in_channels == 1:
-        repeat = body_channels
-    else:
-        raise KDSearchError(f"teacher {name} takes {body_channels}-channel images, the data has {in_channels} "
-                            "channels")
+    repeat = _channel_repeat(name, body_channels, in_channels)
     if source == "random":
-        norm_mean, norm_std = data_mean * repeat, data_std * repeat
+        auto = (data_mean * repeat, data_std * repeat, "the data's statistics")
     elif body_channels == 3:
-        norm_mean, norm_std = IMAGENET_MEAN, IMAGENET_STD
+        auto = (IMAGENET_MEAN, IMAGENET_STD, "imagenet statistics")
     else:
-        norm_mean, norm_std = data_mean, data_std
+        auto = (data_mean, data_std, "the data's statistics")
 
     if input_size is None:  # native size unless an ImageNet stem carries trained weights
         trained_imagenet_stem = not small_stem and source != "random"
@@ -441,10 +479,278 @@ def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_si
         _replace_head(body, arch, num_classes)
         head_replaced = True
         notes.append(f"head replaced ({old_classes} -> {num_classes} classes): the teacher must be fine-tuned")
+    return _Body(body, source, input_size, repeat, auto, head_replaced)
 
-    model = TeacherNet(body, norm_mean, norm_std, input_size, repeat)
-    info = TeacherInfo(name=name, source=source, head_replaced=head_replaced, input_size=input_size, notes=notes)
+
+_TIMM_HUB = ("hf-hub:", "hf_hub:", "local-dir:")  # timm names that are not in its registry
+
+
+def _import_timm() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise KDSearchError("timm teachers need timm, which is not installed: pip install 'kdsearch[timm]' "
+                            "(or pip install timm)") from None
+    return timm
+
+
+def _timm_cfg(timm: Any, model_name: str) -> dict[str, Any]:
+    """timm's pretrained_cfg of a model name, without building it ({} when it has none)."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+    except Exception:  # noqa: BLE001  (hub names, old timm: the built model's cfg is used instead)
+        return {}
+    return dict(cfg.to_dict()) if hasattr(cfg, "to_dict") else dict(cfg or {})
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (tuple, list)) and value else value
+
+
+def _timm_body(name: str, num_classes: int, in_channels: int, image_size: int, pretrained: bool,
+               weights: str | Path | None, trust_pickle: bool, input_size: int | None,
+               data_mean: tuple[float, ...], data_std: tuple[float, ...], notes: list[str]) -> _Body:
+    """`timm:NAME`: timm.create_model, with its pretrained weights, a checkpoint file or random init."""
+    timm = _import_timm()
+    model_name = name[len("timm:"):]
+    if not model_name:
+        raise KDSearchError("teacher 'timm:' names no model: give e.g. timm:resnet18 (see timm.list_models())")
+    if not model_name.startswith(_TIMM_HUB) and not timm.is_model(model_name):
+        import difflib
+
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+        raise KDSearchError(f"unknown timm model {model_name!r}"
+                            + (f" (close: {', '.join(close)})" if close else " (see timm.list_models())"))
+
+    def create(**kwargs: Any) -> nn.Module:
+        return timm.create_model(model_name, **kwargs)
+
+    body: nn.Module | None = None
+    source, body_channels = "random", in_channels
+    if weights is not None:
+        sd = load_checkpoint(weights, trust_pickle)
+        cfg = _timm_cfg(timm, model_name)
+        head = sd.get(f"{_first(cfg.get('classifier'))}.weight")
+        stem = sd.get(f"{_first(cfg.get('first_conv'))}.weight")
+        classes = int(head.shape[0]) if head is not None and head.ndim == 2 else num_classes
+        body_channels = int(stem.shape[1]) if stem is not None and stem.ndim == 4 else in_channels
+        try:
+            body = create(pretrained=False, num_classes=classes, in_chans=body_channels)
+        except Exception as exc:  # noqa: BLE001
+            raise KDSearchError(f"{weights}: cannot build {name} for it ({_short(exc)})") from None
+        _load_checked(body, sd, name, weights)
+        source = "file"
+    elif pretrained:
+        cfg = _timm_cfg(timm, model_name)
+        if not model_name.startswith(_TIMM_HUB) and not any(cfg.get(k) for k in ("url", "hf_hub_id", "file")):
+            notes.append(f"{name} has no downloadable pretrained weights: starting from random init "
+                         "(pass --teacher-weights for a checkpoint)")
+        else:
+            try:
+                body = create(pretrained=True, in_chans=3)  # its own classes (a new head below); grayscale repeated
+                source, body_channels = "pretrained", 3
+            except Exception as exc:  # noqa: BLE001  (offline: connection errors, missing files...)
+                body = None
+                notes.append(f"could not load pretrained weights for {name} ({_short(exc, 100)}): starting from "
+                             "random init; offline, a copy in the Hugging Face cache (HF_HUB_OFFLINE=1) or the file "
+                             "given with --teacher-weights works")
+    if body is None:
+        body_channels = in_channels
+        try:
+            body = create(pretrained=False, num_classes=num_classes, in_chans=in_channels)
+        except Exception as exc:  # noqa: BLE001
+            raise KDSearchError(f"cannot build {name} for {in_channels}-channel input and {num_classes} classes "
+                                f"({_short(exc)})") from None
+
+    repeat = _channel_repeat(name, body_channels, in_channels)
+    cfg = dict(getattr(body, "pretrained_cfg", None) or {})
+    cfg_mean, cfg_std = _pair(cfg.get("mean")), _pair(cfg.get("std"))
+    if source != "random" and cfg_mean and cfg_std and len(cfg_mean) == len(cfg_std) == body_channels:
+        auto = (cfg_mean, cfg_std, "timm's pretrained_cfg mean/std")
+    else:
+        auto = (data_mean * repeat, data_std * repeat, "the data's statistics")
+    if input_size is None:  # the pretrained resolution for pretrained weights (or a fixed-size model), else native
+        cfg_size = cfg.get("input_size")
+        use_cfg = cfg_size and (source == "pretrained" or cfg.get("fixed_input_size"))
+        input_size = int(cfg_size[-1]) if use_cfg else image_size
+
+    head_replaced = False
+    old_classes = getattr(body, "num_classes", num_classes)
+    if old_classes != num_classes:
+        try:
+            body.reset_classifier(num_classes)
+        except Exception as exc:  # noqa: BLE001
+            raise KDSearchError(f"teacher {name}: cannot replace its classifier ({_short(exc)})") from None
+        head_replaced = True
+        notes.append(f"head replaced ({old_classes} -> {num_classes} classes): the teacher must be fine-tuned")
+    return _Body(body, source, input_size, repeat, auto, head_replaced)
+
+
+def _import_factory(spec: str) -> Callable[..., Any]:
+    """`package.module:function` (or `:Class.method`) -> the callable; every failure is one line."""
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise KDSearchError(f"teacher {spec!r}: expected package.module:function, timm:NAME or a registered "
+                            f"name ({', '.join(TEACHERS)})")
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # `kdsearch` as a console script has no cwd on sys.path
+            cwd, top = os.getcwd(), module_name.split(".")[0]
+            local = Path(cwd, top).is_dir() or Path(cwd, f"{top}.py").is_file()
+            if exc.name != top or not local or cwd in sys.path or "" in sys.path:
+                raise
+            sys.path.append(cwd)
+            module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001  (an import can fail any way; the user fixes their module)
+        raise KDSearchError(f"teacher {spec}: cannot import {module_name} "
+                            f"({type(exc).__name__}: {_short(exc)})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise KDSearchError(f"teacher {spec}: {module_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise KDSearchError(f"teacher {spec}: {attr} is not callable (it is a {type(obj).__name__} value)")
+    return obj
+
+
+def _factory_body(spec: str, num_classes: int, in_channels: int, image_size: int, weights: str | Path | None,
+                  trust_pickle: bool, input_size: int | None, data_mean: tuple[float, ...],
+                  data_std: tuple[float, ...], notes: list[str]) -> _Body:
+    """`package.module:factory`: factory(num_classes=, in_channels=) -> nn.Module (see the README's contract)."""
+    factory = _import_factory(spec)
+    try:
+        body = factory(num_classes=num_classes, in_channels=in_channels)
+    except Exception as exc:  # noqa: BLE001
+        raise KDSearchError(f"teacher factory {spec} failed for num_classes={num_classes}, in_channels={in_channels} "
+                            f"({type(exc).__name__}: {_short(exc)})") from None
+    if not isinstance(body, nn.Module):
+        raise KDSearchError(f"teacher factory {spec} returned a {type(body).__name__}, not a torch nn.Module")
+    source = "factory" if getattr(body, "kdsearch_trained", False) else "random"
+    if weights is not None:
+        _load_checked(body, load_checkpoint(weights, trust_pickle), spec, weights)
+        source = "file"
+    mean, std = _pair(getattr(body, "kdsearch_mean", None)), _pair(getattr(body, "kdsearch_std", None))
+    if (mean is None) != (std is None):
+        raise KDSearchError(f"teacher factory {spec}: declare kdsearch_mean and kdsearch_std together")
+    auto = (mean, std, "the factory's kdsearch_mean/kdsearch_std") if mean else \
+        (data_mean, data_std, "the data's statistics")
+    declared = getattr(body, "kdsearch_input_size", None)
+    if input_size is None and declared is not None:
+        if not isinstance(declared, int) or isinstance(declared, bool) or declared < 1:
+            raise KDSearchError(f"teacher factory {spec}: kdsearch_input_size must be a positive integer, "
+                                f"got {declared!r}")
+        input_size = declared
+    return _Body(body, source, input_size or image_size, 1, auto)
+
+
+def _resolve_normalization(normalize: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None,
+                           built: _Body, in_channels: int, data_mean: tuple[float, ...],
+                           data_std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """(mean, std, what they are) for the body's input: explicit mean/std > normalize preset > auto."""
+    channels = in_channels * built.repeat
+    if mean is not None or std is not None:
+        if mean is None or std is None:
+            raise KDSearchError("teacher.mean and teacher.std go together: give both or neither")
+        given = []
+        for label, values in (("mean", mean), ("std", std)):
+            if len(values) == in_channels and built.repeat > 1:
+                values = values * built.repeat  # one value per data channel, repeated with the channels
+            if len(values) != channels:
+                raise KDSearchError(f"teacher.{label} has {len(values)} values; the teacher takes {channels}-channel "
+                                    f"input")
+            given.append(values)
+        result = (given[0], given[1], "the given mean/std")
+    elif normalize == "auto":
+        result = built.auto
+    elif normalize == "data":
+        result = (data_mean * built.repeat, data_std * built.repeat, "the data's statistics")
+    elif normalize == "none":
+        result = ((0.0,) * channels, (1.0,) * channels, "no normalization (raw [0, 1] pixels)")
+    elif normalize in NORMALIZE_PRESETS:
+        if channels != 3:
+            raise KDSearchError(f"teacher.normalize {normalize!r} is for 3-channel input; the teacher takes "
+                                f"{channels}-channel input: use data, none or teacher.mean/std")
+        result = (*NORMALIZE_PRESETS[normalize], f"{normalize} statistics")
+    else:
+        raise KDSearchError(f"teacher.normalize: {normalize!r} is not one of {', '.join(NORMALIZE)}")
+    m, s, what = result
+    if len(m) != len(s) or not all(math.isfinite(v) for v in (*m, *s)) or not all(v > 0 for v in s):
+        raise KDSearchError(f"teacher normalization ({what}): mean {list(m)} and std {list(s)} must be finite, "
+                            "of equal length, with every std > 0")
+    return tuple(m), tuple(s), what
+
+
+def _check_forward(model: TeacherNet, name: str, num_classes: int, in_channels: int, image_size: int) -> None:
+    """One batch through a timm or factory teacher: logits of shape N x classes, or one clear line."""
+    was_training = model.training
+    model.eval()
+    shape = f"2 images of {in_channels}x{image_size}x{image_size}"
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_channels, image_size, image_size))
+    except Exception as exc:  # noqa: BLE001
+        raise KDSearchError(f"teacher {name} fails on a batch of {shape} ({type(exc).__name__}: {_short(exc)})") from None
+    finally:
+        model.train(was_training)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != (2, num_classes):
+        raise KDSearchError(f"teacher {name} returns {got} for a batch of {shape}; expected logits of shape "
+                            f"(2, {num_classes}), N x classes")
+
+
+def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,
+                  pretrained: bool = False, weights: str | Path | None = None, trust_pickle: bool = False,
+                  input_size: int | None = None, mean: tuple[float, ...] | None = None,
+                  std: tuple[float, ...] | None = None, normalize: str = "auto",
+                  norm_mean: tuple[float, ...] | None = None,
+                  norm_std: tuple[float, ...] | None = None) -> tuple[TeacherNet, TeacherInfo]:
+    """Build a teacher for data of (in_channels, image_size, image_size) and num_classes.
+
+    name: a registered architecture, `timm:NAME` or `package.module:factory`. weights (a file)
+    wins over pretrained; mean/std are the dataset's. normalize (a NORMALIZE name) and
+    norm_mean/norm_std (explicit, they win) say how the body's input is normalized; "auto"
+    picks per source (see the module docstring). Returns the wrapper and how it was built.
+    """
+    data_mean = tuple(mean) if mean is not None else (0.5,) * in_channels
+    data_std = tuple(std) if std is not None else (0.25,) * in_channels
+    norm_mean, norm_std = _pair(norm_mean) or None, _pair(norm_std) or None  # () = not given
+    if normalize not in NORMALIZE:
+        raise KDSearchError(f"teacher.normalize: {normalize!r} is not one of {', '.join(NORMALIZE)}")
+    notes: list[str] = []
+    external = ":" in name
+    if name.startswith("timm:"):
+        built = _timm_body(name, num_classes, in_channels, image_size, pretrained, weights, trust_pickle,
+                           input_size, data_mean, data_std, notes)
+    elif external:
+        built = _factory_body(name, num_classes, in_channels, image_size, weights, trust_pickle, input_size,
+                              data_mean, data_std, notes)
+    else:
+        built = _registry_body(name, num_classes, in_channels, image_size, pretrained, weights, trust_pickle,
+                               input_size, data_mean, data_std, notes)
+    norm = _resolve_normalization(normalize, norm_mean, norm_std, built, in_channels, data_mean, data_std)
+    if external or normalize != "auto" or norm_mean is not None:  # the default of a registered teacher is silent
+        notes.append("teacher input is not normalized (raw [0, 1] pixels)" if normalize == "none" and norm_mean is None
+                     else f"normalizing teacher input with {norm[2]}: mean {_fmt(norm[0])}, std {_fmt(norm[1])}")
+    if not external and getattr(built.body, "transform_input", False) and norm[:2] != (IMAGENET_MEAN, IMAGENET_STD):
+        built.body.transform_input = False  # inception_v3's re-normalization assumes ImageNet-normalized input
+        notes.append(f"{name}: transform_input turned off (it assumes ImageNet-normalized input)")
+
+    model = TeacherNet(built.body, norm[0], norm[1], built.input_size, built.repeat)
+    info = TeacherInfo(name=name, source=built.source, head_replaced=built.head_replaced, input_size=built.input_size,
+                       notes=notes, normalization=norm[2], mean=norm[0], std=norm[1])
+    if external:
+        _check_forward(model, name, num_classes, in_channels, image_size)
     return model, info
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 def create_teacher(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
@@ -474,6 +780,7 @@ class TeacherResult:
     from_cache: bool
     notes: list[str]
     key: str
+    normalization: dict[str, Any] = field(default_factory=dict)  # setting, what, mean, std
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model (for the study's user attributes)."""
@@ -595,6 +902,14 @@ def _minutes(seconds: float) -> str:
 SLOW_S = 600  # estimates above this come with what would shorten them
 
 
+def _normalization_key(cfg: TeacherConfig, normalization: dict[str, Any]) -> dict[str, Any]:
+    """The cache-key part for the input normalization: none for a registered teacher at the default
+    (its key stays what it always was; its mean/std are in the weights hash anyway), else the values."""
+    if ":" not in cfg.name and cfg.normalize == "auto" and not cfg.mean and not cfg.std:
+        return {}
+    return {"normalize": {k: normalization[k] for k in ("setting", "mean", "std")}}
+
+
 def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, device: torch.device, seed: int,
                     latency_threads: int = 1, console: Any = None) -> TeacherResult:
     """Build/load the teacher, fine-tune it if needed (or load that from the cache), and score it.
@@ -606,8 +921,11 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     model, info = build_teacher(cfg.name, num_classes=data.num_classes, in_channels=data.in_channels,
                                 image_size=data.image_size, pretrained=cfg.pretrained, weights=cfg.weights,
                                 trust_pickle=cfg.trust_pickle, input_size=cfg.input_size,
-                                mean=tuple(data.mean), std=tuple(data.std))
+                                mean=tuple(data.mean), std=tuple(data.std), normalize=cfg.normalize,
+                                norm_mean=tuple(cfg.mean) or None, norm_std=tuple(cfg.std) or None)
     notes = list(info.notes)
+    normalization = {"setting": cfg.normalize, "what": info.normalization, "mean": list(info.mean),
+                     "std": list(info.std)}
     epochs = cfg.epochs if cfg.epochs is not None else (0 if info.fits_data else 10)
     lr = cfg.lr if cfg.lr is not None else (0.1 if info.source == "random" else 0.05)
     if epochs == 0 and not info.fits_data:
@@ -615,7 +933,8 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     fingerprint = data.fingerprint()  # hashes every train/val pixel: compute it once
     key = cache_key(version=CACHE_VERSION, name=cfg.name, weights=state_hash(model), data=fingerprint,
                     pad=data.pad, flip=data.flip, epochs=epochs, lr=lr, batch_size=cfg.batch_size,
-                    input_size=info.input_size, seed=seed)
+                    input_size=info.input_size, seed=seed,
+                    **_normalization_key(cfg, normalization))
     folder = teachers_dir(run_dir)
     input_shape = (data.in_channels, data.image_size, data.image_size)
 
@@ -626,7 +945,8 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
         if meta.get("latency_threads") != latency_threads:
             latency = latency_ms(model, input_shape, latency_threads, min_run_time=0.1)
         return TeacherResult(model, cfg.name, meta["val_accuracy"], meta["test_accuracy"], meta["params"],
-                             meta["macs"], latency, meta["epochs_trained"], True, list(meta["notes"]), key)
+                             meta["macs"], latency, meta["epochs_trained"], True, list(meta["notes"]), key,
+                             normalization)
 
     model = model.to(device).to(memory_format=torch.channels_last)
     bs = _eval_batch(info.input_size)
@@ -659,7 +979,8 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
             "val_accuracy": val_acc, "test_accuracy": test_acc, "params": params, "macs": macs,
             "latency_ms": latency, "latency_threads": latency_threads, "epochs_trained": epochs, "lr": lr,
             "batch_size": cfg.batch_size, "input_size": info.input_size, "seed": seed,
-            "data_fingerprint": fingerprint, "train_seconds": round(train_seconds, 1), "notes": notes}
+            "data_fingerprint": fingerprint, "train_seconds": round(train_seconds, 1), "notes": notes,
+            "normalization": normalization}
     _save_cache(model, meta, folder, key)
     return TeacherResult(model, cfg.name, val_acc, test_acc, params, macs, latency, epochs, False,
-                         notes + ([damaged] if damaged else []), key)
+                         notes + ([damaged] if damaged else []), key, normalization)

@@ -320,3 +320,17 @@ def test_grpc_proxy_storage_runs_a_study(folder, tmp_path, env):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_study_recorded_before_a_setting_existed_resumes_with_its_default(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    assert CliRunner().invoke(app, argv(folder, run_dir, "--trials", "1", "--epochs", "1")).exit_code == 0
+    study = load(run_dir)
+    old = {k: v for k, v in study.user_attrs["fingerprint"].items() if k != "teacher.normalize"}
+    study.set_user_attr("fingerprint", old)  # as a study made before `normalize` existed stored it
+    resumed = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "2", "--epochs", "1"))
+    assert resumed.exit_code == 0, resumed.output
+    other = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "3", "--epochs", "1",
+                                         "--teacher-normalize", "cifar10"))
+    assert other.exit_code == 2 and 'teacher.normalize "auto" (now "cifar10")' in other.output
