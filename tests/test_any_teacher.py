@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 
 import pytest
 import torch
-from torch import nn
+
 
 from kdsearch import teachers
 from kdsearch.config import NORMALIZE, TeacherConfig, load_config
@@ -21,7 +20,7 @@ FACTORY_MODULE = "kd_any_teacher_factories"  # written into tmp_path by the `fac
 
 FACTORIES = '''
 import torch
-from torch import nn
+
 
 
 def small(num_classes, in_channels):

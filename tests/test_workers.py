@@ -110,7 +110,7 @@ def wait_for_running_trial(run_dir, after_finished, timeout=300):
             if study is not None and len(finished(study)) >= after_finished:
                 running = [t for t in study.trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
                 if running:
-                    return running[0].number, {t.number: t.values for t in finished(study)}
+                    return running[0].number
         time.sleep(0.3)
     raise AssertionError("no running trial appeared")
 
@@ -119,17 +119,21 @@ def wait_for_running_trial(run_dir, after_finished, timeout=300):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp_path, env, sig):
     run_dir = tmp_path / "run"
-    cmd = [KDSEARCH, *argv(folder, run_dir, "--trials", "4", "--epochs", "40", "--pruner", "none")]
+    cmd = [KDSEARCH, *argv(folder, run_dir, "--trials", "8", "--epochs", "40", "--pruner", "none")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    number, before = wait_for_running_trial(run_dir, after_finished=2)
-    time.sleep(0.5)
+    wait_for_running_trial(run_dir, after_finished=2)  # several trials still to go: the signal lands mid-study
+    assert proc.poll() is None
     proc.send_signal(sig)
     output = proc.communicate(timeout=120)[0]
+    study = load(run_dir)
+    before = {t.number: t.values for t in finished(study)}
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "the same command resumes" in output, output
-        assert load(run_dir).trials[number].state == TrialState.FAIL  # marked at once
+        (hit,) = [t for t in study.trials if t.state == TrialState.FAIL]  # the running trial, marked at once
     else:
         assert proc.returncode == -signal.SIGKILL
+        (hit,) = [t for t in study.trials if t.state == TrialState.RUNNING]  # left behind by the dead worker
+    number = hit.number
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -139,7 +143,7 @@ def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp
     if sig == signal.SIGKILL:
         assert "stopped" in killed.user_attrs[ERROR_ATTR] and f"trial(s) {number}" in again.stdout
     assert {t.number: t.values for t in finished(study) if t.number in before} == before  # intact
-    assert len(finished(study)) == 4
+    assert len(finished(study)) == 8
     assert all((trial_dir(run_dir, n) / "student.safetensors").is_file() for n in before)
     if sig == signal.SIGKILL:  # its parameters were queued again and trained
         assert any(t.user_attrs.get(RETRY_ATTR) == number and t.params == killed.params for t in finished(study))
