@@ -30,14 +30,15 @@ from .data import DataSplits, Split, load_data, stratified_subset
 from .distill import Recipe, fit, resolve_device
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
-from .layout import run_file, trial_dir
+from .augment import num_views
+from .layout import logits_path, run_file, trial_dir
 from .logits import LogitCache, build_or_load, cache_key
 from .progress import progress_bar
 from .provenance import code_version, command_line
 from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
 from .students import StudentSpec, build, effective_space, sample_spec, suggest
-from .teachers import TeacherResult, prepare_teacher
+from .teachers import SLOW_S, TeacherResult, minutes, prepare_teacher
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs"}
 DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize"}
@@ -519,6 +520,13 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
     """Load or build (once, for all trials and workers) the teacher logits of the student train split."""
     cfg, data = ctx.cfg, ctx.data
     key = cache_key(ctx.teacher.key, ctx.train.x, ctx.train.y, data.pad, data.flip, cfg.train.views, cfg.seed)
+    if not logits_path(cfg.run_path, key).is_file():  # about to be built: say how long, first
+        per_image = time_teacher_forward(ctx.teacher.model, ctx.x_train, batch=min(256, len(ctx.x_train)))
+        views = min(cfg.train.views, num_views(data.pad, data.flip))
+        total = per_image * views * len(ctx.train)
+        console.print(f"estimate: teacher logits for {views} views x {len(ctx.train):,} images ≈ {minutes(total)}"
+                      + ("  (to shorten it: fewer --views, --subset, or a GPU)" if total > SLOW_S else ""),
+                      highlight=False)
     with progress_bar(console) as progress:
         cache = build_or_load(ctx.teacher.model, ctx.x_train, pad=data.pad, flip=data.flip, k=cfg.train.views,
                               seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress)
@@ -558,10 +566,58 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
             console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
             return study
         console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
+        estimate_search(ctx, cfg.trials - done, console)
         with progress_bar(console) as progress:
             ctx.progress = progress
             run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
     return study
+
+
+def time_teacher_forward(model: torch.nn.Module, x: torch.Tensor, batch: int) -> float:
+    """Seconds per image of the teacher's forward pass (one warm-up batch, one timed)."""
+    from .distill import predict
+
+    predict(model, x[:batch], batch)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    predict(model, x[:batch], batch)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / batch
+
+
+class _Middle(_Cheapest):
+    """Every numeric parameter in the middle of its range (geometric for log ranges): a typical student."""
+
+    def sample_independent(self, study, trial, name, dist):
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return dist.choices[0]
+        mid = (dist.low * dist.high) ** 0.5 if getattr(dist, "log", False) else (dist.low + dist.high) / 2
+        return int(round(mid)) if isinstance(dist, optuna.distributions.IntDistribution) else mid
+
+
+def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
+    """Time a few training steps of a mid-space student and print what the remaining trials may take
+    (an upper bound: pruning and smaller students take less); returns the estimate in seconds."""
+    cfg, data = ctx.cfg, ctx.data
+    study = optuna.create_study(sampler=_Middle({}))
+    spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
+                       list(data.mean), list(data.std))
+    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+        model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+        n = min(len(ctx.y_train), cfg.train.batch_size * 3)
+        recipe = Recipe(epochs=1, lr=1e-3, batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay)
+        fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)  # warm-up
+        start = time.perf_counter()
+        fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)
+        per_image = (time.perf_counter() - start) / n
+    total = per_image * len(ctx.y_train) * cfg.epochs * trials
+    console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
+                  "(pruning and smaller students take less)"
+                  + ("  (to shorten it: --subset, fewer --epochs or --trials, --workers, or a GPU)"
+                     if total > SLOW_S else ""), highlight=False)
+    return total
 
 
 def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall) -> None:

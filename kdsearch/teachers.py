@@ -895,7 +895,7 @@ def probe_speed(model: nn.Module, data: DataSplits, device: torch.device, batch_
     return out
 
 
-def _minutes(seconds: float) -> str:
+def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
@@ -957,8 +957,8 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     train_s = speed.get("train_s_per_step", 0.0) * steps
     score_s = speed["infer_s_per_image"] * (len(data.val.y) + len(data.test.y))
     console.print(f"estimate on {device} ({torch.get_num_threads()} threads): teacher {cfg.name} "
-                  + (f"training {epochs} epoch(s) ≈ {_minutes(train_s)}, " if epochs else "")
-                  + f"scoring {len(data.val.y) + len(data.test.y):,} images ≈ {_minutes(score_s)}", highlight=False)
+                  + (f"training {epochs} epoch(s) ≈ {minutes(train_s)}, " if epochs else "")
+                  + f"scoring {len(data.val.y) + len(data.test.y):,} images ≈ {minutes(score_s)}", highlight=False)
     if train_s + score_s > SLOW_S:
         console.print("  to shorten it: a GPU (--device cuda), a smaller teacher, fewer --teacher-epochs, or "
                       "trained weights that already fit the data (--teacher-weights)", highlight=False)

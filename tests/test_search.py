@@ -37,6 +37,7 @@ def test_run_resume_and_report(folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Pareto front" in result.output and "teacher resnet20" in result.output
     assert "estimate on cpu" in result.output and "teacher resnet20 training 1 epoch(s) ≈" in result.output
+    assert "estimate: teacher logits for" in result.output and "estimate: 3 trials of a mid-size student" in result.output
     # the teacher-logit cache is built once, before the first trial, and shared by all trials
     assert result.output.count("teacher logits:") == 1 and "images built" in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
