@@ -162,7 +162,8 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
         lines.append(f"- A student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params within "
                      f"{AIM_POINTS:g} points of its test accuracy: **{met}**. The best such student here, trial "
                      f"{best['setup']['trial']} ({fraction(best['trial']['params'], teacher['params'])} of the params), "
-                     f"is {gap:.2f} points below the teacher.")
+                     + (f"is {gap:.2f} points below the teacher." if gap >= 0 else
+                        f"is {-gap:.2f} points above the teacher."))
     else:
         lines.append(f"- No student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params was retrained.")
     shown = [str(b["setup"]["trial"]) for b in finals
