@@ -597,9 +597,21 @@ class _Middle(_Cheapest):
         return int(round(mid)) if isinstance(dist, optuna.distributions.IntDistribution) else mid
 
 
-def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
+def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float | None:
     """Time a few training steps of a mid-space student and print what the remaining trials may take
-    (an upper bound: pruning and smaller students take less); returns the estimate in seconds."""
+    (an upper bound: pruning and smaller students take less); returns the estimate in seconds, or None
+    when the probe itself fails (an estimate is never worth stopping a run for)."""
+    try:
+        return _estimate_search(ctx, trials, console)
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"(no estimate of the trials: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})",
+                      highlight=False)
+        return None
+
+
+def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
+    from . import distill
+
     cfg, data = ctx.cfg, ctx.data
     study = optuna.create_study(sampler=_Middle({}))
     spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
@@ -608,9 +620,9 @@ def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
         model = build(spec).to(ctx.device, memory_format=torch.channels_last)
         n = min(len(ctx.y_train), cfg.train.batch_size * 3)
         recipe = Recipe(epochs=1, lr=1e-3, batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay)
-        fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)  # warm-up
+        distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)  # warm-up
         start = time.perf_counter()
-        fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)
+        distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)
         per_image = (time.perf_counter() - start) / n
     total = per_image * len(ctx.y_train) * cfg.epochs * trials
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "

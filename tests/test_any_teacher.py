@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-
 from kdsearch import teachers
 from kdsearch.config import NORMALIZE, TeacherConfig, load_config
 from kdsearch.data import DataSplits, Split
@@ -20,7 +19,7 @@ FACTORY_MODULE = "kd_any_teacher_factories"  # written into tmp_path by the `fac
 
 FACTORIES = '''
 import torch
-
+from torch import nn
 
 
 def small(num_classes, in_channels):

@@ -120,7 +120,9 @@ def wait_for_running_trial(run_dir, after_finished, timeout=300):
 def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp_path, env, sig):
     run_dir = tmp_path / "run"
     cmd = [KDSEARCH, *argv(folder, run_dir, "--trials", "8", "--epochs", "40", "--pruner", "none")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT at its default, as in a terminal: a job started in the background (CI) inherits it ignored
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_running_trial(run_dir, after_finished=2)  # several trials still to go: the signal lands mid-study
     assert proc.poll() is None
     proc.send_signal(sig)
