@@ -645,7 +645,7 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         error = trial.user_attrs.get(ERROR_ATTR)
         if error and error.startswith(Surplus.__name__):
             return
-        if trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0:
+        if trial.state == TrialState.PRUNED and not counts(trial):  # rejected over budget, untrained
             rejected["n"] += 1
             rejected["since"] += 1
             return  # counted and reported, not listed: a tight budget may reject many samples

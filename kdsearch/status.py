@@ -29,7 +29,7 @@ def show_status(run: Run, console: Console) -> None:
     trials = study.get_trials(deepcopy=False)
     counts = Counter("waiting" if t.state == TrialState.WAITING else trial_state(t) for t in trials)
     target = run.config.get("trials")
-    done = counts["complete"] + counts["pruned"] + counts["rejected"]
+    done = counts["complete"] + counts["pruned"]  # as --trials counts: over-budget rejections do not
     console.print(f"study [cyan]{study.study_name}[/]: {done} of {target or '?'} trials finished ("
                   + ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "rejected", "failed", "running",
                                                             "waiting") if counts[k]) + ")", highlight=False)
