@@ -16,8 +16,9 @@ import torch
 
 def command_line() -> str:
     """The command as the user typed it: `kdsearch ...` from the console script, else the Python program."""
-    if Path(sys.argv[0]).name == "kdsearch":
-        return shlex.join(["kdsearch", *sys.argv[1:]])
+    program = Path(sys.argv[0])
+    if program.name == "kdsearch" or (program.name == "__main__.py" and program.parent.name == "kdsearch"):
+        return shlex.join(["kdsearch", *sys.argv[1:]])  # the console script, or python -m kdsearch
     return shlex.join(["python", *sys.argv])
 
 

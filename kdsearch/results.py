@@ -207,20 +207,22 @@ def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]
     return lines
 
 
-def run_section(run_dir: Path, figures: Path, out: Path, console: Console) -> list[str]:
+def run_section(run_dir: Path, figures: Path, out: Path, console: Console, label: str | None = None) -> list[str]:
+    """One run's part of the document; `label` (default: the study name) titles it and names its figure."""
     run = open_run(run_dir)
     study = run.study
+    label = label or study.study_name
     teacher, data = study.user_attrs.get("teacher"), study.user_attrs.get("data", {})
     if not teacher:
         raise KDSearchError(f"{run_dir}: the study records no teacher (was the run ever started?)")
     finals = load_finals(run_dir)
-    lines = [f"## {study.study_name}", "", f"Run folder `{run_dir}`.", ""]
+    lines = [f"## {label}", "", f"Run folder `{run_dir}`.", ""]
     lines += teacher_section(teacher, data)
     lines += front_section(run, teacher, lambda m: console.print(m, highlight=False))
     lines += finals_section(finals, teacher)
     if finals:
-        fig = figure(finals, teacher, f"{study.study_name}: test accuracy vs params")
-        written, message = export_images({f"{study.study_name}-accuracy-vs-params": fig}, figures)
+        fig = figure(finals, teacher, f"{label}: test accuracy vs params")
+        written, message = export_images({f"{label}-accuracy-vs-params": fig}, figures)
         if written:
             rel = Path(*written[0].resolve().parts[len(out.parent.resolve().parts):]) \
                 if written[0].resolve().is_relative_to(out.parent.resolve()) else written[0].resolve()
@@ -251,8 +253,10 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
         if not Path(preface).is_file():
             raise KDSearchError(f"--preface: {preface} not found")
         lines += [Path(preface).read_text().rstrip(), ""]
-    for run_dir in run_dirs:
-        lines += run_section(Path(run_dir), figures, out, console)
+    names = [open_run(Path(d)).study.study_name for d in run_dirs]
+    for run_dir, name in zip(run_dirs, names):  # runs of one study (e.g. copies retrained otherwise): by folder
+        label = name if names.count(name) == 1 else f"{name}-{Path(run_dir).name}"
+        lines += run_section(Path(run_dir), figures, out, console, label)
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
     console.print(f"results: {out}", highlight=False)
     return out

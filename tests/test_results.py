@@ -4,6 +4,7 @@ import json
 import re
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from kdsearch import results as results_module
@@ -78,6 +79,42 @@ def test_results_without_an_image_exporter_says_so(tiny_run, tmp_path, monkeypat
         assert "*(No figure: static images need the kaleido package.)*" in text
 
 
+def test_two_runs_of_one_study_get_their_own_sections_and_figures(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    trained = invoke(["train", str(tiny_run), "--trials", str(TRIAL), "--seeds", "0", "--epochs", "1",
+                      "--lr-grid", "1", "--device", "cpu"], monkeypatch)
+    assert trained.exit_code == 0, trained.output
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)  # e.g. the same search, its students retrained with more epochs
+    names = []
+
+    def record(figures, folder, fmt="png"):
+        names.extend(figures)
+        return [], "not drawn in this test"
+
+    monkeypatch.setattr(results_module, "export_images", record)
+    out = tmp_path / "R.md"
+    result = invoke(["results", str(tiny_run), str(copy), "--out", str(out)], monkeypatch)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert f"## tiny-{tiny_run.name}" in text and "## tiny-copy" in text
+    assert names == [f"tiny-{tiny_run.name}-accuracy-vs-params", "tiny-copy-accuracy-vs-params"]  # none overwritten
+
+
 def test_results_of_a_folder_that_is_no_run_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["results", str(tmp_path), "--out", str(tmp_path / "R.md")])
     assert result.exit_code == 2 and "not a kdsearch run folder" in result.output
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/usr/bin/kdsearch", "train", "runs/a"], "kdsearch train runs/a"),
+    (["/repo/kdsearch/__main__.py", "train", "runs/a"], "kdsearch train runs/a"),  # python -m kdsearch
+    (["bench.py", "--x", "a b"], "python bench.py --x 'a b'"),
+])
+def test_the_recorded_command_is_what_the_user_typed(monkeypatch, argv, expected):
+    from kdsearch import provenance
+
+    monkeypatch.setattr(provenance.sys, "argv", argv)
+    assert provenance.command_line() == expected
