@@ -1,40 +1,57 @@
-"""Search quality per pruner: the same study with none, median, asha and pareto.
+"""Search quality per pruner: one unpruned study per seed, replayed under every pruner.
 
-For each seed, every pruner runs the same trials: the random sampler draws the same student
-and hyperparameters for trial i whatever happened to earlier trials, so a trial pruned under
-one pruner is the very trial that ran to the end under `none`. Data, teacher and the
-teacher-logit cache are built once and shared. Printed per pruner, relative to `none`:
+For each seed, the study runs once without pruning (the random sampler, seeded per trial
+number, so trial i is the same student whatever happened before it, and its training seed
+comes from the study seed and its number). `kdsearch.pruning.replay` then gives exactly what a
+study with each pruner would have run (tests/test_pruning.py checks replay against live
+studies), so every pruner and setting is compared on the very same trials, at the cost of one
+study per seed. The unpruned studies are kept in OUT/unpruned.db (resumable: an interrupted
+benchmark continues where it stopped; a new pruner can be measured on them without training).
 
+Printed per pruner, relative to `none`:
 - epochs trained (sum over trials) as a fraction of `none`;
 - hypervolume of the final front of validation accuracy vs params, normalized (accuracy in
   [0, 1]; log10 params mapped from [2, 6] to [0, 1], clipped), reference point (acc 0, 1e6
-  params), as a fraction of `none`;
+  params), as a fraction of `none`, and its absolute value;
 - how many of the `none` front's smallest third of students the pruner killed.
 
-    python benchmarks/bench_pruners.py studies/digits-demo.toml --seeds 0 1 2
-    python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 12 --epochs 4
-    python benchmarks/bench_pruners.py studies/digits-demo.toml --pruners pareto --set pruner.margin=0 --set pruner.warmup_epochs=2
+Pruners use the shipped defaults (`[pruner]` of kdsearch.config.PrunerConfig) unless
+`--study-pruner` takes the study file's; a variant adds settings: `pareto:margin=0,warmup_epochs=2`.
+
+    python benchmarks/bench_pruners.py studies/digits-demo.toml --trials 40 --out bench-out/digits
+    python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 40 --epochs 4 --out DIR
+    python benchmarks/bench_pruners.py studies/digits-demo.toml --out DIR --pruners none pareto:margin=0
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import statistics
-import tempfile
-import time
 import tomllib
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from kdsearch.config import load_config
-from kdsearch.pruning import CURVE, make_pruner
+from kdsearch.config import PrunerConfig, load_config
+from kdsearch.pruning import CURVE, make_pruner, replay
 from kdsearch.report import Point, front_2d, hypervolume_log, trial_points
-from kdsearch.search import DIRECTIONS, objective, prepare
+from kdsearch.search import DIRECTIONS, TrialSeeded, objective, prepare
 
-PRUNERS = ("none", "median", "asha", "pareto")
+PRUNERS = ("none", "median", "asha", "moasha", "pareto")
+
+
+def as_study(trials, directions: list[str]) -> optuna.Study:
+    """The trials in an in-memory study, numbered 0, 1, ... in list order (the report reads studies)."""
+    study = optuna.create_study(directions=directions)
+    study.add_trials(trials)
+    return study
+
+
 def front(study: optuna.Study) -> list[Point]:
     """The accuracy-vs-params front of complete trials (the report's step line)."""
     return front_2d(trial_points(study), "params")
@@ -45,73 +62,104 @@ def hypervolume(members: list[Point]) -> float:
     return hypervolume_log([(p.cost("params"), p.accuracy) for p in members], 1e6)
 
 
-def run_one(ctx, cfg, pruner_name: str, seed: int) -> optuna.Study:
-    ctx.cfg = cfg
-    cfg.seed = seed
-    cfg.pruner.name = pruner_name
-    ctx.pruner = make_pruner(cfg.pruner, cfg.objectives)
-    study = optuna.create_study(directions=[DIRECTIONS[o] for o in cfg.objectives],
-                                sampler=optuna.samplers.RandomSampler(seed=seed))
-    study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials)
-    return study
+def parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def parse_set(item: str) -> tuple[str, object]:
     """'pruner.margin=0.01' -> ('pruner.margin', 0.01); the value is read as TOML, else as a string."""
     key, _, value = item.partition("=")
-    try:
-        return key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value
+    return key, parse_value(value)
+
+
+def pruner_config(variant: str, base: PrunerConfig) -> PrunerConfig:
+    """'pareto:margin=0,warmup_epochs=2' -> the base settings with that name and those changes."""
+    name, _, settings = variant.partition(":")
+    changes = dict(parse_set(s) for s in settings.split(",") if s)
+    return dataclasses.replace(base, name=name, **changes)
+
+
+def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict) -> list:
+    """The seed's study without pruning, from OUT/unpruned.db, run (or finished) first if needed."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'unpruned.db'}")
+    study = optuna.create_study(storage=storage, study_name=f"{cfg.name}-seed{seed}", load_if_exists=True,
+                                directions=[DIRECTIONS[o] for o in cfg.objectives],
+                                sampler=TrialSeeded(optuna.samplers.RandomSampler(seed=seed), seed))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by an interrupted run
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if done < cfg.trials:
+        if "ctx" not in ctx_holder:
+            ctx_holder["ctx"], _ = prepare(cfg, console, record=False)
+        ctx = ctx_holder["ctx"]
+        ctx.cfg = dataclasses.replace(cfg, seed=seed, trials=10**9)  # the trial seed; no surplus check here
+        ctx.pruner = make_pruner(PrunerConfig(name="none"))
+        console.print(f"seed {seed}: {done} of {cfg.trials} unpruned trials stored, running the rest")
+        while done < cfg.trials:
+            study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials - done)
+            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    return sorted(trials, key=lambda t: t.number)[: cfg.trials]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study_file")
+    ap.add_argument("--out", required=True, help="folder for the unpruned studies and summary.json")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--trials", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--subset", type=int)
-    ap.add_argument("--run-dir", help="where teacher and logit cache live (default: a temporary folder)")
-    ap.add_argument("--pruners", nargs="+", default=list(PRUNERS), choices=PRUNERS,
-                    help="pruners to compare (none, the reference, always runs)")
+    ap.add_argument("--run-dir", help="where teacher and logit cache live (default: OUT/run)")
+    ap.add_argument("--pruners", nargs="+", default=list(PRUNERS), help="pruners or variants (name:key=value,...)")
+    ap.add_argument("--study-pruner", action="store_true", help="pruner settings from the study file, not the defaults")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a study-file setting, e.g. pruner.margin=0 (repeatable)")
+                    help="override a study-file setting, e.g. space.family=\"plain\" (repeatable)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    console = Console()
-    tmp = tempfile.mkdtemp(prefix="kdsearch-bench-")
+    console = Console(width=150)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.study_file, {"trials": args.trials, "epochs": args.epochs, "data.subset": args.subset,
-                                        "run_dir": args.run_dir or tmp, "storage": f"sqlite:///{tmp}/bench.db",
+                                        "run_dir": args.run_dir or str(out / "run"),
                                         **dict(parse_set(item) for item in args.set)})
-    ctx, _ = prepare(cfg, console)
-    console.print(f"{cfg.trials} trials x {cfg.epochs} epochs, random sampler, seeds {args.seeds}, "
-                  f"objectives {cfg.objectives}, pruner settings {cfg.pruner}")
-    pruners = ["none"] + [p for p in PRUNERS if p in args.pruners and p != "none"]
-    rows: dict[str, list[tuple[float, float, int, int]]] = {p: [] for p in pruners}
+    base = cfg.pruner if args.study_pruner else PrunerConfig()
+    variants = ["none"] + [v for v in args.pruners if v != "none"]
+    console.print(f"{cfg.trials} trials x {cfg.epochs} epochs, random sampler, seeds {args.seeds}, objectives "
+                  f"{cfg.objectives}, pruner settings ({'study file' if args.study_pruner else 'shipped defaults'}) {base}")
+    rows: dict[str, list[dict]] = {v: [] for v in variants}
+    ctx_holder: dict = {}
     for seed in args.seeds:
-        studies = {}
-        for name in pruners:
-            start = time.perf_counter()
-            studies[name] = run_one(ctx, cfg, name, seed)
-            console.print(f"seed {seed} {name:7s} {time.perf_counter() - start:6.1f} s")
-        base = studies["none"]
-        base_epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in base.trials)
-        base_front = front(base)
+        unpruned = unpruned_study(cfg, seed, out, console, ctx_holder)
+        directions = [DIRECTIONS[o] for o in cfg.objectives]
+        base_epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in unpruned)
+        base_front = front(as_study(unpruned, directions))
         base_hv = hypervolume(base_front)
         small = {p.number for p in base_front[: math.ceil(len(base_front) / 3)]}  # sorted by params
-        for name, study in studies.items():
-            epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in study.trials)
-            killed = sum(1 for t in study.trials if t.number in small and t.state == TrialState.PRUNED)
-            rows[name].append((epochs / base_epochs, hypervolume(front(study)) / base_hv, killed, len(small)))
-            console.print(f"seed {seed} {name:7s} epochs {rows[name][-1][0]:6.1%}  hypervolume {rows[name][-1][1]:6.1%}"
-                          f"  small front members killed {killed} of {len(small)}")
-    console.print(f"\n{'pruner':8s} {'epochs vs none':>15s} {'hypervolume vs none':>20s} {'small front members killed':>28s}")
-    for name, vals in rows.items():
-        ep = statistics.mean(v[0] for v in vals)
-        hv = statistics.mean(v[1] for v in vals)
-        killed, total = sum(v[2] for v in vals), sum(v[3] for v in vals)
-        console.print(f"{name:8s} {ep:15.1%} {hv:20.1%} {killed:>20d} of {total}")
+        for variant in variants:
+            pc = pruner_config(variant, base)
+            ended = as_study(replay(unpruned, make_pruner(pc, cfg.objectives), cfg.epochs), directions)
+            epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in ended.trials)
+            members = front(ended)
+            hv = hypervolume(members)
+            killed = sum(1 for t in ended.trials if t.number in small and t.state == TrialState.PRUNED)
+            rows[variant].append({"seed": seed, "epochs": epochs / base_epochs, "hv": hv / base_hv, "hv_abs": hv,
+                                  "killed": killed, "small": len(small), "front": len(members)})
+            console.print(f"seed {seed} {variant:24s} epochs {epochs / base_epochs:6.1%}  hypervolume "
+                          f"{hv / base_hv:6.1%} ({hv:.4f})  small front members killed {killed} of {len(small)}")
+    console.print(f"\n{'pruner':24s} {'epochs vs none':>15s} {'hypervolume vs none':>20s} {'hypervolume':>12s} "
+                  f"{'small front members killed':>28s}")
+    summary = {"study_file": args.study_file, "trials": cfg.trials, "epochs": cfg.epochs, "seeds": args.seeds,
+               "objectives": cfg.objectives, "base_pruner": dataclasses.asdict(base), "sets": args.set, "rows": rows}
+    for variant, vals in rows.items():
+        ep, hv = statistics.mean(v["epochs"] for v in vals), statistics.mean(v["hv"] for v in vals)
+        hv_abs = statistics.mean(v["hv_abs"] for v in vals)
+        killed, total = sum(v["killed"] for v in vals), sum(v["small"] for v in vals)
+        console.print(f"{variant:24s} {ep:15.1%} {hv:20.1%} {hv_abs:12.4f} {killed:>20d} of {total}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

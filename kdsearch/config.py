@@ -19,7 +19,7 @@ from .errors import KDSearchError
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-PRUNERS = ("pareto", "median", "asha", "none")
+PRUNERS = ("pareto", "median", "asha", "moasha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OBJECTIVES = ("accuracy", "params", "latency", "macs")
 # [teacher] normalize: how the teacher's input is normalized (values: teachers.NORMALIZE_PRESETS)
@@ -67,10 +67,10 @@ class TrainConfig:
 class PrunerConfig:
     name: str = "pareto"
     warmup_epochs: int = 1  # never prune at or before this many epochs (asha: its first rung)
-    min_trials: int = 4  # median / asha: finished trials needed at an epoch before pruning at it
+    min_trials: int = 4  # median / asha / moasha: finished trials needed at an epoch before pruning at it
     margin: float = 0.02  # pareto: a cheaper trial must beat this one by more than this accuracy
     rungs: list[int] = field(default_factory=list)  # epochs at which to check (empty: every epoch)
-    eta: int = 3  # asha: keep the top 1/eta at each rung
+    eta: int = 3  # asha, moasha: keep the top 1/eta at each rung
 
 
 # Search space: each entry is a fixed value (not searched) or a list. For int/float entries a

@@ -134,6 +134,76 @@ class ParetoPruner:
         return self.dominated_by(history, curve, costs) is not None
 
 
+def nondominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting (all objectives minimized): 0 for the Pareto front, 1 for the front of
+    the rest, and so on. O(n^2) per front: rungs hold at most a few hundred trials."""
+    ranks = [-1] * len(points)
+    left, rank = set(range(len(points))), 0
+    while left:
+        front = {i for i in left if not any(_dominates(points[j], points[i]) for j in left if j != i)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II's crowding distance within one front: boundary points get infinity."""
+    n = len(points)
+    dist = [0.0] * n
+    for k in range(len(points[0]) if n else 0):
+        order = sorted(range(n), key=lambda i: points[i][k])
+        low, high = points[order[0]][k], points[order[-1]][k]
+        dist[order[0]] = dist[order[-1]] = float("inf")
+        if high > low:
+            for a, i, b in zip(order, order[1:], order[2:]):
+                dist[i] += (points[b][k] - points[a][k]) / (high - low)
+    return dist
+
+
+@dataclass
+class MoAshaPruner:
+    """Multi-objective asynchronous successive halving (Schmucker et al. 2021, MO-ASHA).
+
+    At rung epochs min_epochs·eta^k (or `rungs`), the trials that reached the rung are ranked by
+    non-dominated sorting on (accuracy at that epoch, costs), ties within a front broken by
+    NSGA-II crowding distance; a trial continues only if it is in the top 1/eta, once `min_trials`
+    others reached the rung. Unlike ASHA on accuracy alone, a small student is kept when nothing
+    as small is more accurate, since it sits on the rung's first front.
+    """
+
+    cost_keys: Sequence[str] = ("params", "latency")
+    min_epochs: int = 1
+    eta: int = 3
+    min_trials: int = 4
+    rungs: Sequence[int] = ()
+
+    def should_prune(self, history, curve, epochs, costs) -> bool:
+        epoch = len(curve)
+        if not _checks(epoch, epochs, 0, AshaPruner(self.min_epochs, self.eta, rungs=self.rungs).rung_epochs(epochs)):
+            return False
+        peers = _peers(history, epoch)
+        if len(peers) < self.min_trials:
+            return False
+        points = [(-t.user_attrs[CURVE][epoch - 1], *(t.user_attrs.get(COST_ATTRS[k], float("inf"))
+                                                      for k in self.cost_keys)) for t in peers]
+        points.append((-curve[-1], *(costs[k] for k in self.cost_keys)))  # this trial: the last point
+        ranks = nondominated_ranks(points)
+        crowd = [0.0] * len(points)
+        for r in set(ranks):
+            members = [i for i, x in enumerate(ranks) if x == r]
+            for i, d in zip(members, crowding_distances([points[i] for i in members])):
+                crowd[i] = d
+        order = sorted(range(len(points)), key=lambda i: (ranks[i], -crowd[i], i != len(points) - 1))
+        keep = max(1, len(points) // self.eta)
+        return order.index(len(points) - 1) >= keep
+
+
 def make_pruner(cfg: PrunerConfig, objectives: Sequence[str] = ("accuracy", "params", "latency")) -> Pruner:
     rungs = tuple(cfg.rungs)
     if cfg.name == "none":
@@ -142,8 +212,40 @@ def make_pruner(cfg: PrunerConfig, objectives: Sequence[str] = ("accuracy", "par
         return MedianPruner(warmup_epochs=cfg.warmup_epochs, min_trials=cfg.min_trials, rungs=rungs)
     if cfg.name == "asha":
         return AshaPruner(min_epochs=max(cfg.warmup_epochs, 1), eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
+    if cfg.name == "moasha":
+        return MoAshaPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), min_epochs=max(cfg.warmup_epochs, 1),
+                            eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
     return ParetoPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), margin=cfg.margin,
                         warmup_epochs=cfg.warmup_epochs, rungs=rungs)
+
+
+def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int) -> list[FrozenTrial]:
+    """The trials of a study run without pruning, as they would have ended under `pruner`.
+
+    A trial's training does not depend on what happened to earlier trials (its seed comes from
+    the study seed and its number), so under any pruner its curve is a prefix of its unpruned
+    curve. Replaying the trials in order, each against the history replayed before it, gives
+    exactly what a sequential study with that pruner would have run (tests/test_pruning.py
+    checks it against live studies), at no training cost: pruners and their settings can be
+    compared on one study without pruning. Trials that never trained (rejected, failed) pass
+    through unchanged.
+    """
+    out: list[FrozenTrial] = []
+    for t in sorted(trials, key=lambda t: t.number):
+        curve = list(t.user_attrs.get(CURVE, []))
+        if t.state != TrialState.COMPLETE or not curve:
+            out.append(t)
+            continue
+        costs = {k: t.user_attrs[a] for k, a in COST_ATTRS.items() if a in t.user_attrs}
+        history = [h for h in out if h.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        stop = next((e for e in range(1, len(curve) + 1) if pruner.should_prune(history, curve[:e], epochs, costs)), None)
+        if stop is None:
+            out.append(t)
+        else:
+            out.append(optuna.trial.create_trial(state=TrialState.PRUNED, params=t.params, distributions=t.distributions,
+                                                 user_attrs={**t.user_attrs, CURVE: curve[:stop], PRUNED_AT: stop},
+                                                 system_attrs=t.system_attrs))
+    return out
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:

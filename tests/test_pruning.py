@@ -2,8 +2,11 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from kdsearch.config import PrunerConfig
-from kdsearch.pruning import CURVE, AshaPruner, MedianPruner, NoPruner, ParetoPruner, make_pruner
+from kdsearch.pruning import (CURVE, AshaPruner, MedianPruner, MoAshaPruner, NoPruner, ParetoPruner, crowding_distances,
+                              make_pruner, nondominated_ranks, replay)
 
 
 def trial(curve, params=0, latency=0.0, macs=0):
@@ -77,7 +80,73 @@ def test_asha_keeps_the_top_third_at_rungs():
     assert not p.should_prune(hist([0.9, 0.9], *[[0.5, 0.5]] * 5), [0.1, 0.1], epochs=10, costs={})  # 2 is no rung
 
 
+def test_nondominated_ranks_and_crowding():
+    # minimized: (0,2) (1,1) (2,0) form the first front; (2,2) is dominated by (1,1); (3,3) by all
+    assert nondominated_ranks([(0, 2), (1, 1), (2, 0), (2, 2), (3, 3)]) == [0, 0, 0, 1, 2]
+    assert nondominated_ranks([(1, 1), (1, 1)]) == [0, 0]  # equal points do not dominate each other
+    d = crowding_distances([(0, 2), (1, 1), (2, 0)])
+    assert d[0] == d[2] == float("inf") and d[1] == 2.0
+
+
+def test_moasha_keeps_small_students_that_accuracy_alone_would_cut():
+    history = [trial([0.9], params=50_000, latency=5.0), trial([0.8], params=40_000, latency=4.0),
+               trial([0.7], params=30_000, latency=3.0), trial([0.6], params=20_000, latency=2.0),
+               trial([0.5], params=10_000, latency=1.0)]
+    small = {"params": 1_000, "latency": 0.5}
+    assert AshaPruner(min_epochs=1, eta=3, min_trials=5).should_prune(history, [0.3], epochs=10, costs=small)
+    p = MoAshaPruner(min_epochs=1, eta=3, min_trials=5)
+    assert not p.should_prune(history, [0.3], epochs=10, costs=small)  # the smallest: a front boundary
+    # dominated by a trial that is smaller, faster and more accurate: the last front, cut
+    assert p.should_prune(history, [0.4], epochs=10, costs={"params": 60_000, "latency": 6.0})
+    assert not p.should_prune(history[:3], [0.4], epochs=10, costs={"params": 60_000, "latency": 6.0})  # too few
+    assert not p.should_prune(history, [0.4, 0.4], epochs=10, costs={"params": 60_000, "latency": 6.0})  # no rung
+
+
 def test_make_pruner_follows_the_objectives():
     p = make_pruner(PrunerConfig(name="pareto", margin=0.05), ["accuracy", "params", "macs"])
     assert isinstance(p, ParetoPruner) and p.cost_keys == ("params", "macs") and p.margin == 0.05
     assert isinstance(make_pruner(PrunerConfig(name="asha")), AshaPruner)
+    moasha = make_pruner(PrunerConfig(name="moasha", eta=2), ["accuracy", "params", "macs"])
+    assert isinstance(moasha, MoAshaPruner) and moasha.cost_keys == ("params", "macs") and moasha.eta == 2
+
+
+@pytest.mark.slow
+def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, monkeypatch):
+    """The pruner benchmark replays one unpruned study under each pruner: that must equal running it."""
+    import optuna
+    from optuna.trial import TrialState
+    from rich.console import Console
+
+    from kdsearch import measure, teachers
+    from kdsearch.config import load_config
+    from kdsearch.search import DIRECTIONS, objective, prepare
+
+    def fake_latency(model, input_shape, threads=1, min_run_time=0.2):  # timing is noise; sizes are exact
+        return 0.01 + measure.count_params(model) / 1e6
+
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(measure, "latency_ms", fake_latency)
+    monkeypatch.setattr(teachers, "latency_ms", fake_latency)
+    cfg = load_config(None, {
+        "data.dataset": "imagefolder", "data.data_dir": str(folder), "teacher.name": "resnet20",
+        "teacher.pretrained": False, "teacher.epochs": 1, "epochs": 4, "trials": 8, "device": "cpu",
+        "run_dir": str(tmp_path / "run"), "train.views": 2, "train.batch_size": 16, "space.family": "plain"})
+    ctx, _ = prepare(cfg, Console(quiet=True))
+
+    def live(pruner):
+        ctx.pruner = pruner
+        study = optuna.create_study(directions=[DIRECTIONS[o] for o in cfg.objectives],
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials)
+        return study.trials
+
+    def ending(trials):
+        return [(t.state, t.user_attrs[CURVE]) for t in trials]
+
+    unpruned = live(NoPruner())
+    costs = ("params", "latency")
+    for pruner in (ParetoPruner(cost_keys=costs, margin=0.0, warmup_epochs=0), MedianPruner(warmup_epochs=0, min_trials=2),
+                   MoAshaPruner(cost_keys=costs, eta=2, min_trials=2)):
+        expected = live(pruner)
+        assert any(t.state == TrialState.PRUNED for t in expected), pruner  # the comparison is not vacuous
+        assert ending(replay(unpruned, pruner, cfg.epochs)) == ending(expected), pruner
