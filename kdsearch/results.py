@@ -207,22 +207,24 @@ def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]
     return lines
 
 
-def run_section(run_dir: Path, figures: Path, out: Path, console: Console, label: str | None = None) -> list[str]:
-    """One run's part of the document; `label` (default: the study name) titles it and names its figure."""
+def run_section(run_dir: Path, figures: Path, out: Path, console: Console, same_study_twice: bool = False) -> list[str]:
+    """One run's part of the document, titled by its study name, and its run folder's name too when
+    another run of the same study is in the document (say, the same search retrained otherwise)."""
     run = open_run(run_dir)
     study = run.study
-    label = label or study.study_name
+    title = f"{study.study_name} ({run_dir.name})" if same_study_twice else study.study_name
+    stem = f"{study.study_name}-{run_dir.name}" if same_study_twice else study.study_name
     teacher, data = study.user_attrs.get("teacher"), study.user_attrs.get("data", {})
     if not teacher:
         raise KDSearchError(f"{run_dir}: the study records no teacher (was the run ever started?)")
     finals = load_finals(run_dir)
-    lines = [f"## {label}", "", f"Run folder `{run_dir}`.", ""]
+    lines = [f"## {title}", "", f"Run folder `{run_dir}`.", ""]
     lines += teacher_section(teacher, data)
     lines += front_section(run, teacher, lambda m: console.print(m, highlight=False))
     lines += finals_section(finals, teacher)
     if finals:
-        fig = figure(finals, teacher, f"{label}: test accuracy vs params")
-        written, message = export_images({f"{label}-accuracy-vs-params": fig}, figures)
+        fig = figure(finals, teacher, f"{title}: test accuracy vs params")
+        written, message = export_images({f"{stem}-accuracy-vs-params": fig}, figures)
         if written:
             rel = Path(*written[0].resolve().parts[len(out.parent.resolve().parts):]) \
                 if written[0].resolve().is_relative_to(out.parent.resolve()) else written[0].resolve()
@@ -254,9 +256,8 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
             raise KDSearchError(f"--preface: {preface} not found")
         lines += [Path(preface).read_text().rstrip(), ""]
     names = [open_run(Path(d)).study.study_name for d in run_dirs]
-    for run_dir, name in zip(run_dirs, names):  # runs of one study (e.g. copies retrained otherwise): by folder
-        label = name if names.count(name) == 1 else f"{name}-{Path(run_dir).name}"
-        lines += run_section(Path(run_dir), figures, out, console, label)
+    for run_dir, name in zip(run_dirs, names):
+        lines += run_section(Path(run_dir), figures, out, console, same_study_twice=names.count(name) > 1)
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
     console.print(f"results: {out}", highlight=False)
     return out

@@ -99,7 +99,7 @@ def test_two_runs_of_one_study_get_their_own_sections_and_figures(tiny_run, tmp_
     result = invoke(["results", str(tiny_run), str(copy), "--out", str(out)], monkeypatch)
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert f"## tiny-{tiny_run.name}" in text and "## tiny-copy" in text
+    assert f"## tiny ({tiny_run.name})" in text and "## tiny (copy)" in text
     assert names == [f"tiny-{tiny_run.name}-accuracy-vs-params", "tiny-copy-accuracy-vs-params"]  # none overwritten
 
 
