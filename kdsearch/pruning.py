@@ -24,6 +24,12 @@ CURVE = "curve"  # user attribute: validation accuracy after each epoch
 PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was stopped
 
 
+def rejected(trial: FrozenTrial) -> bool:
+    """An over-budget student, stopped before it trained: PRUNED at epoch 0 (search.reject_over_budget).
+    It does not count toward --trials, and the report lists it apart from pruned trials."""
+    return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
+
+
 COST_ATTRS = {"params": "params", "macs": "macs", "latency": "latency_ms"}  # objective -> user attribute
 
 

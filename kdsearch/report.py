@@ -28,6 +28,7 @@ from rich.table import Table
 from .errors import KDSearchError
 from .files import write_text_atomic
 from .layout import RUN_FILE, default_storage, run_file, test_file, trial_dir
+from .pruning import rejected
 
 MIN_IMPORTANCE_TRIALS = 5  # completed trials needed before parameter importances mean anything
 COST_LABELS = {"params": "params", "macs": "MACs", "latency_ms": "latency (ms, batch 1)"}
@@ -150,7 +151,7 @@ def trial_state(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE:
         return "complete"
     if t.state == TrialState.PRUNED:
-        return "rejected" if t.user_attrs.get("pruned_at") == 0 else "pruned"
+        return "rejected" if rejected(t) else "pruned"
     return "failed" if t.state == TrialState.FAIL else "running"
 
 

@@ -36,7 +36,7 @@ from .logits import LogitCache, build_or_load, cache_key
 from .progress import progress_bar
 from .provenance import code_version, command_line
 from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
-from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner
+from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner, rejected
 from .students import StudentSpec, build, effective_space, sample_spec, suggest
 from .teachers import SLOW_S, TeacherResult, minutes, prepare_teacher
 
@@ -305,8 +305,7 @@ def reject_over_budget(trial: optuna.Trial, cfg: StudyConfig, costs: dict[str, f
 def counts(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward --trials: it trained a student (complete, or pruned while training);
     a student rejected over budget before training does not."""
-    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED
-                                                  and trial.user_attrs.get(PRUNED_AT) != 0)
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and not rejected(trial))
 
 
 class _Cheapest(optuna.samplers.BaseSampler):
