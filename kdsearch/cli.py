@@ -63,7 +63,7 @@ def run(
     trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
     sampler: Annotated[Optional[str], Opt(help="tpe, nsga2, gp or random.")] = None,
-    pruner: Annotated[Optional[str], Opt(help="pareto (default), median, asha or none.")] = None,
+    pruner: Annotated[Optional[str], Opt(help="pareto (default), median, asha, moasha or none.")] = None,
     max_params: Annotated[Optional[int], Opt(help="Budget: reject students with more params, untrained.")] = None,
     max_macs: Annotated[Optional[int], Opt(help="Budget: reject students with more MACs, untrained.")] = None,
     max_latency_ms: Annotated[Optional[float], Opt(help="Budget: reject students slower than this (ms).")] = None,
