@@ -75,6 +75,17 @@ class MedianPruner:
         return len(peers) >= self.min_trials and curve[-1] < statistics.median(peers)
 
 
+def rung_epochs(min_epochs: int, eta: int, rungs: Sequence[int], epochs: int) -> list[int]:
+    """Successive halving's rungs: `rungs` when given, else min_epochs·eta^k below `epochs`."""
+    if rungs:
+        return list(rungs)
+    out, e = [], min_epochs
+    while e < epochs:
+        out.append(e)
+        e *= eta
+    return out
+
+
 @dataclass
 class AshaPruner:
     """Successive halving on accuracy alone: at rung epochs min_epochs·eta^k keep the top 1/eta.
@@ -89,13 +100,7 @@ class AshaPruner:
     rungs: Sequence[int] = ()
 
     def rung_epochs(self, epochs: int) -> list[int]:
-        if self.rungs:
-            return list(self.rungs)
-        out, e = [], self.min_epochs
-        while e < epochs:
-            out.append(e)
-            e *= self.eta
-        return out
+        return rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)
 
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
@@ -191,7 +196,7 @@ class MoAshaPruner:
 
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
-        if not _checks(epoch, epochs, 0, AshaPruner(self.min_epochs, self.eta, rungs=self.rungs).rung_epochs(epochs)):
+        if not _checks(epoch, epochs, 0, rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)):
             return False
         peers = _peers(history, epoch)
         if len(peers) < self.min_trials:
