@@ -88,6 +88,7 @@ def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict
     study = optuna.create_study(storage=storage, study_name=f"{cfg.name}-seed{seed}", load_if_exists=True,
                                 directions=[DIRECTIONS[o] for o in cfg.objectives],
                                 sampler=TrialSeeded(optuna.samplers.RandomSampler(seed=seed), seed))
+    study.set_user_attr("objectives", cfg.objectives)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by an interrupted run
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

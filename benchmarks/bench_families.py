@@ -1,0 +1,71 @@
+"""Does searching every student family find a better front than plain students alone?
+
+Reads two folders written by bench_pruners.py for the same study, trials, epochs and seeds: one
+over the default space (plain, residual and inverted students) and one with
+`--set space.family="plain"`. For each seed it replays both unpruned studies under the shipped
+default pruner (or `--pruner`), and prints each front of validation accuracy vs params with its
+hypervolume (the report's, on log10 params), then the mean hypervolume per space.
+
+    python benchmarks/bench_families.py benchmarks/results/pruners-cifar10 benchmarks/results/pruners-cifar10-plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import optuna
+from bench_pruners import as_study, front, hypervolume, pruner_config
+from rich.console import Console
+from rich.table import Table
+
+from kdsearch.config import PrunerConfig
+from kdsearch.pruning import make_pruner, replay
+from kdsearch.search import DIRECTIONS
+
+
+def studies(folder: Path) -> dict[str, optuna.Study]:
+    """The unpruned studies of a bench_pruners.py folder, by seed ('seed0', ...)."""
+    url = f"sqlite:///{folder / 'unpruned.db'}"
+    return {s.study_name.rsplit("-", 1)[-1]: optuna.load_study(study_name=s.study_name, storage=url)
+            for s in optuna.get_all_study_summaries(url)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("all_families", type=Path)
+    ap.add_argument("plain", type=Path)
+    ap.add_argument("--pruner", default=PrunerConfig().name, help="replayed pruner (default: the shipped default)")
+    ap.add_argument("--epochs", type=int, required=True, help="epochs per trial of the studies")
+    ap.add_argument("--trials", type=int, default=40)
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = Console(width=150)
+    spaces = {"all families": studies(args.all_families), "plain only": studies(args.plain)}
+    seeds = sorted(set.intersection(*(set(s) for s in spaces.values())))
+    hvs: dict[str, list[float]] = {name: [] for name in spaces}
+    for seed in seeds:
+        for name, by_seed in spaces.items():
+            study = by_seed[seed]
+            objectives = study.user_attrs.get("objectives", ["accuracy", "params", "latency"])  # bench_pruners records them
+            trials = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.number)[: args.trials]
+            pc = pruner_config(args.pruner, PrunerConfig())
+            ended = as_study(replay(trials, make_pruner(pc, objectives), args.epochs),
+                             [DIRECTIONS[o] for o in objectives])
+            members = front(ended)
+            hv = hypervolume(members)
+            hvs[name].append(hv)
+            table = Table(title=f"{seed}, {name}: {len(trials)} trials, pruner {args.pruner}, hypervolume {hv:.4f}")
+            for col in ("params", "val acc", "architecture"):
+                table.add_column(col)
+            for p in members:
+                table.add_row(f"{p.cost('params'):,.0f}", f"{p.accuracy:.2%}", str(p.attrs.get("arch", "")))
+            console.print(table)
+    for name, values in hvs.items():
+        console.print(f"{name:14s} hypervolume mean {statistics.mean(values):.4f} over {len(values)} seeds "
+                      f"({', '.join(f'{v:.4f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
