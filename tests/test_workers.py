@@ -99,7 +99,9 @@ def test_two_commands_started_together_share_one_study(folder, tmp_path, env):
 
 
 def wait_for_running_trial(run_dir, after_finished, timeout=300):
-    """Poll until a trial is running (its worker recorded) after `after_finished` finished ones."""
+    """Poll until a trial is training (its worker and its sampled student recorded) after `after_finished`
+    finished ones. A trial killed before its parameters are all sampled has nothing complete to re-queue:
+    under load that moment is long enough to hit, and the test is about a trial that was training."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if (run_dir / "run.json").is_file():
@@ -108,7 +110,8 @@ def wait_for_running_trial(run_dir, after_finished, timeout=300):
             except Exception:  # noqa: BLE001  (the schema may be half made)
                 study = None
             if study is not None and len(finished(study)) >= after_finished:
-                running = [t for t in study.trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+                running = [t for t in study.trials if t.state == TrialState.RUNNING
+                           and "worker" in t.user_attrs and "spec" in t.user_attrs]
                 if running:
                     return running[0].number
         time.sleep(0.3)
