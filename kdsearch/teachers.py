@@ -44,11 +44,9 @@ import dataclasses
 import hashlib
 import json
 import math
-import pickle
-import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -61,6 +59,7 @@ from torch import nn
 
 from . import distill
 from .config import NORMALIZE, TeacherConfig
+from .checkpoints import few, load_checked, load_checkpoint, short
 from .data import DataSplits
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
@@ -254,104 +253,6 @@ class TeacherInfo:
 # Loading checkpoint files
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """A checkpoint file -> a flat state dict (prefixes such as `module.` stripped).
-
-    Safe by default: `torch.load(weights_only=True)` (or safetensors); a pickle that needs
-    arbitrary globals loads only with trust_pickle, because unpickling can run code.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise KDSearchError(f"teacher weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            obj: Any = load_file(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001  (any failure means: not a readable safetensors file)
-            raise KDSearchError(f"cannot read {path}: not a valid safetensors file ({_short(exc)})") from None
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-            if found and not trust_pickle:
-                raise KDSearchError(f"{path} is not loadable safely (it pickles {found.group(1)}); "
-                                    "pass --trust-pickle if you trust this file") from None
-            detail = re.search(r"Unsupported operand[^.\n]*|invalid load key[^\n]*", str(exc))
-            raise KDSearchError(f"cannot read {path}: corrupt or not a PyTorch checkpoint "
-                                f"({detail.group(0) if detail else _short(exc)})") from None
-        except Exception as exc:  # noqa: BLE001  (zip, EOF, key errors... all mean a bad file)
-            raise KDSearchError(f"cannot read {path}: corrupt or not a PyTorch checkpoint "
-                                f"({type(exc).__name__}: {_short(exc)})") from None
-    return _clean_state_dict(_find_state_dict(obj, path))
-
-
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "params")
-
-
-def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Accept a bare state dict, {"state_dict": ...} and friends, or (trusted) a whole module."""
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, Mapping):
-        for key in _NESTED_KEYS:  # the first nested entry that holds tensors
-            if key in obj and isinstance(obj[key], (Mapping, nn.Module)):
-                try:
-                    return _find_state_dict(obj[key], path)
-                except KDSearchError:
-                    continue
-        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-        if tensors:
-            return tensors
-        keys = ", ".join(map(str, list(obj)[:5]))
-        raise KDSearchError(f"{path} holds no state dict (top-level keys: {keys or 'none'})")
-    raise KDSearchError(f"{path} is not a checkpoint: it holds a {type(obj).__name__}, not a state dict")
-
-
-def _clean_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the prefixes that nn.DataParallel (`module.`) and torch.compile (`_orig_mod.`) add."""
-    sd = dict(sd)
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in ("module.", "_orig_mod."):
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-    return sd
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def _load_checked(body: nn.Module, sd: dict[str, torch.Tensor], name: str, path: str | Path) -> None:
-    """Load sd into body, or say in one line which keys do not fit (num_batches_tracked aside)."""
-    expected = body.state_dict()
-    skip = lambda k: k.endswith("num_batches_tracked")  # noqa: E731  (old checkpoints lack it)
-    missing = [k for k in expected if k not in sd and not skip(k)]
-    unexpected = [k for k in sd if k not in expected and not skip(k)]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}" for k in sd
-              if k in expected and sd[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_few(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch {_few(shapes, 3)}")
-    if problems:
-        raise KDSearchError(f"{path} does not fit the {name} architecture: {'; '.join(problems)}")
-    body.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=False)
-
-
 # --------------------------------------------------------------------------------------------
 # Building a teacher
 
@@ -429,17 +330,17 @@ def _registry_body(name: str, num_classes: int, in_channels: int, image_size: in
         head_key = f"{arch.head}.weight"
         if head_key not in sd or arch.stem not in sd or sd[head_key].ndim != 2 or sd[arch.stem].ndim != 4:
             raise KDSearchError(f"{weights} does not fit the {name} architecture: missing "
-                                f"{_few([k for k in (arch.stem, head_key) if k not in sd]) or 'a 2-D classifier'} "
-                                f"(found {_few(list(sd))})")
+                                f"{few([k for k in (arch.stem, head_key) if k not in sd]) or 'a 2-D classifier'} "
+                                f"(found {few(list(sd))})")
         ck_classes, ck_channels, kernel = sd[head_key].shape[0], sd[arch.stem].shape[1], sd[arch.stem].shape[-1]
         small_stem = arch.imagenet_input is None or (name.startswith("resnet") and kernel == 3)
         try:
             body = arch.build(ck_classes, ck_channels, small_stem)
         except Exception as exc:  # noqa: BLE001
-            raise KDSearchError(f"{weights}: cannot build {name} for it ({_short(exc)})") from None
+            raise KDSearchError(f"{weights}: cannot build {name} for it ({short(exc)})") from None
         if name == "inception_v3":
             body.transform_input = True  # torchvision's convention for ImageNet-normalized inputs
-        _load_checked(body, sd, name, weights)
+        load_checked(body, sd, name, weights)
         source = "file"
     elif pretrained and arch.imagenet_input is not None:
         try:
@@ -449,7 +350,7 @@ def _registry_body(name: str, num_classes: int, in_channels: int, image_size: in
         except Exception as exc:  # noqa: BLE001  (offline: URLError, OSError, hash mismatch...)
             url = _weights_url(name)
             hint = f"; to use them offline put {url.rsplit('/', 1)[-1]} into ~/.cache/torch/hub/checkpoints/" if url else ""
-            notes.append(f"could not load ImageNet weights for {name} ({_short(exc, 100)}): "
+            notes.append(f"could not load ImageNet weights for {name} ({short(exc, 100)}): "
                          f"starting from random init{hint}")
     elif pretrained:
         notes.append(f"{name} has no downloadable pretrained weights: starting from random init "
@@ -537,8 +438,8 @@ def _timm_body(name: str, num_classes: int, in_channels: int, image_size: int, p
         try:
             body = create(pretrained=False, num_classes=classes, in_chans=body_channels)
         except Exception as exc:  # noqa: BLE001
-            raise KDSearchError(f"{weights}: cannot build {name} for it ({_short(exc)})") from None
-        _load_checked(body, sd, name, weights)
+            raise KDSearchError(f"{weights}: cannot build {name} for it ({short(exc)})") from None
+        load_checked(body, sd, name, weights)
         source = "file"
     elif pretrained:
         cfg = _timm_cfg(timm, model_name)
@@ -551,7 +452,7 @@ def _timm_body(name: str, num_classes: int, in_channels: int, image_size: int, p
                 source, body_channels = "pretrained", 3
             except Exception as exc:  # noqa: BLE001  (offline: connection errors, missing files...)
                 body = None
-                notes.append(f"could not load pretrained weights for {name} ({_short(exc, 100)}): starting from "
+                notes.append(f"could not load pretrained weights for {name} ({short(exc, 100)}): starting from "
                              "random init; offline, a copy in the Hugging Face cache (HF_HUB_OFFLINE=1) or the file "
                              "given with --teacher-weights works")
     if body is None:
@@ -560,7 +461,7 @@ def _timm_body(name: str, num_classes: int, in_channels: int, image_size: int, p
             body = create(pretrained=False, num_classes=num_classes, in_chans=in_channels)
         except Exception as exc:  # noqa: BLE001
             raise KDSearchError(f"cannot build {name} for {in_channels}-channel input and {num_classes} classes "
-                                f"({_short(exc)})") from None
+                                f"({short(exc)})") from None
 
     repeat = _channel_repeat(name, body_channels, in_channels)
     cfg = dict(getattr(body, "pretrained_cfg", None) or {})
@@ -580,7 +481,7 @@ def _timm_body(name: str, num_classes: int, in_channels: int, image_size: int, p
         try:
             body.reset_classifier(num_classes)
         except Exception as exc:  # noqa: BLE001
-            raise KDSearchError(f"teacher {name}: cannot replace its classifier ({_short(exc)})") from None
+            raise KDSearchError(f"teacher {name}: cannot replace its classifier ({short(exc)})") from None
         head_replaced = True
         notes.append(f"head replaced ({old_classes} -> {num_classes} classes): the teacher must be fine-tuned")
     return _Body(body, source, input_size, repeat, auto, head_replaced)
@@ -608,7 +509,7 @@ def _import_factory(spec: str) -> Callable[..., Any]:
             module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001  (an import can fail any way; the user fixes their module)
         raise KDSearchError(f"teacher {spec}: cannot import {module_name} "
-                            f"({type(exc).__name__}: {_short(exc)})") from None
+                            f"({type(exc).__name__}: {short(exc)})") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -628,12 +529,12 @@ def _factory_body(spec: str, num_classes: int, in_channels: int, image_size: int
         body = factory(num_classes=num_classes, in_channels=in_channels)
     except Exception as exc:  # noqa: BLE001
         raise KDSearchError(f"teacher factory {spec} failed for num_classes={num_classes}, in_channels={in_channels} "
-                            f"({type(exc).__name__}: {_short(exc)})") from None
+                            f"({type(exc).__name__}: {short(exc)})") from None
     if not isinstance(body, nn.Module):
         raise KDSearchError(f"teacher factory {spec} returned a {type(body).__name__}, not a torch nn.Module")
     source = "factory" if getattr(body, "kdsearch_trained", False) else "random"
     if weights is not None:
-        _load_checked(body, load_checkpoint(weights, trust_pickle), spec, weights)
+        load_checked(body, load_checkpoint(weights, trust_pickle), spec, weights)
         source = "file"
     mean, std = _pair(getattr(body, "kdsearch_mean", None)), _pair(getattr(body, "kdsearch_std", None))
     if (mean is None) != (std is None):
@@ -695,7 +596,7 @@ def _check_forward(model: TeacherNet, name: str, num_classes: int, in_channels: 
         with torch.no_grad():
             out = model(torch.zeros(2, in_channels, image_size, image_size))
     except Exception as exc:  # noqa: BLE001
-        raise KDSearchError(f"teacher {name} fails on a batch of {shape} ({type(exc).__name__}: {_short(exc)})") from None
+        raise KDSearchError(f"teacher {name} fails on a batch of {shape} ({type(exc).__name__}: {short(exc)})") from None
     finally:
         model.train(was_training)
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
