@@ -102,6 +102,8 @@ def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict
         while done < cfg.trials:
             study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials - done)
             done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            if len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > cfg.trials:
+                raise SystemExit(f"seed {seed}: more failed trials than --trials; see the study's `error` attributes")
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     return sorted(trials, key=lambda t: t.number)[: cfg.trials]
 
