@@ -43,7 +43,12 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console(width=150)
     spaces = {"all families": studies(args.all_families), "plain only": studies(args.plain)}
-    seeds = sorted(set.intersection(*(set(s) for s in spaces.values())))
+    def complete(study: optuna.Study) -> int:
+        return sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+
+    # seeds that both spaces finished (a benchmark still running has later seeds part done)
+    seeds = sorted(seed for seed in set.intersection(*(set(s) for s in spaces.values()))
+                   if all(complete(by_seed[seed]) >= args.trials for by_seed in spaces.values()))
     hvs: dict[str, list[float]] = {name: [] for name in spaces}
     for seed in seeds:
         for name, by_seed in spaces.items():
