@@ -235,11 +235,13 @@ def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int) -> list[F
 
     A trial's training does not depend on what happened to earlier trials (its seed comes from
     the study seed and its number), so under any pruner its curve is a prefix of its unpruned
-    curve. Replaying the trials in order, each against the history replayed before it, gives
-    exactly what a sequential study with that pruner would have run (tests/test_pruning.py
-    checks it against live studies), at no training cost: pruners and their settings can be
-    compared on one study without pruning. Trials that never trained (rejected, failed) pass
-    through unchanged.
+    curve. When its student does not depend on earlier results either (the random sampler,
+    seeded per trial number), replaying the trials in order, each against the history replayed
+    before it, gives exactly what a sequential study with that pruner would have run
+    (tests/test_pruning.py checks it against live studies), at no training cost. With a model-based
+    sampler (TPE) the live study would have sampled other students after the first pruned trial,
+    so there the replay estimates the savings on the same students. Trials that never trained
+    (rejected, failed) pass through unchanged.
     """
     out: list[FrozenTrial] = []
     for t in sorted(trials, key=lambda t: t.number):
