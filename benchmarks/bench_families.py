@@ -43,6 +43,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console(width=150)
     spaces = {"all families": studies(args.all_families), "plain only": studies(args.plain)}
+
     def complete(study: optuna.Study) -> int:
         return sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
 
