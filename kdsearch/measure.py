@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -42,3 +44,17 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], threads: int = 1,
     timer = Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
     with torch.no_grad():  # scoped here: a grad-mode change in the Timer's setup would leak
         return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def wall_seconds(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:
+    """Wall seconds per call of fn after one warm-up call (allocations, kernel selection), with the
+    GPU synchronized around the timed calls: the probes behind kdsearch's time estimates."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats

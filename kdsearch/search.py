@@ -576,14 +576,7 @@ def time_teacher_forward(model: torch.nn.Module, x: torch.Tensor, batch: int) ->
     """Seconds per image of the teacher's forward pass (one warm-up batch, one timed)."""
     from .distill import predict
 
-    predict(model, x[:batch], batch)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    predict(model, x[:batch], batch)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / batch
+    return measure.wall_seconds(lambda: predict(model, x[:batch], batch), x.device) / batch
 
 
 class _Middle(_Cheapest):
@@ -619,10 +612,8 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
         model = build(spec).to(ctx.device, memory_format=torch.channels_last)
         n = min(len(ctx.y_train), cfg.train.batch_size * 3)
         recipe = Recipe(epochs=1, lr=1e-3, batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay)
-        distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)  # warm-up
-        start = time.perf_counter()
-        distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe, pad=data.pad, flip=data.flip, seed=0)
-        per_image = (time.perf_counter() - start) / n
+        per_image = measure.wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
+                                                             pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
     total = per_image * len(ctx.y_train) * cfg.epochs * trials
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
                   "(pruning and smaller students take less)"
@@ -637,23 +628,23 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
     cfg = ctx.cfg
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     failures: list[str] = []
-    rejected = {"n": 0, "since": 0}
+    over_budget = {"n": 0, "since": 0}
 
     def tick(study: optuna.Study, trial: FrozenTrial) -> None:
         progress.update(overall, completed=n_finished(study))
         error = trial.user_attrs.get(ERROR_ATTR)
         if error and error.startswith(Surplus.__name__):
             return
-        if trial.state == TrialState.PRUNED and not counts(trial):  # rejected over budget, untrained
-            rejected["n"] += 1
-            rejected["since"] += 1
+        if rejected(trial):  # over budget, untrained
+            over_budget["n"] += 1
+            over_budget["since"] += 1
             return  # counted and reported, not listed: a tight budget may reject many samples
         acc = trial.user_attrs.get(CURVE, [float("nan")])[-1]
         line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
                 f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
-        if rejected["since"]:
-            line += f"  ({rejected['since']} over-budget student(s) resampled first)"
-            rejected["since"] = 0
+        if over_budget["since"]:
+            line += f"  ({over_budget['since']} over-budget student(s) resampled first)"
+            over_budget["since"] = 0
         progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
@@ -662,16 +653,16 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         trials = study.get_trials(deepcopy=False)
         finished = sum(counts(t) for t in trials)
         if finished >= cfg.trials:
-            if rejected["n"]:
-                progress.console.print(f"{rejected['n']} over-budget student(s) were rejected untrained and resampled "
+            if over_budget["n"]:
+                progress.console.print(f"{over_budget['n']} over-budget student(s) were rejected untrained and resampled "
                                        "(recorded as constraints for the sampler)", highlight=False)
             return
         if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
             time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
             continue
         study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,), callbacks=[tick])
-        if rejected["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
-            raise KDSearchError(f"stopped: {rejected['n']} sampled students were over budget; the space rarely "
+        if over_budget["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
+            raise KDSearchError(f"stopped: {over_budget['n']} sampled students were over budget; the space rarely "
                                 "meets it (narrow [space] toward smaller students)")
         if len(failures) >= MAX_CONSECUTIVE_FAILURES:
             raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "

@@ -65,7 +65,7 @@ from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .progress import progress_bar
 from .layout import teachers_dir
-from .measure import count_macs, count_params, latency_ms
+from .measure import count_macs, count_params, latency_ms, wall_seconds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -573,13 +573,11 @@ def _resolve_normalization(normalize: str, mean: tuple[float, ...] | None, std: 
         result = (data_mean * built.repeat, data_std * built.repeat, "the data's statistics")
     elif normalize == "none":
         result = ((0.0,) * channels, (1.0,) * channels, "no normalization (raw [0, 1] pixels)")
-    elif normalize in NORMALIZE_PRESETS:
+    else:  # a NORMALIZE_PRESETS name (build_teacher checked it before building anything)
         if channels != 3:
             raise KDSearchError(f"teacher.normalize {normalize!r} is for 3-channel input; the teacher takes "
                                 f"{channels}-channel input: use data, none or teacher.mean/std")
         result = (*NORMALIZE_PRESETS[normalize], f"{normalize} statistics")
-    else:
-        raise KDSearchError(f"teacher.normalize: {normalize!r} is not one of {', '.join(NORMALIZE)}")
     m, s, what = result
     if len(m) != len(s) or not all(math.isfinite(v) for v in (*m, *s)) or not all(v > 0 for v in s):
         raise KDSearchError(f"teacher normalization ({what}): mean {list(m)} and std {list(s)} must be finite, "
@@ -769,15 +767,7 @@ def probe_speed(model: nn.Module, data: DataSplits, device: torch.device, batch_
     y = data.train.y[:len(x)].to(device)
 
     def timed(fn) -> float:
-        fn()  # warm-up (allocations, kernel selection)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(2):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / 2
+        return wall_seconds(fn, device, repeats=2)
 
     out = {"infer_s_per_image": timed(lambda: distill.predict(probe, x, len(x))) / len(x)}
     if train:
