@@ -15,6 +15,7 @@ import argparse
 import math
 
 from kdsearch import api
+from kdsearch.pruning import CURVE
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     per_epoch = []
     for t in r.study.get_trials(deepcopy=False):
         if t.number in picks and t.datetime_complete and t.datetime_start:
-            epochs = max(len(t.intermediate_values), 1)
+            epochs = max(len(t.user_attrs.get(CURVE, [])), 1)  # kdsearch keeps the curve, not intermediate values
             per_epoch.append((t.datetime_complete - t.datetime_start).total_seconds() / epochs)
     slowest = max(per_epoch) * args.slowdown
     epochs = math.floor(args.seconds / (2 * args.seeds * slowest))
