@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--run-dir", help="where teacher and logit cache live (default: OUT/run)")
     ap.add_argument("--pruners", nargs="+", default=list(PRUNERS), help="pruners or variants (name:key=value,...)")
     ap.add_argument("--study-pruner", action="store_true", help="pruner settings from the study file, not the defaults")
+    ap.add_argument("--markdown", action="store_true", help="also print the table, and each seed, as markdown")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a study-file setting, e.g. space.family=\"plain\" (repeatable)")
     args = ap.parse_args()
@@ -163,6 +164,22 @@ def main() -> None:
         killed, total = sum(v["killed"] for v in vals), sum(v["small"] for v in vals)
         console.print(f"{variant:24s} {ep:15.1%} {hv:20.1%} {hv_abs:12.4f} {killed:>20d} of {total}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.markdown:
+        print(markdown(rows))
+
+
+def markdown(rows: dict[str, list[dict]]) -> str:
+    """The summary table as BENCHMARKS.md shows it, then each variant's epochs / hypervolume per seed."""
+    lines = ["| pruner | epochs vs none | hypervolume vs none | hypervolume | small front members killed |",
+             "|---|---|---|---|---|"]
+    for variant, vals in rows.items():
+        lines.append(f"| {variant} | {statistics.mean(v['epochs'] for v in vals):.1%} | "
+                     f"{statistics.mean(v['hv'] for v in vals):.1%} | {statistics.mean(v['hv_abs'] for v in vals):.4f} | "
+                     f"{sum(v['killed'] for v in vals)} of {sum(v['small'] for v in vals)} |")
+    lines.append("")
+    lines += [f"{variant}, per seed: " + ", ".join(f"{v['epochs']:.1%} / {v['hv']:.1%}" for v in vals)
+              for variant, vals in rows.items() if variant != "none"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,13 @@ class PrunerConfig:
     name: str = "pareto"
     warmup_epochs: int = 1  # never prune at or before this many epochs (asha: its first rung)
     min_trials: int = 4  # median / asha / moasha: finished trials needed at an epoch before pruning at it
-    margin: float = 0.02  # pareto: a cheaper trial must beat this one by more than this accuracy
-    rungs: list[int] = field(default_factory=list)  # epochs at which to check (empty: every epoch)
+    # pareto: a trial is pruned when a no-larger, no-slower trial beats it by more than `margin`;
+    # a negative margin prunes unless it beats every such trial by at least -margin (the default)
+    margin: float = -0.01
+    # epochs at which to check; a number below 1 is a fraction of the trial's epochs (0.25 of 12
+    # is epoch 3). None: the pruner's own (pareto [0.25, 0.5]; median every epoch; asha and moasha
+    # warmup_epochs·eta^k); []: every epoch (asha, moasha: warmup_epochs·eta^k)
+    rungs: list[float] | None = None
     eta: int = 3  # asha, moasha: keep the top 1/eta at each rung
 
 
@@ -151,7 +156,10 @@ _TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}
 
 def _check_type(where: str, value: Any, annotation: str) -> Any:
     """Accept a value that fits the field's annotation (ints where floats go); reject the rest."""
-    allowed = [t for t in re.findall(r"[A-Za-z]+", annotation.split("[")[0]) if t in _TYPES or t == "None"]
+    outer = annotation
+    while "[" in outer:  # "list[float] | None" -> "list | None"
+        outer = re.sub(r"\[[^\[\]]*\]", "", outer)
+    allowed = [t for t in re.findall(r"[A-Za-z]+", outer) if t in _TYPES or t == "None"]
     if value is None:
         if "None" in allowed:
             return None
@@ -212,8 +220,9 @@ FIELD_RULES: dict[str, Rule] = {
     "teacher.std": _POSITIVE,
     "train.batch_size": _int(1), "train.weight_decay": _NON_NEGATIVE, "train.label_smoothing": _FRACTION,
     "train.views": _int(1),
-    "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.margin": _NON_NEGATIVE,
-    "pruner.rungs": _int(1), "pruner.eta": _int(2),
+    "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.margin": _num(lambda v: -1 <= v <= 1, "in [-1, 1]"),
+    "pruner.rungs": ((lambda v: _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v < 1),
+                     "an epoch (an integer >= 1) or a fraction of the epochs (strictly between 0 and 1)"), "pruner.eta": _int(2),
 }
 SPACE_RULES: dict[str, Rule] = {  # how students.build and search.objective use each value
     "family": ((lambda v: isinstance(v, str) and v != ""), "a student family name"),  # and registered: validate_space

@@ -44,9 +44,14 @@ def _peers(history: Sequence[FrozenTrial], epoch: int) -> list[FrozenTrial]:
     return [t for t in history if len(t.user_attrs.get(CURVE, [])) >= epoch]
 
 
-def _checks(epoch: int, epochs: int, warmup: int, rungs: Sequence[int]) -> bool:
+def rung_at(rung: float, epochs: int) -> int:
+    """A rung as an epoch: a number below 1 is a fraction of the trial's epochs (0.25 of 12 is 3)."""
+    return max(1, int(rung * epochs + 0.5)) if rung < 1 else int(rung)  # half rounds up
+
+
+def _checks(epoch: int, epochs: int, warmup: int, rungs: Sequence[float]) -> bool:
     """Whether a pruner looks at this epoch: after warm-up, before the last epoch, on a rung."""
-    return warmup < epoch < epochs and (not rungs or epoch in rungs)
+    return warmup < epoch < epochs and (not rungs or epoch in {rung_at(r, epochs) for r in rungs})
 
 
 @dataclass
@@ -65,7 +70,7 @@ class MedianPruner:
 
     warmup_epochs: int = 1
     min_trials: int = 4
-    rungs: Sequence[int] = ()
+    rungs: Sequence[float] = ()
 
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
@@ -75,10 +80,10 @@ class MedianPruner:
         return len(peers) >= self.min_trials and curve[-1] < statistics.median(peers)
 
 
-def rung_epochs(min_epochs: int, eta: int, rungs: Sequence[int], epochs: int) -> list[int]:
+def rung_epochs(min_epochs: int, eta: int, rungs: Sequence[float], epochs: int) -> list[int]:
     """Successive halving's rungs: `rungs` when given, else min_epochs·eta^k below `epochs`."""
     if rungs:
-        return list(rungs)
+        return sorted({rung_at(r, epochs) for r in rungs})
     out, e = [], min_epochs
     while e < epochs:
         out.append(e)
@@ -97,7 +102,7 @@ class AshaPruner:
     min_epochs: int = 1
     eta: int = 3
     min_trials: int = 4
-    rungs: Sequence[int] = ()
+    rungs: Sequence[float] = ()
 
     def rung_epochs(self, epochs: int) -> list[int]:
         return rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)
@@ -116,19 +121,24 @@ class AshaPruner:
 
 @dataclass
 class ParetoPruner:
-    """Size-aware pruning: stop a trial only when a cheaper trial is clearly better.
+    """Size-aware pruning: a trial continues only while it earns its size.
 
-    At each checked epoch (after `warmup_epochs`, on `rungs` when given), a trial is pruned when
-    another trial that is no larger and no slower (every cost in `cost_keys` <=) had, at the
-    same epoch, a validation accuracy above this one's by more than `margin`. A trial with no
-    cheaper competitor is never pruned, so small students are not killed for learning more
-    slowly than big ones: they are only compared with students at least as small.
+    At each checked epoch (after `warmup_epochs`, on `rungs`: by default at a quarter and at half
+    of the trial's epochs), a trial is pruned when another trial that is no larger and no slower
+    (every cost in `cost_keys` <=) had, at the same epoch, a validation accuracy above this one's
+    by more than `margin`. The default margin, -0.01, prunes a trial unless it is at least one
+    point more accurate than every such trial: a student that is not better than a cheaper one is
+    unlikely to join the front. A trial with no cheaper competitor is never pruned, so small
+    students are not killed for learning more slowly than big ones: they are only compared with
+    students at least as small. Two checks rather than one per epoch: each check of a noisy
+    early curve is a chance to kill a future front member (BENCHMARKS.md, "Search quality per
+    pruner").
     """
 
     cost_keys: Sequence[str] = ("params", "latency")
-    margin: float = 0.02
+    margin: float = -0.01
     warmup_epochs: int = 1
-    rungs: Sequence[int] = ()
+    rungs: Sequence[float] = (0.25, 0.5)
 
     def dominated_by(self, history, curve, costs) -> FrozenTrial | None:
         """The first no-larger, no-slower trial that beat `curve` at its last epoch by > margin."""
@@ -192,7 +202,7 @@ class MoAshaPruner:
     min_epochs: int = 1
     eta: int = 3
     min_trials: int = 4
-    rungs: Sequence[int] = ()
+    rungs: Sequence[float] = ()
 
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
@@ -216,7 +226,7 @@ class MoAshaPruner:
 
 
 def make_pruner(cfg: PrunerConfig, objectives: Sequence[str] = ("accuracy", "params", "latency")) -> Pruner:
-    rungs = tuple(cfg.rungs)
+    rungs = tuple(cfg.rungs or ())
     if cfg.name == "none":
         return NoPruner()
     if cfg.name == "median":
@@ -227,7 +237,7 @@ def make_pruner(cfg: PrunerConfig, objectives: Sequence[str] = ("accuracy", "par
         return MoAshaPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), min_epochs=max(cfg.warmup_epochs, 1),
                             eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
     return ParetoPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), margin=cfg.margin,
-                        warmup_epochs=cfg.warmup_epochs, rungs=rungs)
+                        warmup_epochs=cfg.warmup_epochs, rungs=ParetoPruner.rungs if cfg.rungs is None else rungs)
 
 
 def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int) -> list[FrozenTrial]:

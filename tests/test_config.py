@@ -86,8 +86,9 @@ def test_missing_study_file():
     ("[train]\nviews = 0\n", "train.views", "0"),
     ("[pruner]\nwarmup_epochs = -1\n", "pruner.warmup_epochs", "-1"),
     ("[pruner]\nmin_trials = -2\n", "pruner.min_trials", "-2"),
-    ("[pruner]\nmargin = -0.1\n", "pruner.margin", "-0.1"),
+    ("[pruner]\nmargin = -1.5\n", "pruner.margin", "-1.5"),
     ("[pruner]\nrungs = [0, 2]\n", "pruner.rungs", "[0, 2]"),
+    ("[pruner]\nrungs = [1.5]\n", "pruner.rungs", "[1.5]"),
     ("[pruner]\neta = 1\n", "pruner.eta", "1"),
     ("[space]\ndropout = [0, 1.5]\n", "space.dropout", "[0, 1.5]"),
     ("[space]\ndropout = 1.0\n", "space.dropout", "1.0"),
@@ -121,10 +122,11 @@ def test_range_edges_that_are_valid_still_load(tmp_path):
     f = tmp_path / "edges.toml"
     f.write_text("[study]\nseed = 0\ntimeout = 0.5\n[data]\npad = 0\nsubset = 0\n[teacher]\nepochs = 0\n"
                  "[train]\nweight_decay = 0\nlabel_smoothing = 0.1\n[pruner]\nwarmup_epochs = 0\nmin_trials = 0\n"
-                 "margin = 0\nrungs = [1, 3]\neta = 2\n[space]\nfc_layers = 0\ndropout = 0\nkernel_size = [1, 3, 7]\n"
+                 "margin = -1\nrungs = [0.25, 3]\neta = 2\n[space]\nfc_layers = 0\ndropout = 0\nkernel_size = [1, 3, 7]\n"
                  "batch_norm = false\ntemperature = 4\nalpha = [1, 1]\nchannels = 16\nlr = [1e-3, 1e-3]\n")
     cfg = load_config(f)
-    assert (cfg.space["kernel_size"], cfg.pruner.rungs, cfg.data.pad) == ([1, 3, 7], [1, 3], 0)
+    assert (cfg.space["kernel_size"], cfg.pruner.rungs, cfg.data.pad) == ([1, 3, 7], [0.25, 3], 0)
+    assert load_config(None).pruner.rungs is None  # unset: the pruner's own rungs
 
 
 def test_every_numeric_setting_and_space_entry_has_a_rule():

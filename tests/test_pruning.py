@@ -6,7 +6,7 @@ import pytest
 
 from kdsearch.config import PrunerConfig
 from kdsearch.pruning import (CURVE, AshaPruner, MedianPruner, MoAshaPruner, NoPruner, ParetoPruner, crowding_distances,
-                              make_pruner, nondominated_ranks, replay)
+                              make_pruner, nondominated_ranks, replay, rung_at)
 
 
 def trial(curve, params=0, latency=0.0, macs=0):
@@ -39,7 +39,7 @@ COSTS = {"params": 1000, "latency": 1.0}
 
 
 def test_pareto_cheaper_and_better_competitor_prunes():
-    p = ParetoPruner(cost_keys=("params", "latency"), margin=0.02, warmup_epochs=1)
+    p = ParetoPruner(cost_keys=("params", "latency"), margin=0.02, warmup_epochs=1, rungs=())
     cheaper_better = trial([0.5, 0.80], params=900, latency=0.9)
     assert p.should_prune([cheaper_better], [0.4, 0.70], epochs=5, costs=COSTS)
     # within the margin: kept
@@ -49,7 +49,7 @@ def test_pareto_cheaper_and_better_competitor_prunes():
 
 
 def test_pareto_never_prunes_without_a_cheaper_competitor():
-    p = ParetoPruner(cost_keys=("params", "latency"), margin=0.0, warmup_epochs=0)
+    p = ParetoPruner(cost_keys=("params", "latency"), margin=0.0, warmup_epochs=0, rungs=())
     bigger = trial([0.99, 0.99, 0.99], params=50_000, latency=5.0)
     faster_but_larger = trial([0.99, 0.99, 0.99], params=2000, latency=0.5)
     smaller_but_slower = trial([0.99, 0.99, 0.99], params=500, latency=2.0)
@@ -62,7 +62,7 @@ def test_pareto_never_prunes_without_a_cheaper_competitor():
 
 def test_pareto_respects_warmup_rungs_and_cost_keys():
     cheaper_better = trial([0.9, 0.9, 0.9, 0.9], params=10, latency=9.0, macs=10)
-    p = ParetoPruner(cost_keys=("params", "latency"), margin=0.0, warmup_epochs=2)
+    p = ParetoPruner(cost_keys=("params", "latency"), margin=0.0, warmup_epochs=2, rungs=())
     assert not p.should_prune([cheaper_better], [0.1, 0.1], epochs=5, costs=COSTS)  # warm-up
     assert not p.should_prune([cheaper_better], [0.1, 0.1, 0.1], epochs=5, costs=COSTS)  # slower: not cheaper
     p_macs = ParetoPruner(cost_keys=("params", "macs"), margin=0.0, warmup_epochs=2, rungs=(4,))
@@ -71,9 +71,21 @@ def test_pareto_respects_warmup_rungs_and_cost_keys():
     assert p_macs.should_prune([cheaper_better], [0.1] * 4, epochs=5, costs=costs)
 
 
+def test_pareto_defaults_check_a_quarter_and_half_way_and_ask_for_a_one_point_lead():
+    p = ParetoPruner()  # the shipped defaults: rungs 0.25 and 0.5 of the epochs, margin -0.01
+    cheaper = trial([0.5] * 12, params=900, latency=0.9)
+    checked = [e for e in range(1, 13) if p.should_prune([cheaper], [0.4] * e, epochs=12, costs=COSTS)]
+    assert checked == [3, 6]  # 0.25 and 0.5 of 12 epochs; every other epoch is left alone
+    assert p.should_prune([cheaper], [0.505] * 3, epochs=12, costs=COSTS)  # ahead, but by less than a point
+    assert not p.should_prune([cheaper], [0.515] * 3, epochs=12, costs=COSTS)  # earns its size
+    assert not p.should_prune([trial([0.9] * 12, params=2000)], [0.1] * 3, epochs=12, costs=COSTS)  # larger
+    assert [rung_at(r, 10) for r in (0.25, 0.5, 0.05, 4)] == [3, 5, 1, 4]  # halves round up, never epoch 0
+
+
 def test_asha_keeps_the_top_third_at_rungs():
     p = AshaPruner(min_epochs=1, eta=3, min_trials=5)
     assert p.rung_epochs(10) == [1, 3, 9]
+    assert AshaPruner(rungs=(0.5, 0.2)).rung_epochs(10) == [2, 5]  # fractions of the epochs, sorted
     history = hist([0.9], [0.8], [0.7], [0.6], [0.5])
     assert not p.should_prune(history, [0.85], epochs=10, costs={})  # 1 better, top 2 kept
     assert p.should_prune(history, [0.75], epochs=10, costs={})  # 2 better
@@ -106,6 +118,9 @@ def test_make_pruner_follows_the_objectives():
     p = make_pruner(PrunerConfig(name="pareto", margin=0.05), ["accuracy", "params", "macs"])
     assert isinstance(p, ParetoPruner) and p.cost_keys == ("params", "macs") and p.margin == 0.05
     assert isinstance(make_pruner(PrunerConfig(name="asha")), AshaPruner)
+    assert make_pruner(PrunerConfig()).rungs == (0.25, 0.5)  # the pareto pruner's own rungs
+    assert make_pruner(PrunerConfig(rungs=[])).rungs == ()  # every epoch after warm-up
+    assert make_pruner(PrunerConfig(rungs=[2, 0.5])).rungs == (2, 0.5)
     moasha = make_pruner(PrunerConfig(name="moasha", eta=2), ["accuracy", "params", "macs"])
     assert isinstance(moasha, MoAshaPruner) and moasha.cost_keys == ("params", "macs") and moasha.eta == 2
 
