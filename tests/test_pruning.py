@@ -165,3 +165,14 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
         expected = live(pruner)
         assert any(t.state == TrialState.PRUNED for t in expected), pruner  # the comparison is not vacuous
         assert ending(replay(unpruned, pruner, cfg.epochs)) == ending(expected), pruner
+
+
+def test_the_readmes_worked_example():
+    """README, "Pruning": the shipped defaults at epoch 3 of 12, decision by decision."""
+    p = make_pruner(PrunerConfig(), ["accuracy", "params", "latency"])
+    history = [trial([0.5, 0.7, 0.910] + [0.95] * 9, params=40_000, latency=0.60),  # A
+               trial([0.5, 0.7, 0.800] + [0.85] * 9, params=3_000, latency=0.30)]  # B
+    decide = {name: p.should_prune(history, [0.3, 0.4, acc], epochs=12, costs={"params": params, "latency": ms})
+              for name, params, ms, acc in [("C", 2_000, 0.25, 0.550), ("D", 5_000, 0.35, 0.700),
+                                            ("E", 50_000, 0.70, 0.915), ("F", 50_000, 0.70, 0.930)]}
+    assert decide == {"C": False, "D": True, "E": True, "F": False}
