@@ -69,6 +69,7 @@ from .measure import count_macs, count_params, latency_ms, wall_seconds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DATA_STATISTICS = "the data's statistics"  # the normalization a teacher gets from the training split
 SMALL_IMAGE = 64  # inputs up to this size get the small-image ResNet stem when trained from scratch
 CACHE_VERSION = 1  # bump when the cache key's meaning changes
 NORMALIZE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {  # [teacher] normalize = NAME
@@ -239,7 +240,7 @@ class TeacherInfo:
     head_replaced: bool
     input_size: int  # what the body sees
     notes: list[str] = field(default_factory=list)
-    normalization: str = ""  # what mean/std are, e.g. "imagenet statistics", "the data's statistics"
+    normalization: str = ""  # what mean/std are, e.g. "imagenet statistics", DATA_STATISTICS
     mean: tuple[float, ...] = ()  # the body's input normalization (TeacherNet's buffers)
     std: tuple[float, ...] = ()
 
@@ -364,11 +365,11 @@ def _registry_body(name: str, num_classes: int, in_channels: int, image_size: in
     body_channels = int(body.state_dict()[arch.stem].shape[1])
     repeat = _channel_repeat(name, body_channels, in_channels)
     if source == "random":
-        auto = (data_mean * repeat, data_std * repeat, "the data's statistics")
+        auto = (data_mean * repeat, data_std * repeat, DATA_STATISTICS)
     elif body_channels == 3:
         auto = (IMAGENET_MEAN, IMAGENET_STD, "imagenet statistics")
     else:
-        auto = (data_mean, data_std, "the data's statistics")
+        auto = (data_mean, data_std, DATA_STATISTICS)
 
     if input_size is None:  # native size unless an ImageNet stem carries trained weights
         trained_imagenet_stem = not small_stem and source != "random"
@@ -469,7 +470,7 @@ def _timm_body(name: str, num_classes: int, in_channels: int, image_size: int, p
     if source != "random" and cfg_mean and cfg_std and len(cfg_mean) == len(cfg_std) == body_channels:
         auto = (cfg_mean, cfg_std, "timm's pretrained_cfg mean/std")
     else:
-        auto = (data_mean * repeat, data_std * repeat, "the data's statistics")
+        auto = (data_mean * repeat, data_std * repeat, DATA_STATISTICS)
     if input_size is None:  # the pretrained resolution for pretrained weights (or a fixed-size model), else native
         cfg_size = cfg.get("input_size")
         use_cfg = cfg_size and (source == "pretrained" or cfg.get("fixed_input_size"))
@@ -540,7 +541,7 @@ def _factory_body(spec: str, num_classes: int, in_channels: int, image_size: int
     if (mean is None) != (std is None):
         raise KDSearchError(f"teacher factory {spec}: declare kdsearch_mean and kdsearch_std together")
     auto = (mean, std, "the factory's kdsearch_mean/kdsearch_std") if mean else \
-        (data_mean, data_std, "the data's statistics")
+        (data_mean, data_std, DATA_STATISTICS)
     declared = getattr(body, "kdsearch_input_size", None)
     if input_size is None and declared is not None:
         if not isinstance(declared, int) or isinstance(declared, bool) or declared < 1:
@@ -570,7 +571,7 @@ def _resolve_normalization(normalize: str, mean: tuple[float, ...] | None, std: 
     elif normalize == "auto":
         result = built.auto
     elif normalize == "data":
-        result = (data_mean * built.repeat, data_std * built.repeat, "the data's statistics")
+        result = (data_mean * built.repeat, data_std * built.repeat, DATA_STATISTICS)
     elif normalize == "none":
         result = ((0.0,) * channels, (1.0,) * channels, "no normalization (raw [0, 1] pixels)")
     else:  # a NORMALIZE_PRESETS name (build_teacher checked it before building anything)

@@ -113,7 +113,7 @@ def wait_for_running_trial(run_dir, after_finished, timeout=300):
                 running = [t for t in study.trials if t.state == TrialState.RUNNING
                            and "worker" in t.user_attrs and "spec" in t.user_attrs]
                 if running:
-                    return running[0].number
+                    return
         time.sleep(0.3)
     raise AssertionError("no running trial appeared")
 
