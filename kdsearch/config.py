@@ -220,9 +220,10 @@ FIELD_RULES: dict[str, Rule] = {
     "teacher.std": _POSITIVE,
     "train.batch_size": _int(1), "train.weight_decay": _NON_NEGATIVE, "train.label_smoothing": _FRACTION,
     "train.views": _int(1),
-    "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.margin": _num(lambda v: -1 <= v <= 1, "in [-1, 1]"),
+    "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.eta": _int(2),
+    "pruner.margin": _num(lambda v: -1 <= v <= 1, "in [-1, 1]"),
     "pruner.rungs": ((lambda v: _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v < 1),
-                     "an epoch (an integer >= 1) or a fraction of the epochs (strictly between 0 and 1)"), "pruner.eta": _int(2),
+                     "an epoch (an integer >= 1) or a fraction of the epochs (strictly between 0 and 1)"),
 }
 SPACE_RULES: dict[str, Rule] = {  # how students.build and search.objective use each value
     "family": ((lambda v: isinstance(v, str) and v != ""), "a student family name"),  # and registered: validate_space
