@@ -159,13 +159,18 @@ def main() -> None:
     summary = {"study_file": args.study_file, "trials": cfg.trials, "epochs": cfg.epochs, "seeds": args.seeds,
                "objectives": cfg.objectives, "base_pruner": dataclasses.asdict(base), "sets": args.set, "rows": rows}
     for variant, vals in rows.items():
-        ep, hv = statistics.mean(v["epochs"] for v in vals), statistics.mean(v["hv"] for v in vals)
-        hv_abs = statistics.mean(v["hv_abs"] for v in vals)
-        killed, total = sum(v["killed"] for v in vals), sum(v["small"] for v in vals)
+        ep, hv, hv_abs, killed, total = aggregate(vals)
         console.print(f"{variant:24s} {ep:15.1%} {hv:20.1%} {hv_abs:12.4f} {killed:>20d} of {total}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if args.markdown:
         print(markdown(rows))
+
+
+def aggregate(vals: list[dict]) -> tuple[float, float, float, int, int]:
+    """One variant over the seeds: mean epochs and hypervolume vs none, mean hypervolume, and the
+    small front members killed of those there were."""
+    return (statistics.mean(v["epochs"] for v in vals), statistics.mean(v["hv"] for v in vals),
+            statistics.mean(v["hv_abs"] for v in vals), sum(v["killed"] for v in vals), sum(v["small"] for v in vals))
 
 
 def markdown(rows: dict[str, list[dict]]) -> str:
@@ -173,9 +178,8 @@ def markdown(rows: dict[str, list[dict]]) -> str:
     lines = ["| pruner | epochs vs none | hypervolume vs none | hypervolume | small front members killed |",
              "|---|---|---|---|---|"]
     for variant, vals in rows.items():
-        lines.append(f"| {variant} | {statistics.mean(v['epochs'] for v in vals):.1%} | "
-                     f"{statistics.mean(v['hv'] for v in vals):.1%} | {statistics.mean(v['hv_abs'] for v in vals):.4f} | "
-                     f"{sum(v['killed'] for v in vals)} of {sum(v['small'] for v in vals)} |")
+        ep, hv, hv_abs, killed, total = aggregate(vals)
+        lines.append(f"| {variant} | {ep:.1%} | {hv:.1%} | {hv_abs:.4f} | {killed} of {total} |")
     lines.append("")
     lines += [f"{variant}, per seed: " + ", ".join(f"{v['epochs']:.1%} / {v['hv']:.1%}" for v in vals)
               for variant, vals in rows.items() if variant != "none"]
