@@ -17,13 +17,7 @@ mkdir -p "$OUTDIR"
 export KDSEARCH_CACHE=${KDSEARCH_CACHE:-/tmp/kdsearch-cache}
 
 $PY -m kdsearch --help > /dev/null || { echo "kdsearch does not import: stopping"; exit 1; }
-$PY - > "$OUTDIR/decode.log" 2>&1 <<'PY' &
-import tomllib
-from kdsearch.config import DataConfig
-from kdsearch.data import load_data
-d = tomllib.load(open("studies/cifar10-resnet50-gpu.toml", "rb"))["data"]
-print(load_data(DataConfig(dataset=d["dataset"], data_dir=d["data_dir"])).train.x.shape)
-PY
+$PY benchmarks/decode_data.py studies/cifar10-resnet50-gpu.toml > "$OUTDIR/decode.log" 2>&1 &
 bash benchmarks/gpu.sh > "$OUTDIR/gpu.log" 2>&1
 wait
 echo "gpu.sh done, $(left)s left"

@@ -22,13 +22,7 @@ start=$(date +%s)
 mkdir -p "$OUTDIR" "$WORK/logs" "$WORK/merged"
 
 # decode the data once, before six processes would each decode it
-$PY - <<PY || { echo "data does not load: stopping"; exit 1; }
-import tomllib
-from kdsearch.config import DataConfig
-from kdsearch.data import load_data
-d = tomllib.load(open("$STUDY", "rb"))["data"]
-print("data", load_data(DataConfig(dataset=d["dataset"], data_dir=d["data_dir"])).train.x.shape)
-PY
+$PY benchmarks/decode_data.py "$STUDY" || { echo "data does not load: stopping"; exit 1; }
 for space in all plain; do
   for seed in 0 1 2; do
     name=$space-seed$seed
@@ -49,8 +43,8 @@ work = Path("$WORK")
 for space, folder in [("all", "pruners-cifar10$TAG-gpu"), ("plain", "pruners-cifar10-plain$TAG-gpu")]:
     (work / "merged" / folder).mkdir(parents=True, exist_ok=True)
     to = f"sqlite:///{work / 'merged' / folder / 'unpruned.db'}"
-    for seed in (0, 1, 2):
-        src = f"sqlite:///{work / f'{space}-seed{seed}' / 'unpruned.db'}"
+    for db in sorted(work.glob(f"{space}-seed*/unpruned.db")):  # the seeds launched above
+        src = f"sqlite:///{db}"
         for name in optuna.get_all_study_names(src):
             optuna.copy_study(from_study_name=name, from_storage=src, to_storage=to)
             done = sum(t.state.name == "COMPLETE" for t in optuna.load_study(study_name=name, storage=to).trials)
