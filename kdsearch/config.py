@@ -54,13 +54,30 @@ class TeacherConfig:
 
 @dataclass
 class TrainConfig:
-    """How each student is trained (fixed per study; T, alpha and lr are in [space])."""
+    """How each student is trained (fixed per study; T, alpha and lr are in [space]). The defaults are
+    the recipe benchmarks/bench_recipe.py measured best (BENCHMARKS.md, "Training recipe")."""
 
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
+    schedule: str = "linear"  # linear warm-up, then "linear" or "cosine" decay to 0; or "onecycle"
+    warmup: float = 0.2  # fraction of the steps spent warming up
+    batch_size: int = 256
+    weight_decay: float | None = None  # None: the optimizer's (sgd 5e-4 as L2, adamw 0.05 decoupled)
+    label_smoothing: float = 0.1  # on the cross-entropy term of the loss
+    ema: float = 0.0  # per-step decay of an average of the weights that is evaluated and kept (0 = off)
+    zero_init_residual: bool = True  # residual blocks start as identities (last BN scale 0)
     teacher_cache: bool = True  # cache teacher logits per (image, view); False = online teacher
     views: int = 16  # cached views per image (every view when this covers them all)
+
+
+# [train] values of studies stored before the setting existed (a run.json or study fingerprint
+# without the key): what those studies ran with, so they resume and retrain as they were.
+LEGACY_TRAIN: dict[str, Any] = {"optimizer": "adamw", "schedule": "onecycle", "warmup": 0.25, "ema": 0.0,
+                                "zero_init_residual": False, "batch_size": 128, "weight_decay": 5e-4,
+                                "label_smoothing": 0.0}
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("linear", "cosine", "onecycle")
+# [space] lr when the study file leaves it out: a peak-lr range that suits the optimizer
+DEFAULT_LR: dict[str, list[float]] = {"sgd": [0.05, 0.5], "adamw": [1e-3, 1e-2]}
 
 
 @dataclass
@@ -219,7 +236,7 @@ FIELD_RULES: dict[str, Rule] = {
     "teacher.mean": ((lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v)), "a finite number"),
     "teacher.std": _POSITIVE,
     "train.batch_size": _int(1), "train.weight_decay": _NON_NEGATIVE, "train.label_smoothing": _FRACTION,
-    "train.views": _int(1),
+    "train.views": _int(1), "train.warmup": _FRACTION, "train.ema": _FRACTION,
     "pruner.warmup_epochs": _int(0), "pruner.min_trials": _int(0), "pruner.eta": _int(2),
     "pruner.margin": _num(lambda v: -1 <= v <= 1, "in [-1, 1]"),
     "pruner.rungs": ((lambda v: _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v < 1),
@@ -277,6 +294,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     one_of("pruner", cfg.pruner.name, PRUNERS)
     one_of("device", cfg.device, DEVICES)
     one_of("teacher.normalize", cfg.teacher.normalize, NORMALIZE)
+    one_of("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
+    one_of("train.schedule", cfg.train.schedule, SCHEDULES)
     if not cfg.objectives or cfg.objectives[0] != "accuracy":
         raise KDSearchError("objectives: the first objective must be 'accuracy'")
     for o in cfg.objectives:
@@ -305,7 +324,10 @@ def config_from_dict(values: dict[str, Any]) -> StudyConfig:
     top = {k: v for k, v in values.items() if k not in _SECTIONS and k != "space"}
     _apply(cfg, top, "run config")
     for key in _SECTIONS:
-        _apply(getattr(cfg, key), values.get(key, {}), f"run config [{key}]")
+        stored = values.get(key, {})
+        if key == "train":  # a run stored before a [train] setting existed ran with its legacy value
+            stored = {**LEGACY_TRAIN, **stored}
+        _apply(getattr(cfg, key), stored, f"run config [{key}]")
     cfg.space = dict(values.get("space", cfg.space))
     return validate(cfg)
 
@@ -313,6 +335,8 @@ def config_from_dict(values: dict[str, Any]) -> StudyConfig:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Defaults <- study file <- overrides (dotted keys such as 'data.subset' or 'trials')."""
     cfg = StudyConfig()
+    given_space: set[str] = {dotted.partition(".")[2] for dotted, value in (overrides or {}).items()
+                             if dotted.startswith("space.") and value is not None}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -334,6 +358,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 if not isinstance(value, dict):
                     raise KDSearchError(f"{path}: [space] must be a table")
                 cfg.space.update(value)
+                given_space |= set(value)
             else:
                 raise KDSearchError(f"{path}: unknown section [{key}] (known: study, {', '.join(_SECTIONS)}, space)")
     for dotted, value in (overrides or {}).items():
@@ -346,4 +371,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             _apply(getattr(cfg, section), {key: value}, f"--{dotted}")
         else:
             _apply(cfg, {key: value}, f"--{dotted}")
+    if cfg.space.get("lr") == DEFAULT_SPACE["lr"] and "lr" not in given_space:
+        cfg.space["lr"] = list(DEFAULT_LR.get(cfg.train.optimizer, DEFAULT_SPACE["lr"]))
     return validate(cfg)

@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .augment import apply_views, random_views, to_float
+from .config import OPTIMIZERS, SCHEDULES
 from .errors import KDSearchError
+from .students import zero_init_last_bn
 
 
 class NonFiniteLoss(RuntimeError):
@@ -61,19 +64,58 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, t
     return alpha * t * t * kl + (1.0 - alpha) * ce
 
 
-def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, total_steps: int):
-    """AdamW or SGD (Nesterov) with a one-cycle schedule: robust for short budgets."""
+# weight decay when the recipe leaves it unset: L2 for SGD (added to the gradient), decoupled for AdamW
+# (shrinks weights by lr * wd per step, so it needs a far larger value to regularize at all)
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv and linear weights only: decaying batch-norm scales and biases only hurts small nets."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
+    """The lr multiplier after `step` optimizer steps: a linear warm-up over the first `warmup` of the
+    steps to the peak, then a linear ("linear") or cosine ("cosine") decay to zero at the last step."""
+    up = max(1, round(warmup * total_steps))
+    down = max(1, total_steps - up)
+
+    def factor(step: int) -> float:
+        if step < up:
+            return (step + 1) / up
+        left = max(0.0, (total_steps - step) / down)
+        return left if schedule == "linear" else 0.5 * (1.0 - math.cos(math.pi * left))
+    return factor
+
+
+def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None, total_steps: int,
+                   schedule: str = "onecycle", warmup: float = 0.25):
+    """SGD (Nesterov momentum 0.9) or AdamW over param_groups, and a per-step schedule: "onecycle"
+    (torch's OneCycleLR, warm-up fraction `warmup`; kdsearch's schedule before it had a choice),
+    "linear" or "cosine" (lr_factor)."""
+    if kind not in OPTIMIZERS or schedule not in SCHEDULES:
+        raise ValueError(f"unknown optimizer {kind!r} or schedule {schedule!r}")
+    groups = param_groups(model, DEFAULT_WEIGHT_DECAY[kind] if weight_decay is None else weight_decay)
     if kind == "sgd":
         opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     else:
         opt = torch.optim.AdamW(groups, lr=lr)
+    if schedule != "onecycle":
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, warmup, total_steps))
     if total_steps < 8:  # too short for warm-up and annealing phases (OneCycleLR divides by zero)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=warmup)
     return opt, sched
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and batch-norm statistics (torch's AveragedModel),
+    updated after every step; None when decay is 0 (off)."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -90,7 +132,7 @@ def train_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                 scheduler, *, batch_size: int, pad: int, flip: bool, generator: torch.Generator,
                 teacher: nn.Module | None = None, temperature: float = 1.0, alpha: float = 0.0,
-                label_smoothing: float = 0.0, cache=None,
+                label_smoothing: float = 0.0, cache=None, ema: AveragedModel | None = None,
                 on_step: Callable[[int], None] | None = None) -> float:
     """One epoch over (x, y) (uint8 images and labels already on the device); returns mean loss.
 
@@ -99,6 +141,7 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
     drawn the same way whatever alpha is, so a distilled student and its no-teacher baseline
     built with the same generator see the same views in the same order. Without a cache, views
     are drawn from all of them and the teacher (if any) runs online on exactly the view shown.
+    With `ema`, the weight average is updated after every step.
     """
     model.train()
     device = x.device
@@ -124,6 +167,8 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.detach()
         steps += 1
         if on_step is not None:
@@ -136,16 +181,32 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
 
 @dataclass
 class Recipe:
-    """How a model is trained: everything but the model, the data and the teacher."""
+    """How a model is trained: everything but the model, the data and the teacher.
+
+    The defaults are kdsearch's recipe before it had these settings (AdamW, one-cycle); studies get
+    theirs from [train] (config.TrainConfig, whose defaults were chosen by benchmarks/bench_recipe.py).
+    """
 
     epochs: int
     lr: float
     batch_size: int
-    weight_decay: float = 5e-4
-    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum); both with a one-cycle schedule
+    weight_decay: float | None = 5e-4  # None: DEFAULT_WEIGHT_DECAY of the optimizer
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum 0.9)
+    schedule: str = "onecycle"  # or "linear", "cosine" (after a linear warm-up)
+    warmup: float = 0.25  # fraction of the steps spent warming up
+    ema: float = 0.0  # per-step decay of a weight average that is evaluated and kept (0 = off)
+    zero_init_residual: bool = False  # residual blocks start as identities (their last BN scale 0)
     temperature: float = 1.0
     alpha: float = 0.0  # weight of the distillation term; 0 = labels only
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # on the CE term
+
+
+def recipe_from(train, epochs: int, lr: float, temperature: float = 1.0, alpha: float = 0.0) -> Recipe:
+    """A student's Recipe from a study's [train] settings (config.TrainConfig) and its own lr, T, alpha."""
+    return Recipe(epochs=epochs, lr=lr, batch_size=train.batch_size, weight_decay=train.weight_decay,
+                  optimizer=train.optimizer, schedule=train.schedule, warmup=train.warmup, ema=train.ema,
+                  zero_init_residual=train.zero_init_residual, temperature=temperature, alpha=alpha,
+                  label_smoothing=train.label_smoothing)
 
 
 EpochCallback = Callable[[int, float, list[float]], None]  # (epoch from 1, mean loss, val curve so far)
@@ -161,10 +222,16 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     training and teacher fine-tuning all run it. Batch order and views come from a CPU
     generator seeded with `seed`, so two calls with the same seed and data see the same batches
     and views, whatever their alpha (see train_epoch). The model's initialization is the
-    caller's: seed torch before building it.
+    caller's: seed torch before building it. With recipe.ema the weight average is what each epoch
+    evaluates, and it is copied into `model` at the end (also when on_epoch stops training early).
     """
     steps = steps_per_epoch(len(y), recipe.batch_size)
-    opt, sched = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs * steps)
+    if recipe.zero_init_residual:
+        zero_init_last_bn(model)
+    opt, sched = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs * steps,
+                                recipe.schedule, recipe.warmup)
+    ema = weight_average(model, recipe.ema)
+    evaluated = model if ema is None else ema.module
     generator = torch.Generator().manual_seed(seed)
     task = progress.add_task(description, total=recipe.epochs * steps) if progress is not None else None
     curve: list[float] = []
@@ -175,13 +242,15 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
             loss = train_epoch(
                 model, x, y, opt, sched, batch_size=recipe.batch_size, pad=pad, flip=flip, generator=generator,
                 teacher=teacher, temperature=recipe.temperature, alpha=recipe.alpha,
-                label_smoothing=recipe.label_smoothing, cache=cache,
+                label_smoothing=recipe.label_smoothing, cache=cache, ema=ema,
                 on_step=None if task is None else (lambda s, e=epoch: progress.update(task, completed=e * steps + s)))
             if x_val is not None and y_val is not None:
-                curve.append(accuracy(model, x_val, y_val))
+                curve.append(accuracy(evaluated, x_val, y_val))
             if on_epoch is not None:
                 on_epoch(epoch + 1, loss, curve)
     finally:
+        if ema is not None:  # the average is the model: what was evaluated is what is kept
+            model.load_state_dict(ema.module.state_dict())
         if task is not None:
             progress.remove_task(task)
     return curve

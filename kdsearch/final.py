@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .config import config_from_dict
-from .distill import Recipe, accuracy, fit
+from .config import LEGACY_TRAIN, config_from_dict
+from .distill import accuracy, fit, recipe_from
 from .errors import KDSearchError
 from .files import write_text_atomic
 from .layout import RESULTS_FILE, final_dir, model_dir
@@ -174,9 +174,7 @@ def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: 
               progress: Progress | None) -> tuple[FinalRun, torch.nn.Module]:
     """Train the spec from scratch (same init, batches and views for every arm of a seed); val curve, test once."""
     cfg, data = ctx.cfg, ctx.data
-    recipe = Recipe(epochs=epochs, lr=lr, batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay,
-                    temperature=hp["temperature"], alpha=hp["alpha"] if mode == "kd" else 0.0,
-                    label_smoothing=cfg.train.label_smoothing)
+    recipe = recipe_from(cfg.train, epochs, lr, hp["temperature"], hp["alpha"] if mode == "kd" else 0.0)
     torch.manual_seed(seed)
     model = build(spec).to(ctx.device, memory_format=torch.channels_last)
     start = time.perf_counter()
@@ -248,7 +246,9 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     # the spec as the study stored it (re-serializing would add fields newer code knows, and retrain)
     setup = {"trial": number, "spec": attrs["spec"], **hp, "epochs": epochs, "train_images": len(ctx.train),
              "batch_size": cfg.train.batch_size, "weight_decay": cfg.train.weight_decay,
-             "teacher_key": ctx.teacher.key, "views": ctx.cache.k if ctx.cache is not None else None}
+             "teacher_key": ctx.teacher.key, "views": ctx.cache.k if ctx.cache is not None else None,
+             # the rest of the recipe where it differs from the one results stored before it existed
+             **{k: v for k, v in asdict(cfg.train).items() if k in LEGACY_TRAIN and v != LEGACY_TRAIN[k]}}
     folder = final_dir(run.run_dir, number)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RESULTS_FILE

@@ -25,9 +25,9 @@ from rich.progress import Progress
 from safetensors.torch import save_file
 
 from . import measure
-from .config import SPACE_KINDS, StudyConfig
+from .config import LEGACY_TRAIN, SPACE_KINDS, StudyConfig, TrainConfig
 from .data import DataSplits, Split, load_data, stratified_subset
-from .distill import Recipe, fit, resolve_device
+from .distill import fit, recipe_from, resolve_device
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .augment import num_views
@@ -126,8 +126,9 @@ def make_sampler(name: str, seed: int, trials: int = 100) -> optuna.samplers.Bas
 MEANING = ("objectives", "epochs", "max_params", "max_macs", "max_latency_ms", "data.dataset", "data.val_fraction",
            "data.subset", "data.pad", "data.flip", "teacher.name", "teacher.weights", "teacher.pretrained",
            "teacher.input_size", "teacher.epochs", "teacher.lr", "teacher.batch_size", "teacher.normalize",
-           "teacher.mean", "teacher.std", "train.batch_size",
-           "train.weight_decay", "train.label_smoothing", "train.teacher_cache", "train.views", "pruner", "space")
+           "teacher.mean", "teacher.std", "train.optimizer", "train.schedule", "train.warmup", "train.batch_size",
+           "train.weight_decay", "train.label_smoothing", "train.ema", "train.zero_init_residual",
+           "train.teacher_cache", "train.views", "pruner", "space")
 FINGERPRINT_ATTR = "fingerprint"
 
 
@@ -148,7 +149,9 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
     stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
     if stored is None:
         return
-    stored = {**fingerprint(StudyConfig()), **stored}  # settings added since the study began: their defaults
+    legacy = StudyConfig()
+    legacy.train = TrainConfig(**LEGACY_TRAIN)
+    stored = {**fingerprint(legacy), **stored}  # settings added since the study began: the values it ran with
     stored["space"] = json.loads(json.dumps(effective_space(stored.get("space", {}))))
     diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
     if diff:
@@ -261,20 +264,21 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     reject_over_budget(trial, cfg, {"latency": costs["latency"]})
 
     model = model.to(ctx.device, memory_format=torch.channels_last)
-    recipe = Recipe(epochs=cfg.epochs, lr=hp["lr"], batch_size=cfg.train.batch_size,
-                    weight_decay=cfg.train.weight_decay, temperature=hp["temperature"], alpha=hp["alpha"],
-                    label_smoothing=cfg.train.label_smoothing)
+    recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
 
     def prune(epoch: int, loss: float, curve: list[float]) -> None:
         trial.set_user_attr(CURVE, curve)
         if ctx.pruner.should_prune(finished_trials(trial.study), curve, cfg.epochs, costs):
             trial.set_user_attr(PRUNED_AT, epoch)
-            save_student(trial_dir(cfg.run_path, trial.number), model, spec)
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {curve[-1]:.4f}")
 
-    curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
-                teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val, on_epoch=prune,
-                progress=ctx.progress, description=f"trial {trial.number}")
+    try:
+        curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
+                    teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val, on_epoch=prune,
+                    progress=ctx.progress, description=f"trial {trial.number}")
+    except optuna.TrialPruned:  # saved as evaluated (fit has put a weight average into the model by now)
+        save_student(trial_dir(cfg.run_path, trial.number), model, spec)
+        raise
     save_student(trial_dir(cfg.run_path, trial.number), model, spec)
     values = {"accuracy": curve[-1], **costs}
     return tuple(float(values[o]) for o in cfg.objectives)
@@ -611,7 +615,8 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
         model = build(spec).to(ctx.device, memory_format=torch.channels_last)
         n = min(len(ctx.y_train), cfg.train.batch_size * 3)
-        recipe = Recipe(epochs=1, lr=1e-3, batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay)
+        recipe = recipe_from(cfg.train, epochs=1, lr=min(cfg.space["lr"]) if isinstance(cfg.space["lr"], list)
+                             else cfg.space["lr"])
         per_image = measure.wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
                                                              pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
     total = per_image * len(ctx.y_train) * cfg.epochs * trials

@@ -234,6 +234,17 @@ def build_inverted(spec: StudentSpec) -> nn.Module:
                                                                             spec.expand_ratio))
 
 
+def zero_init_last_bn(model: nn.Module) -> None:
+    """Start every residual block as the identity: the scale of the last batch norm on its residual
+    branch at zero (Goyal et al. 2017; torchvision's zero_init_residual, timm's zero_init_last).
+    Only the initialization changes: the architecture, and a spec's saved weights, are the same."""
+    for m in model.modules():
+        if isinstance(m, BasicBlock):
+            nn.init.zeros_(m.conv2[1].weight)
+        elif isinstance(m, InvertedResidual) and m.residual:
+            nn.init.zeros_(m.project[1].weight)
+
+
 # [space] keys that only some families use: sampled only for those, irrelevant to a space without them.
 FAMILY_KEYS: dict[str, tuple[str, ...]] = {"batch_norm": ("plain",), "expand_ratio": ("inverted",)}
 # The value of a [space] key missing from a space stored before the key existed (an old run's run.json).

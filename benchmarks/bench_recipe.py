@@ -1,0 +1,186 @@
+"""Training recipes on fixed students: which [train] defaults make students as good as their size allows.
+
+Trains fixed students (no search) for a fixed number of epochs on a dataset's training split
+with kdsearch's own loop (distill.fit, the one every trial and final model runs), once per
+(student, recipe variant, seed, teacher or not), and reports validation and test accuracy.
+The baseline is `old`, kdsearch's recipe before [train] had these settings; every other
+variant is printed as its difference from `old` on the same student and seed.
+
+A variant is the shipped default ([train] of kdsearch.config.TrainConfig) plus `key=value`
+changes, e.g. `lr=0.4`, `optimizer=adamw,lr=0.005,weight_decay=0.05`; `old` and `default`
+are named. Every finished model is appended to OUT/results.jsonl at once: an interrupted
+benchmark continues where it stopped and never trains a finished model twice.
+
+With `--teacher-run RUN` (a kdsearch run folder: its teacher and teacher-logit cache, built
+on this data if missing), students also train distilled (`--arms kd`) at the given T and alpha.
+
+    python benchmarks/bench_recipe.py --data ../shared/data/cifar10-jpg.tar.gz --students plain15k res8 \
+        --variants old default lr=0.4 --seeds 0 --epochs 10 --out benchmarks/results/recipe
+    python benchmarks/bench_recipe.py --out benchmarks/results/recipe --markdown     # tables only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kdsearch.config import LEGACY_TRAIN, DataConfig, TrainConfig, config_from_dict
+from kdsearch.data import load_data
+from kdsearch.distill import accuracy, fit, recipe_from
+from kdsearch.measure import count_params
+from kdsearch.students import StudentSpec, build
+
+# Fixed students: the MLPerf Tiny ResNet-8, two plain students of the committed CIFAR-10 run
+# (results/cifar10-resnet32 trials 18 and 15) and a MobileNetV2-style one of about 50k params.
+STUDENTS: dict[str, dict] = {
+    "plain15k": {"channels": [10, 13, 29], "convs_per_stage": 2},
+    "plain50k": {"channels": [6, 17, 63], "convs_per_stage": 2},
+    "res8": {"family": "residual", "channels": [16, 32, 64], "convs_per_stage": 1},
+    "inv50k": {"family": "inverted", "channels": [16, 32, 64], "convs_per_stage": 1, "expand_ratio": 3},
+}
+OLD = {**LEGACY_TRAIN, "lr": 0.005}  # kdsearch's recipe before this benchmark, at the lr RESULTS.md used
+DEFAULT_LR = 0.2  # the peak lr of `default` (a search samples it per student)
+
+
+def variant_settings(name: str) -> dict:
+    """[train] settings plus lr of a named variant."""
+    if name == "old":
+        return dict(OLD)
+    base = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in LEGACY_TRAIN} | {"lr": DEFAULT_LR}
+    if name == "default":
+        return base
+    for item in name.split(","):
+        key, _, value = item.partition("=")
+        if key not in base:
+            raise SystemExit(f"variant {name!r}: unknown setting {key!r} (known: {', '.join(base)})")
+        try:
+            base[key] = json.loads(value)  # numbers, true/false, null
+        except ValueError:
+            base[key] = value  # names: optimizer=adamw
+    return base
+
+
+def spec_for(name: str, data) -> StudentSpec:
+    return StudentSpec(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size,
+                       mean=list(data.mean), std=list(data.std), **STUDENTS[name])
+
+
+def load_done(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def key(r: dict) -> tuple:
+    return r["student"], r["variant"], r["seed"], r["arm"], r["epochs"]
+
+
+def train_one(data, student: str, variant: str, seed: int, arm: str, epochs: int, teacher, cache,
+              temperature: float, alpha: float) -> dict:
+    settings = variant_settings(variant)
+    train = TrainConfig(**{k: v for k, v in settings.items() if k != "lr"})
+    recipe = recipe_from(train, epochs, settings["lr"], temperature, alpha if arm == "kd" else 0.0)
+    spec = spec_for(student, data)
+    torch.manual_seed(seed)
+    model = build(spec).to(memory_format=torch.channels_last)
+    start = time.perf_counter()
+    curve = fit(model, data.train.x, data.train.y, recipe, pad=data.pad, flip=data.flip, seed=seed,
+                teacher=teacher if arm == "kd" else None, cache=cache if arm == "kd" else None,
+                x_val=data.val.x, y_val=data.val.y)
+    seconds = time.perf_counter() - start
+    return {"student": student, "arch": spec.summary(), "params": count_params(model), "variant": variant,
+            "settings": settings, "seed": seed, "arm": arm, "epochs": epochs, "val_curve": curve,
+            "val_accuracy": curve[-1], "test_accuracy": accuracy(model, data.test.x, data.test.y),
+            "seconds": seconds, "threads": torch.get_num_threads()}
+
+
+def table(rows: list[dict], markdown: bool) -> str:
+    """Per student and arm: each variant's mean test (val) accuracy over its seeds, and its paired
+    difference from `old` over the seeds both have."""
+    out = []
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["student"], r["arm"], r["epochs"]), {}).setdefault(r["variant"], []).append(r)
+    for (student, arm, epochs), variants in groups.items():
+        any_row = next(iter(variants.values()))[0]
+        out.append(f"\n{student} ({any_row['arch']}, {any_row['params']:,} params), {arm}, {epochs} epochs\n")
+        head = ["variant", "seeds", "test %", "val %", "test vs old (paired)", "s / epoch"]
+        out.append("| " + " | ".join(head) + " |" if markdown else "  ".join(f"{h:>22s}" for h in head))
+        if markdown:
+            out.append("|" + "---|" * len(head))
+        old = {r["seed"]: r for r in variants.get("old", [])}
+        for variant, rs in sorted(variants.items(), key=lambda kv: -statistics.mean(r["test_accuracy"] for r in kv[1])):
+            test = [r["test_accuracy"] * 100 for r in rs]
+            val = [r["val_accuracy"] * 100 for r in rs]
+            diffs = [(r["test_accuracy"] - old[r["seed"]]["test_accuracy"]) * 100 for r in rs if r["seed"] in old]
+            sd = f" ± {statistics.stdev(test):.2f}" if len(test) > 1 else ""
+            cells = [variant, str(len(rs)), f"{statistics.mean(test):.2f}{sd}", f"{statistics.mean(val):.2f}",
+                     f"{statistics.mean(diffs):+.2f} ({len(diffs)})" if diffs and variant != "old" else "",
+                     f"{statistics.mean(r['seconds'] / r['epochs'] for r in rs):.1f}"]
+            out.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>22s}" for c in cells))
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="an image folder or .tar.gz (ImageFolder layout), or a dataset name")
+    ap.add_argument("--students", nargs="+", default=["plain15k", "res8"], choices=list(STUDENTS))
+    ap.add_argument("--variants", nargs="+", default=["old", "default"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--arms", nargs="+", default=["ce"], choices=["ce", "kd"])
+    ap.add_argument("--teacher-run", help="a kdsearch run folder whose teacher distills the kd arm")
+    ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--markdown", action="store_true", help="print the tables of OUT only")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    if args.markdown:
+        print(table(load_done(path), markdown=True))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher = cache = None
+    if "kd" in args.arms:
+        if not args.teacher_run:
+            raise SystemExit("--arms kd needs --teacher-run")
+        from rich.console import Console
+
+        from kdsearch.search import prepare_inputs  # the run's teacher and logit cache, as `kdsearch train` has them
+
+        cfg = config_from_dict(json.loads((Path(args.teacher_run) / "run.json").read_text())["config"])
+        cfg.run_dir, cfg.data.subset, cfg.device = args.teacher_run, 0, "cpu"
+        ctx = prepare_inputs(cfg, Console())
+        data, teacher, cache = ctx.data, ctx.teacher.model, ctx.cache
+    else:
+        source = Path(args.data)
+        cfg = DataConfig(dataset="imagefolder", data_dir=str(source)) if source.exists() else DataConfig(dataset=args.data)
+        data = load_data(cfg, seed=0)
+    for v in args.variants:
+        variant_settings(v)  # every name checked before any training
+    done = {key(r) for r in load_done(path)}
+    for student in args.students:
+        for variant in args.variants:
+            for seed in args.seeds:
+                for arm in args.arms:
+                    if (student, variant, seed, arm, args.epochs) in done:
+                        continue
+                    r = train_one(data, student, variant, seed, arm, args.epochs, teacher, cache,
+                                  args.temperature, args.alpha)
+                    with path.open("a") as f:
+                        f.write(json.dumps(r) + "\n")
+                    print(f"{student:9s} {variant:40s} seed {seed} {arm}: test {r['test_accuracy']:.2%} "
+                          f"val {r['val_accuracy']:.2%} ({r['seconds'] / args.epochs:.1f} s/epoch)", flush=True)
+    print(table(load_done(path), markdown=False))
+
+
+if __name__ == "__main__":
+    main()
