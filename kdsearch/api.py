@@ -160,7 +160,7 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
 
 def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *, front: bool = False,
             epochs: int | None = None, seeds: Iterable[int] | None = None, baseline: bool = True,
-            all_views: bool = False, lr: float | None = None, lr_grid: Iterable[float] | None = None,
+            all_views: bool = True, lr: float | None = None, lr_grid: Iterable[float] | None = None,
             full_data: bool = True, device: str | None = None, console: Console | None = None,
             **rules: Any) -> dict[int, dict[str, Any]]:
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with

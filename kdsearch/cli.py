@@ -115,7 +115,7 @@ def report(
     storage: Annotated[Optional[str], Opt(help="Optuna storage URL, instead of a run folder.")] = None,
     study_name: Annotated[Optional[str], Opt(help="Study name in --storage.")] = None,
     out: Annotated[Optional[Path], Opt(help="HTML file to write (default: RUN/report.html).")] = None,
-    no_test: Annotated[bool, Opt("--no-test", help="Do not measure test accuracy of the Pareto members.")] = False,
+    test: Annotated[bool, Opt("--test/--no-test", help="Also measure and show the Pareto members' test accuracy (pick on validation, report test).")] = False,
     images: Annotated[bool, Opt("--images", help="Also write each figure as an image (needs kaleido).")] = False,
     image_format: Annotated[str, Opt(help="png or svg (with --images).")] = "png",
 ) -> None:
@@ -125,7 +125,7 @@ def report(
     if image_format not in ("png", "svg"):
         raise KDSearchError(f"--image-format: {image_format!r} is not one of png, svg")
     run = open_run(run_dir, storage, study_name)
-    write_report(run, out, test=not no_test, images=images, image_format=image_format, console=console)
+    write_report(run, out, test=test, images=images, image_format=image_format, console=console)
 
 
 @app.command()
@@ -208,8 +208,8 @@ def train(
     knee: Annotated[bool, Opt("--knee", help=RULE_HELP["knee"])] = False,
     epochs: Annotated[Optional[int], Opt(help="Training epochs (default: 4x the search's epochs).")] = None,
     seeds: Annotated[Optional[str], Opt(help="Comma list of seeds, e.g. 0,1,2 (default: the study's seed).")] = None,
-    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train without the teacher on the same views.")] = True,
-    all_views_baseline: Annotated[bool, Opt("--all-views-baseline", help="Also a baseline drawing from all views.")] = False,
+    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also the control: no teacher, on the teacher's cached views.")] = True,
+    all_views_baseline: Annotated[bool, Opt("--all-views-baseline/--no-all-views-baseline", help="Also ordinary training: no teacher, fresh views every epoch (the headline baseline).")] = True,
     lr: Annotated[Optional[float], Opt(help="One fixed learning rate for every arm (instead of --lr-grid).")] = None,
     lr_grid: Annotated[str, Opt(help="Each arm picks its lr on validation from the trial's lr times these.")] = "0.5,1,2",
     subset: Annotated[bool, Opt("--subset/--full-data", help="Keep the search's training subset instead of the full split.")] = False,

@@ -101,7 +101,9 @@ SPACE_KINDS: dict[str, str] = {
     "family": "choice",  # student families (students.FAMILIES): plain, residual, inverted
     "stages": "int",
     "convs_per_stage": "int",
-    "channels": "int_log",  # sampled per stage as channels_0, channels_1, ...
+    "width": "int_log",  # channels of the first stage; stage i has round(width * growth**i)
+    "growth": "choice",  # width multiplier from one stage to the next
+    "channels": "int_log",  # instead of width and growth: sampled per stage as channels_0, channels_1, ...
     "kernel_size": "choice",
     "batch_norm": "choice",  # plain only (residual and inverted always use batch norm)
     "expand_ratio": "int",  # inverted only: width multiplier of the 1x1 expansion
@@ -117,7 +119,8 @@ DEFAULT_SPACE: dict[str, Any] = {
     "family": ["plain", "residual", "inverted"],
     "stages": [1, 4],
     "convs_per_stage": [1, 2],
-    "channels": [8, 128],
+    "width": [8, 64],
+    "growth": [1.0, 1.5, 2.0],
     "kernel_size": [3, 5],
     "batch_norm": [True, False],
     "expand_ratio": [2, 6],
@@ -245,7 +248,8 @@ FIELD_RULES: dict[str, Rule] = {
 SPACE_RULES: dict[str, Rule] = {  # how students.build and search.objective use each value
     "family": ((lambda v: isinstance(v, str) and v != ""), "a student family name"),  # and registered: validate_space
     "expand_ratio": _int(1),
-    "stages": _int(1), "convs_per_stage": _int(1), "channels": _int(1), "fc_width": _int(1),
+    "stages": _int(1), "convs_per_stage": _int(1), "channels": _int(1), "fc_width": _int(1), "width": _int(1),
+    "growth": _num(lambda v: v >= 1, ">= 1"),
     "fc_layers": _int(0),
     "kernel_size": ((lambda v: _is_int(v) and v >= 1 and v % 2 == 1), "a positive odd integer"),  # padding k // 2
     "batch_norm": ((lambda v: isinstance(v, bool)), "true or false"),
@@ -371,6 +375,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             _apply(getattr(cfg, section), {key: value}, f"--{dotted}")
         else:
             _apply(cfg, {key: value}, f"--{dotted}")
+    if "channels" in given_space:  # per-stage widths, as before width and growth
+        if {"width", "growth"} & given_space:
+            raise KDSearchError("space: give either channels (a width per stage) or width and growth, not both")
+        cfg.space.pop("width", None)
+        cfg.space.pop("growth", None)
     if cfg.space.get("lr") == DEFAULT_SPACE["lr"] and "lr" not in given_space:
         cfg.space["lr"] = list(DEFAULT_LR.get(cfg.train.optimizer, DEFAULT_SPACE["lr"]))
     return validate(cfg)

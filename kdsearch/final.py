@@ -3,10 +3,12 @@
 The search trains each student briefly, often on a subset; the students a user picks deserve
 the full training split and more epochs. The comparison is built to be fair:
 
-- per seed, the distilled student (the trial's T and alpha) and its baseline (no teacher,
-  alpha = 0) start from the same initialization and see the same batches and **the same
-  views** (the cached view ids of the teacher-logit cache); a second baseline that draws from
-  all views, as plain training would, can be added and is labelled as such;
+- the headline baseline is ordinary training: the same student without a teacher (alpha = 0),
+  fresh augmentation views every epoch, the same recipe, its own learning rate;
+- the control isolates the teacher's signal: without a teacher but on **the same views** as
+  the distilled student (the cached view ids of the teacher-logit cache); per seed, all arms
+  start from the same initialization and see the same batches;
+- an arm whose loss diverges is recorded as failed, with its reason, and the others go on;
 - each arm gets its own learning rate, chosen on the validation split from the same grid
   (multiples of the trial's lr, using the first seed), or both use one fixed lr;
 - the test split is read once per finished model and never used to choose anything;
@@ -28,11 +30,12 @@ from typing import Any
 import optuna
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from .config import LEGACY_TRAIN, config_from_dict
-from .distill import accuracy, fit, recipe_from
+from .distill import NonFiniteLoss, accuracy, fit, recipe_from
 from .errors import KDSearchError
 from .files import write_text_atomic
 from .layout import RESULTS_FILE, final_dir, model_dir
@@ -45,9 +48,10 @@ from .students import StudentSpec, build
 
 MODES = {
     "kd": "distilled (trial's T, alpha)",
-    "ce": "baseline: no teacher, same views",
-    "ce-all": "baseline: no teacher, all views",
+    "ce": "control: no teacher, the teacher's cached views",
+    "ce-all": "ordinary training: no teacher, fresh views every epoch",
 }
+HEADLINE = ("ce-all", "ce")  # the baseline a gain is reported against: ordinary training where it was run
 DEFAULT_GRID = (0.5, 1.0, 2.0)
 
 
@@ -59,10 +63,11 @@ class FinalRun:
     curve: list[float]  # validation accuracy after each epoch
     test_accuracy: float
     seconds: float
+    error: str | None = None  # why the model failed (a diverging loss): no accuracy, the other arms go on
 
     @property
     def val_accuracy(self) -> float:
-        return self.curve[-1]
+        return self.curve[-1] if self.curve else math.nan
 
 
 @dataclass
@@ -124,7 +129,10 @@ def choose_lr(runs: list[FinalRun], mode: str, seed: int, candidates: list[float
     done = [find(runs, mode, seed, lr) for lr in candidates]
     if any(r is None for r in done):
         return None
-    best = max(done, key=lambda r: (r.val_accuracy, -abs(math.log(r.lr / trial_lr))))
+    trained = [r for r in done if r.error is None]
+    if not trained:
+        return None  # every candidate diverged: the arm has no result
+    best = max(trained, key=lambda r: (r.val_accuracy, -abs(math.log(r.lr / trial_lr))))
     return best.lr
 
 
@@ -136,7 +144,11 @@ def summarize(runs: list[FinalRun], modes: list[str], seeds: list[int], policy: 
     per_seed: dict[str, dict[int, float]] = {}
     for mode in modes:
         lr = candidates[0] if len(candidates) == 1 else choose_lr(runs, mode, seeds[0], candidates, trial_lr)
-        chosen = {s: r for s in seeds if lr is not None and (r := find(runs, mode, s, lr)) is not None}
+        found = {s: r for s in seeds if lr is not None and (r := find(runs, mode, s, lr)) is not None}
+        failed = {s: r.error for s, r in found.items() if r.error is not None}
+        chosen = {s: r for s, r in found.items() if r.error is None}
+        if failed:
+            out.setdefault("failed", {})[mode] = failed
         if not chosen:
             continue
         per_seed[mode] = {s: r.test_accuracy for s, r in chosen.items()}
@@ -153,9 +165,15 @@ def summarize(runs: list[FinalRun], modes: list[str], seeds: list[int], policy: 
     return out
 
 
-def gain_sentence(gain: dict[str, Any], against: str = "ce") -> str:
-    """The paired gain in points, its 95% interval, and plainly whether it excludes zero."""
-    g = gain.get(against)
+def headline(gain: dict[str, Any]) -> str | None:
+    """The baseline that the gain of a trial's results is reported against (HEADLINE), None without any."""
+    return next((base for base in HEADLINE if base in gain), None)
+
+
+def gain_sentence(gain: dict[str, Any], against: str | None = None) -> str:
+    """The paired gain in points over `against` (default: the headline baseline), its 95% interval, and
+    plainly whether it excludes zero."""
+    g = gain.get(against or headline(gain) or "")
     if not g:
         return "no paired runs yet"
     if g["n"] < 2:
@@ -198,7 +216,7 @@ def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int
 
 
 def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = False, epochs: int | None = None,
-                seeds: list[int] | None = None, baseline: bool = True, all_views: bool = False,
+                seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
                 console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
@@ -284,12 +302,16 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     with progress_bar(console) as progress:
         while todo:
             mode, seed, lr = todo[0]
-            result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress)
-            save_student(model_dir(run.run_dir, number, mode, seed, lr), model, spec)
+            try:
+                result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress)
+                save_student(model_dir(run.run_dir, number, mode, seed, lr), model, spec)
+                done = f"val {result.val_accuracy:.2%}, test {result.test_accuracy:.2%} ({result.seconds:.0f} s)"
+            except NonFiniteLoss as exc:  # this arm diverged at this lr: recorded as failed, the others go on
+                result = FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}")
+                done = f"[red]failed: {escape(result.error)}[/]"
             runs.append(result)
             save_results(path, body())  # at once: an interruption keeps it
-            progress.console.print(f"  {mode:6s} lr {lr:.3g} seed {seed}: val {result.val_accuracy:.2%}, "
-                                   f"test {result.test_accuracy:.2%} ({result.seconds:.0f} s)", highlight=False)
+            progress.console.print(f"  {mode:6s} lr {lr:.3g} seed {seed}: {done}", highlight=False)
             todo = plan()
     final = body()
     if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
@@ -311,5 +333,7 @@ def final_table(number: int, results: dict[str, Any]) -> Table:
     table.add_row(f"teacher {teacher['name']}", "", "", f"{teacher['val_accuracy']:.2%}",
                   f"{teacher['test_accuracy']:.2%}", "", "")
     lines = [f"distillation adds {gain_sentence(summary['gain'], base)} (vs {MODES[base]})" for base in summary["gain"]]
+    lines += [f"{MODES[mode]} failed at seed(s) {', '.join(map(str, failed))}: {next(iter(failed.values()))}"
+              for mode, failed in summary.get("failed", {}).items()]
     table.caption = "\n".join(lines + [results["lr_policy"]["text"]])
     return table

@@ -1,8 +1,9 @@
 """`kdsearch results`: one Markdown document from finished runs, every number read from their files.
 
-Per run: the teacher; the search's Pareto front (validation and test accuracy); the final
-training of each retrained student (distilled and baseline test accuracy over seeds, the
-paired gain with its 95% interval, accuracy retained as a fraction of the teacher's); a figure
+Per run: the teacher; the search's Pareto front (validation accuracy; test accuracy only for
+students that went through final training); the final training of each retrained student
+(distilled and baseline test accuracy over seeds, the paired gains with their 95% intervals,
+accuracy retained as a fraction of the teacher's, the search's rank fidelity); a figure
 of test accuracy against params; the commands, the study file, machine and software. A run
 folder may hold a hand-written `notes.md` (discussion, no numbers): it is included as is.
 """
@@ -16,12 +17,13 @@ from typing import Any
 
 import plotly.graph_objects as go
 from rich.console import Console
+from scipy.stats import kendalltau, spearmanr
 
 from .errors import KDSearchError
 from .files import write_text_atomic
-from .final import MODES, gain_sentence
+from .final import MODES, gain_sentence, headline
 from .layout import RESULTS_FILE, notes_file, run_file
-from .report import Run, export_images, log_ticks, open_run, pareto_test_accuracy, pareto_trials
+from .report import Run, export_images, log_ticks, open_run, pareto_trials
 
 AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's params, within 3 points of it
 ARM_STYLE = {"kd": ("#d62728", "circle", 0.96), "ce": ("#1f77b4", "square", 1.0), "ce-all": ("#7f7f7f", "diamond", 1.04)}
@@ -103,30 +105,38 @@ def teacher_section(teacher: dict[str, Any], data: dict[str, Any]) -> list[str]:
             f"(read only for the tables below, never by the search).", ""]
 
 
-def front_section(run: Run, teacher: dict[str, Any], say) -> list[str]:
+def front_section(run: Run, teacher: dict[str, Any], finals: list[dict[str, Any]]) -> list[str]:
+    """The search's front by validation accuracy (what the search chose on); test accuracy only for the
+    students that went through final training, as their distilled arm scored there."""
     members = pareto_trials(run.study)
-    tests, note = pareto_test_accuracy(run, [t.number for t in members], say=say)
+    final_test = {b["setup"]["trial"]: b["summary"]["arms"]["kd"]["test_mean"] for b in finals
+                  if "kd" in b["summary"]["arms"]}
     cfg = run.config
     lines = [f"### The search's Pareto front ({len(members)} of {len(run.study.trials)} trials; "
              f"{cfg.get('epochs')} epochs each on the search's training images)", "",
-             "| trial | val acc | test acc | params | of teacher | MACs | latency ms | T | alpha | architecture |",
+             "| trial | val acc (search) | test acc (final training) | params | of teacher | MACs | latency ms | T "
+             "| alpha | architecture |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for t in sorted(members, key=lambda t: t.user_attrs.get("params", 0)):
         a = t.user_attrs
-        lines.append(f"| {t.number} | {pct(t.values[0])} | {pct(tests.get(t.number))} | {a.get('params', 0):,} | "
+        lines.append(f"| {t.number} | {pct(t.values[0])} | {pct(final_test.get(t.number))} | {a.get('params', 0):,} | "
                      f"{fraction(a.get('params', 0), teacher['params'])} | {a.get('macs', 0):,} | "
                      f"{a.get('latency_ms', math.nan):.3f} | {a.get('temperature', math.nan):.2f} | "
                      f"{a.get('alpha', math.nan):.2f} | `{a.get('arch', '')}` |")
-    return lines + ([""] + [note] if note else []) + [""]
+    return lines + ["", "Validation accuracy is what the search optimized; the test split is read only for "
+                    "students retrained below (their distilled arm's mean over seeds).", ""]
+
+
+BASELINES = {"ce-all": "ordinary training (fresh views)", "ce": "control (teacher's views)"}
 
 
 def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
     if not finals:
         return ["No final training yet (`kdsearch train RUN --front` or `--trials ...`).", ""]
-    has_all = any("ce-all" in b["summary"]["arms"] for b in finals)
-    head = ["trial", "params (of teacher)", "MACs (of teacher)", "seeds", "epochs", "distilled test",
-            "baseline test (same views)", "gain, points [95% CI]"]
-    head += ["baseline test (all views)", "gain vs all views"] if has_all else []
+    bases = [base for base in BASELINES if any(base in b["summary"]["arms"] for b in finals)]
+    head = ["trial", "params (of teacher)", "MACs (of teacher)", "seeds", "epochs", "distilled test"]
+    for base in bases:
+        head += [f"{BASELINES[base]} test", f"gain vs {BASELINES[base].split(' (')[0]}, points [95% CI]"]
     head += ["distilled / teacher"]
     lines = ["### Final training", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for b in finals:
@@ -134,21 +144,37 @@ def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> lis
         kd = arms.get("kd")
         row = [str(b["setup"]["trial"]), f"{trial['params']:,} ({fraction(trial['params'], teacher['params'])})",
                f"{trial['macs']:,} ({fraction(trial['macs'], teacher.get('macs', 0))})",
-               str(len(kd["seeds"]) if kd else 0), str(b["setup"]["epochs"]), mean_sd(kd), mean_sd(arms.get("ce")),
-               gain_cell(gain.get("ce"))]
-        row += [mean_sd(arms.get("ce-all")), gain_cell(gain.get("ce-all"))] if has_all else []
+               str(len(kd["seeds"]) if kd else 0), str(b["setup"]["epochs"]), mean_sd(kd)]
+        for base in bases:
+            row += [mean_sd(arms.get(base)), gain_cell(gain.get(base))]
         row += [pct(kd["retained"], 1) if kd else ""]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"Test accuracy: mean ± sd over seeds, teacher {pct(teacher['test_accuracy'])}. Gain: the "
-              "distilled minus the baseline test accuracy of each seed (same initialization, batches and views), "
-              "mean and 95% t-interval, in points.", ""]
+              "distilled minus the baseline test accuracy of each seed (same initialization and batches; the "
+              "control also sees the distilled student's views), mean and 95% t-interval over the seeds both "
+              "arms finished, in points.", ""]
     for b in finals:
         s, lr = b["setup"], b["lr_policy"]["text"]
         chosen = ", ".join(f"{m} {a['lr']:.3g}" for m, a in b["summary"]["arms"].items())
+        failed = "".join(f" {MODES[m]} failed at seed(s) {', '.join(map(str, f))}: {next(iter(f.values()))}."
+                         for m, f in b["summary"].get("failed", {}).items())
         lines.append(f"- Trial {s['trial']} (`{b['trial']['arch']}`, T {s['temperature']:.2f}, alpha {s['alpha']:.2f}, "
                      f"{s['epochs']} epoch(s) on {s['train_images']:,} images): distillation adds "
-                     f"{gain_sentence(b['summary']['gain'])}. Learning rates: {lr}; chosen: {chosen}.")
-    return lines + [""]
+                     f"{gain_sentence(b['summary']['gain'])}. Learning rates: {lr}; chosen: {chosen}.{failed}")
+    return lines + [""] + fidelity_lines(finals)
+
+
+def fidelity_lines(finals: list[dict[str, Any]]) -> list[str]:
+    """How well the search's short training ranked the retrained students: rank correlations of their
+    search validation accuracy with their final (distilled) test accuracy."""
+    pairs = [(b["trial"]["search_val_accuracy"], b["summary"]["arms"]["kd"]["test_mean"]) for b in finals
+             if "kd" in b["summary"]["arms"] and b["trial"].get("search_val_accuracy") is not None]
+    if len(pairs) < 3:
+        return []
+    search, final = zip(*pairs)
+    rho, tau = spearmanr(search, final).statistic, kendalltau(search, final).statistic
+    return [f"Search fidelity: over the {len(pairs)} retrained students, the search's validation accuracy ranks "
+            f"them against their final test accuracy with Spearman {rho:.2f} and Kendall {tau:.2f}.", ""]
 
 
 def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
@@ -166,16 +192,15 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
                         f"is {-gap:.2f} points above the teacher."))
     else:
         lines.append(f"- No student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params was retrained.")
-    shown = [str(b["setup"]["trial"]) for b in finals
-             if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2 and (g["low"] > 0 or g["high"] < 0)]
-    positive = [str(b["setup"]["trial"]) for b in finals
-                if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2 and g["low"] > 0]
+    gains = [(str(b["setup"]["trial"]), b["summary"]["gain"].get(headline(b["summary"]["gain"]) or "")) for b in finals]
+    shown = [n for n, g in gains if g and g["n"] >= 2 and (g["low"] > 0 or g["high"] < 0)]
+    positive = [n for n, g in gains if g and g["n"] >= 2 and g["low"] > 0]
     lines.append("- A distillation gain whose 95% interval excludes zero: "
                  + (f"**met** for trial(s) {', '.join(positive)}." if positive else "**not met**: ")
                  + ("" if positive else ("no interval excludes zero." if not shown else
                                          f"the intervals of trial(s) {', '.join(shown)} exclude zero below it "
                                          "(the teacher hurt).")))
-    tested = sum(1 for b in finals if (g := b["summary"]["gain"].get("ce")) and g["n"] >= 2)
+    tested = sum(1 for _, g in gains if g and g["n"] >= 2)
     if tested > 1:
         lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.1f} of {tested} intervals would "
                      "exclude zero by chance alone, so a lone exclusion among many is a lead to retest with more "
@@ -207,7 +232,7 @@ def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]
     return lines
 
 
-def run_section(run_dir: Path, figures: Path, out: Path, console: Console, same_study_twice: bool = False) -> list[str]:
+def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool = False) -> list[str]:
     """One run's part of the document, titled by its study name, and its run folder's name too when
     another run of the same study is in the document (say, the same search retrained otherwise)."""
     run = open_run(run_dir)
@@ -220,7 +245,7 @@ def run_section(run_dir: Path, figures: Path, out: Path, console: Console, same_
     finals = load_finals(run_dir)
     lines = [f"## {title}", "", f"Run folder `{run_dir}`.", ""]
     lines += teacher_section(teacher, data)
-    lines += front_section(run, teacher, lambda m: console.print(m, highlight=False))
+    lines += front_section(run, teacher, finals)
     lines += finals_section(finals, teacher)
     if finals:
         fig = figure(finals, teacher, f"{title}: test accuracy vs params")
@@ -249,7 +274,7 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
     figures = Path(figures) if figures else out.with_name(out.stem + "-figures")
     lines = ["# Results", "",
              f"Generated by `{command}` from the run folders below: every number is read from their files "
-             "(the study, `final/*/results.json`, `test_accuracy.json`); rerun the command to regenerate. "
+             "(the study, `final/*/results.json`); rerun the command to regenerate. "
              "Accuracy is top-1; params and MACs are exact counts; latency is the median at batch 1 on the CPU.", ""]
     if preface is not None:
         if not Path(preface).is_file():
@@ -257,7 +282,7 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
         lines += [Path(preface).read_text().rstrip(), ""]
     names = [open_run(Path(d)).study.study_name for d in run_dirs]
     for run_dir, name in zip(run_dirs, names):
-        lines += run_section(Path(run_dir), figures, out, console, same_study_twice=names.count(name) > 1)
+        lines += run_section(Path(run_dir), figures, out, same_study_twice=names.count(name) > 1)
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
     console.print(f"results: {out}", highlight=False)
     return out

@@ -283,8 +283,10 @@ def suggest(trial: optuna.Trial, name: str, value: Any, kind: str) -> Any:
 
 def sample_spec(trial: optuna.Trial, space: dict[str, Any], in_channels: int, num_classes: int,
                 image_size: int, mean: list[float], std: list[float]) -> StudentSpec:
-    """Define-by-run sampling of a student: `family` first, then channels_i per stage, fc_width_i
-    per layer, and batch_norm (plain) or expand_ratio (inverted) only for the family that uses it.
+    """Define-by-run sampling of a student: `family` first, then the stages and their widths (a base
+    `width` multiplied by `growth` from stage to stage, or, in a space with `channels`, channels_i
+    per stage), fc_width_i per layer, and batch_norm (plain) or expand_ratio (inverted) only for the
+    family that uses it.
 
     A key missing from `space` (a run stored before it existed) takes LEGACY_SPACE's value, else
     DEFAULT_SPACE's. A fixed family leaves the order of the other draws as it was before families.
@@ -294,7 +296,12 @@ def sample_spec(trial: optuna.Trial, space: dict[str, Any], in_channels: int, nu
         return suggest(trial, name or key, value, SPACE_KINDS[key])
 
     family = pick("family")
-    channels = [pick("channels", f"channels_{i}") for i in range(pick("stages"))]
+    stages = pick("stages")
+    if "channels" in space:  # one width per stage, sampled independently (spaces before width and growth)
+        channels = [pick("channels", f"channels_{i}") for i in range(stages)]
+    else:  # widths that grow with depth, as in ResNets and MobileNets
+        width, growth = pick("width"), pick("growth")
+        channels = [int(width * growth ** i + 0.5) for i in range(stages)]
     fc = [pick("fc_width", f"fc_width_{i}") for i in range(pick("fc_layers"))]
     return StudentSpec(
         in_channels=in_channels, num_classes=num_classes, image_size=image_size,

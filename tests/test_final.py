@@ -37,18 +37,22 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
     assert "one seed: no interval" in result.output and "the trial's learning rate for every arm" in result.output
     stored = json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())
     runs = {r["mode"]: r for r in stored["runs"]}
-    assert set(runs) == {"kd", "ce"} and all(len(r["curve"]) == 2 and 0 <= r["test_accuracy"] <= 1 for r in runs.values())
+    assert set(runs) == {"kd", "ce", "ce-all"}  # distilled, the control (same views) and ordinary training
+    assert all(len(r["curve"]) == 2 and 0 <= r["test_accuracy"] <= 1 for r in runs.values())
     assert stored["setup"]["epochs"] == 2 and stored["environment"]["torch"]
     assert stored["setup"]["train_images"] == open_run(tiny_run).study.user_attrs["data"]["train"]  # no val images
-    gain = stored["summary"]["gain"]["ce"]
-    assert gain["mean"] == pytest.approx(runs["kd"]["test_accuracy"] - runs["ce"]["test_accuracy"])
-    assert gain["n"] == 1 and math.isnan(gain["low"])
+    for base in ("ce", "ce-all"):
+        gain = stored["summary"]["gain"][base]
+        assert gain["mean"] == pytest.approx(runs["kd"]["test_accuracy"] - runs[base]["test_accuracy"])
+        assert gain["n"] == 1 and math.isnan(gain["low"])
+    assert final.headline(stored["summary"]["gain"]) == "ce-all"
+    assert f"{100 * stored['summary']['gain']['ce-all']['mean']:+.2f} points from one seed" in result.output
     lr = runs["kd"]["lr"]
     kd, ce = weights(tiny_run, TRIAL, "kd", 0, lr), weights(tiny_run, TRIAL, "ce", 0, lr)
     assert any(not (kd[k] == ce[k]).all() for k in kd)  # the teacher changed what was learned
 
     again = train(tiny_run, "--trial", str(TRIAL), "--epochs", "2", "--lr-grid", "1")  # kept, not retrained
-    assert again.exit_code == 0 and "2 model(s) already done" in again.output, again.output
+    assert again.exit_code == 0 and "3 model(s) already done" in again.output, again.output
     assert json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())["runs"] == stored["runs"]
 
     out = tmp_path / "exp"
@@ -89,7 +93,7 @@ def test_with_alpha_zero_both_arms_end_identical(tiny_run, cache_env, monkeypatc
 
 
 def test_front_retrains_every_pareto_member(tiny_run, cache_env):
-    result = train(tiny_run, "--front", "--epochs", "1", "--lr", "0.01", "--no-baseline")
+    result = train(tiny_run, "--front", "--epochs", "1", "--lr", "0.01", "--no-baseline", "--no-all-views-baseline")
     assert result.exit_code == 0, result.output
     members = [t.number for t in pareto_trials(open_run(tiny_run).study)]
     assert members
@@ -98,6 +102,30 @@ def test_front_retrains_every_pareto_member(tiny_run, cache_env):
         assert ("kd", 0.01, 0) in [(r["mode"], r["lr"], r["seed"]) for r in stored["runs"]]  # other tests may add runs
         assert list(stored["summary"]["arms"]) == ["kd"] and stored["summary"]["arms"]["kd"]["lr"] == 0.01
         assert stored["lr_policy"]["fixed"] == 0.01 and "one fixed learning rate" in stored["lr_policy"]["text"]
+
+
+def test_a_diverging_arm_is_recorded_as_failed_and_the_others_go_on(tiny_run, cache_env, monkeypatch):
+    real = final.fit
+
+    def diverge_without_cache(model, x, y, recipe, **kw):  # ordinary training (fresh views) diverges
+        if kw.get("cache") is None:
+            raise final.NonFiniteLoss("training loss became nan (try a lower learning rate)")
+        return real(model, x, y, recipe, **kw)
+
+    monkeypatch.setattr(final, "fit", diverge_without_cache)
+    number = 2
+    result = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr", "0.01", "--seeds", "0,1")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "failed: NonFiniteLoss: training loss became nan" in result.output
+    stored = json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())
+    failed = [r for r in stored["runs"] if r["error"]]
+    assert [(r["mode"], r["seed"]) for r in failed] == [("ce-all", 0), ("ce-all", 1)]
+    assert all(math.isnan(r["test_accuracy"]) and r["curve"] == [] for r in failed)
+    summary = stored["summary"]
+    assert set(summary["arms"]) == {"kd", "ce"} and set(summary["failed"]["ce-all"]) == {"0", "1"}
+    assert summary["gain"]["ce"]["n"] == 2 and "ce-all" not in summary["gain"]
+    again = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr", "0.01", "--seeds", "0,1")
+    assert "6 model(s) already done" in again.output  # a failure is a result: not retried on every rerun
 
 
 def test_paired_t_interval():

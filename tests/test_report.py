@@ -52,10 +52,10 @@ def make_report(run_dir: Path, out: Path, *extra: str) -> str:
 
 @pytest.fixture(scope="module")
 def page(tiny_run, tmp_path_factory) -> str:
-    """The tiny run's report, made once for the module (test accuracy measured and stored)."""
+    """The tiny run's report with --test, made once for the module (test accuracy measured and stored)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return make_report(tiny_run, tmp_path_factory.mktemp("report") / "report.html")
+        return make_report(tiny_run, tmp_path_factory.mktemp("report") / "report.html", "--test")
 
 
 @pytest.fixture
@@ -110,16 +110,19 @@ def test_test_accuracy_measured_once_and_stored(tiny_run, page, tmp_path, monkey
         raise AssertionError("test accuracy must not be evaluated twice")
 
     monkeypatch.setattr(report, "evaluate_students", boom)
-    page = make_report(tiny_run, tmp_path / "b.html")
+    page = make_report(tiny_run, tmp_path / "b.html", "--test")
     assert json.loads((tiny_run / TEST_FILE).read_text()) == stored
     hover = " ".join(trace(figures(page)["accuracy-vs-params"], "Pareto front")["text"])
     assert "test acc" in hover
 
 
-def test_no_test_skips_evaluation(tiny_run, tmp_path, monkeypatch, no_importance):
-    monkeypatch.setattr(report, "evaluate_students", lambda *a, **k: pytest.fail("evaluated despite --no-test"))
-    page = make_report(tiny_run, tmp_path / "n.html", "--no-test")
+@pytest.mark.parametrize("flags", [(), ("--no-test",)])
+def test_test_accuracy_is_absent_unless_asked(tiny_run, tmp_path, monkeypatch, no_importance, flags):
+    monkeypatch.setattr(report, "evaluate_students", lambda *a, **k: pytest.fail("evaluated without --test"))
+    page = make_report(tiny_run, tmp_path / "n.html", *flags)
     assert report.TEST_SENTENCE not in page
+    assert ">test acc</th>" not in page.split('id="pareto"')[1].split("</table>")[0]
+    assert "test acc" not in " ".join(trace(figures(page)["accuracy-vs-params"], "Pareto front")["text"])
 
 
 def test_storage_and_study_name_instead_of_a_folder(tiny_run, tmp_path, no_importance):
