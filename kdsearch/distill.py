@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .augment import apply_views, random_views, to_float
-from .config import OPTIMIZERS, SCHEDULES
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .errors import KDSearchError
 from .students import zero_init_last_bn
 
@@ -201,8 +201,8 @@ class Recipe:
     label_smoothing: float = 0.0  # on the CE term
 
 
-def recipe_from(train, epochs: int, lr: float, temperature: float = 1.0, alpha: float = 0.0) -> Recipe:
-    """A student's Recipe from a study's [train] settings (config.TrainConfig) and its own lr, T, alpha."""
+def recipe_from(train: TrainConfig, epochs: int, lr: float, temperature: float = 1.0, alpha: float = 0.0) -> Recipe:
+    """A student's Recipe from a study's [train] settings and its own lr, T and alpha."""
     return Recipe(epochs=epochs, lr=lr, batch_size=train.batch_size, weight_decay=train.weight_decay,
                   optimizer=train.optimizer, schedule=train.schedule, warmup=train.warmup, ema=train.ema,
                   zero_init_residual=train.zero_init_residual, temperature=temperature, alpha=alpha,

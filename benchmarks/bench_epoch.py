@@ -1,0 +1,106 @@
+"""Time per training step: kdsearch's loop against a bare PyTorch loop over the same student.
+
+The bare loop is what a user writes first: float images already in memory, no augmentation,
+the default (contiguous) memory format, cross-entropy, SGD with Nesterov momentum, one step
+per batch. kdsearch's loop (distill.train_epoch, as a trial runs it: uint8 data, batched crop
+and flip, shuffled batches, the KD loss against cached teacher logits, the study's recipe and
+weight average) runs the same number of steps on the same student. Both run in this process,
+interleaved block by block so that load on the machine hits both alike; the ratio of median
+seconds per step is printed (the target: kdsearch within 1.2x of the bare loop).
+
+    python benchmarks/bench_epoch.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from kdsearch.augment import random_views
+from kdsearch.config import TrainConfig
+from kdsearch.distill import make_optimizer, recipe_from, train_epoch, weight_average
+from kdsearch.students import StudentSpec, build
+
+STUDENTS = {
+    "res8": dict(family="residual", channels=[16, 32, 64]),
+    "plain15k": dict(channels=[10, 13, 29], convs_per_stage=2),
+    "plain50k": dict(channels=[6, 17, 63], convs_per_stage=2),
+    "inv50k": dict(family="inverted", channels=[16, 32, 64], convs_per_stage=2, expand_ratio=3),
+}
+
+
+class FakeCache:
+    """Teacher logits for every image and view, served as the real cache does (no teacher cost)."""
+
+    def __init__(self, n: int, classes: int):
+        self.logits = torch.randn(n, classes).half()
+
+    def draw(self, idx, generator):
+        return random_views(len(idx), 4, True, generator), self.logits[idx]
+
+
+def bare_steps(model, x, y, batch: int, steps: int, opt) -> float:
+    model.train()
+    start = time.perf_counter()
+    for i in range(steps):
+        idx = torch.randint(0, len(y), (batch,))
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def kdsearch_steps(model, x, y, recipe, steps: int, opt, sched, ema, cache) -> float:
+    n = recipe.batch_size * steps
+    start = time.perf_counter()
+    train_epoch(model, x[:n], y[:n], opt, sched, batch_size=recipe.batch_size, pad=4, flip=True,
+                generator=torch.Generator().manual_seed(0), temperature=recipe.temperature, alpha=recipe.alpha,
+                label_smoothing=recipe.label_smoothing, cache=cache, ema=ema)
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", nargs="+", default=["res8", "plain15k"], choices=list(STUDENTS))
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    ap.add_argument("--blocks", type=int, default=5, help="timed blocks per loop, interleaved")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train = TrainConfig()
+    recipe = recipe_from(train, epochs=1, lr=0.1, temperature=4.0, alpha=0.5)
+    n = recipe.batch_size * args.steps
+    g = torch.Generator().manual_seed(0)
+    x8 = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    xf = x8.float().div(255)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {recipe.batch_size}, "
+          f"recipe {train.optimizer}/{train.schedule}, ema {train.ema}")
+    for name in args.students:
+        spec = StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[name])
+        bare = build(spec)
+        bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        ours = build(spec).to(memory_format=torch.channels_last)
+        opt, sched = make_optimizer(ours, recipe.optimizer, recipe.lr, recipe.weight_decay, 10_000,
+                                    recipe.schedule, recipe.warmup)
+        ema = weight_average(ours, recipe.ema)
+        cache = FakeCache(n, 10)
+        bare_steps(bare, xf, y, recipe.batch_size, 2, bare_opt)  # warm-up
+        kdsearch_steps(ours, x8, y, recipe, 2, opt, sched, ema, cache)
+        b, k = [], []
+        for _ in range(args.blocks):
+            b.append(bare_steps(bare, xf, y, recipe.batch_size, args.steps, bare_opt))
+            k.append(kdsearch_steps(ours, x8, y, recipe, args.steps, opt, sched, ema, cache))
+        mb, mk = statistics.median(b), statistics.median(k)
+        print(f"{name:9s} {spec.summary():32s} bare {1000 * mb:7.1f} ms/step  kdsearch {1000 * mk:7.1f} ms/step  "
+              f"ratio {mk / mb:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Search fidelity: does the search's short training rank students as full training does?
+
+Samples students of a study's space (the random sampler, seeded: student i is the same on every
+machine), trains each at one or more proxy budgets (a stratified subset of the training split
+for a few epochs, as a search trial does) and at the final budget (the whole training split,
+more epochs), all with the study's [train] recipe, its teacher and the sampled T, alpha and lr,
+and reports the Spearman and Kendall rank correlations of their validation accuracies between
+each proxy and the final budget. The proxy a study should use is the cheapest one that ranks
+well (Spearman >= 0.8 is the target).
+
+Every trained model is appended to OUT/results.jsonl at once (resumable). The study file's
+run folder provides the teacher and its logit cache (built there on first use).
+
+    python benchmarks/bench_fidelity.py studies/digits-demo.toml --students 12 --proxies 300x2 600x1 \
+        --final-epochs 12 --out bench-out/fidelity-digits
+    python benchmarks/bench_fidelity.py STUDY --out DIR --markdown      # the table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import optuna
+import torch
+from rich.console import Console
+from scipy.stats import kendalltau, spearmanr
+
+from kdsearch.config import SPACE_KINDS, load_config
+from kdsearch.data import stratified_subset
+from kdsearch.distill import fit, recipe_from
+from kdsearch.measure import count_params
+from kdsearch.search import prepare_inputs
+from kdsearch.students import build, sample_spec, suggest
+
+
+def sampled(cfg, data, n: int, seed: int) -> list[tuple]:
+    """n (spec, T, alpha, lr) of the space, from a seeded random sampler."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
+                           list(data.mean), list(data.std))
+        hp = {k: suggest(trial, k, cfg.space[k], SPACE_KINDS[k]) for k in ("temperature", "alpha", "lr")}
+        out.append((spec, hp))
+    return out
+
+
+def budget_name(images: int, epochs: int) -> str:
+    return f"{images}x{epochs}"
+
+
+def train_at(ctx, spec, hp, images: int, epochs: int, seed: int) -> dict:
+    """Val accuracy of the student trained on a stratified subset of `images` (0 = all) for `epochs`."""
+    train = stratified_subset(ctx.data.train, images, seed) if images else ctx.data.train
+    cache = ctx.cache if images in (0, len(ctx.data.train)) else None  # the cache covers the full split only
+    recipe = recipe_from(ctx.cfg.train, epochs, hp["lr"], hp["temperature"], hp["alpha"])
+    torch.manual_seed(seed)
+    model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+    start = time.perf_counter()
+    curve = fit(model, train.x.to(ctx.device), train.y.to(ctx.device), recipe, pad=ctx.data.pad, flip=ctx.data.flip,
+                seed=seed, teacher=ctx.teacher.model, cache=cache, x_val=ctx.x_val, y_val=ctx.y_val)
+    return {"val_accuracy": curve[-1], "curve": curve, "seconds": time.perf_counter() - start}
+
+
+def table(rows: list[dict], final: str, markdown: bool) -> str:
+    by_budget: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by_budget.setdefault(r["budget"], {})[r["student"]] = r["val_accuracy"]
+    out = []
+    head = ["proxy budget (images x epochs)", "students", "Spearman", "Kendall", "s per student"]
+    out.append("| " + " | ".join(head) + " |" if markdown else "  ".join(f"{h:>30s}" for h in head))
+    if markdown:
+        out.append("|" + "---|" * len(head))
+    ref = by_budget.get(final, {})
+    for budget, accs in sorted(by_budget.items()):
+        if budget == final:
+            continue
+        common = sorted(accs.keys() & ref.keys())
+        if len(common) < 3:
+            continue
+        a, b = [accs[i] for i in common], [ref[i] for i in common]
+        seconds = sum(r["seconds"] for r in rows if r["budget"] == budget) / len(accs)
+        cells = [budget, str(len(common)), f"{spearmanr(a, b).statistic:.3f}", f"{kendalltau(a, b).statistic:.3f}",
+                 f"{seconds:.1f}"]
+        out.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>30s}" for c in cells))
+    final_s = [r["seconds"] for r in rows if r["budget"] == final]
+    if final_s:
+        out.append(f"\nfinal budget {final}: {len(final_s)} students, {sum(final_s) / len(final_s):.1f} s per student")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study")
+    ap.add_argument("--students", type=int, default=12)
+    ap.add_argument("--proxies", nargs="+", default=["10000x3"], help="IMAGESxEPOCHS, e.g. 10000x3 45000x1")
+    ap.add_argument("--final-epochs", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", nargs="*", default=[], help="study settings, e.g. threads=2 data.data_dir=PATH")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    cfg = load_config(args.study, {k: json.loads(v) if v[:1] in "0123456789[-tfn" else v
+                                   for k, v in (s.split("=", 1) for s in args.set)} | {"run_dir": str(out / "run")})
+    cfg.data.subset = 0
+    ctx = prepare_inputs(cfg, Console())
+    final = budget_name(len(ctx.data.train), args.final_epochs)
+    if args.markdown:
+        print(table(rows, final, markdown=True))
+        return
+    budgets = []
+    for p in args.proxies:
+        images, _, epochs = p.partition("x")
+        budgets.append((min(int(images), len(ctx.data.train)), int(epochs)))
+    budgets.append((len(ctx.data.train), args.final_epochs))
+    done = {(r["student"], r["budget"]) for r in rows}
+    for i, (spec, hp) in enumerate(sampled(cfg, ctx.data, args.students, args.seed)):
+        for images, epochs in budgets:
+            name = budget_name(images, epochs)
+            if (i, name) in done:
+                continue
+            r = {"student": i, "arch": spec.summary(), "params": count_params(build(spec)), **hp, "budget": name,
+                 **train_at(ctx, spec, hp, images, epochs, args.seed * 1_000_003 + i)}
+            with path.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            rows.append(r)
+            print(f"student {i:2d} {r['arch']:40s} {name:>10s}: val {r['val_accuracy']:.2%} ({r['seconds']:.0f} s)",
+                  flush=True)
+    print(table(rows, final, markdown=False))
+
+
+if __name__ == "__main__":
+    main()
