@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -537,39 +536,64 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
 
 
 def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
-               workers: int = 1, record: bool = True, enqueue: str | Path | None = None) -> optuna.Study:
+               workers: int = 1, record: bool = True, enqueue: str | Path | None = None,
+               in_process: bool = False) -> optuna.Study:
     """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
 
-    With `workers` > 1 the study, teacher and cache are prepared here, then that many worker
-    processes (one GPU each when several are visible) share the study.
+    The study, teacher and teacher-logit cache are prepared here; then the trials run in
+    `workers` supervised worker processes (kdsearch.supervise; one GPU each when several are
+    visible), so a trial that kills its process fails alone. `in_process` runs them in this
+    process instead (for debugging: breakpoints work; a crash then ends the run).
     """
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported in one line, below
+    if in_process and workers > 1:
+        raise KDSearchError("--in-process runs the trials in one process: drop --workers or --in-process")
     entries = load_enqueue(enqueue) if enqueue else []
     ctx, study = prepare(cfg, console, study_file, record)
     if entries:
         new = enqueue_students(study, entries, ctx.data)
         console.print(f"{new} known student(s) queued from {enqueue} (evaluated first)" if new else
                       f"the students in {enqueue} are queued already", highlight=False)
-    if workers > 1:
-        del ctx  # the workers load the prepared teacher and cache themselves
-        run_workers(cfg, workers, study_file, console)
-        return optuna.load_study(study_name=cfg.name, storage=make_storage(cfg.storage_url))
     with alive(cfg.run_path):
-        recovered = recover_dead_trials(study, cfg.run_path)
+        recovered = recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
         if recovered:
             console.print(f"[yellow]trial(s) {', '.join(map(str, recovered))} of stopped workers marked failed; "
-                          "their parameters are queued again[/]", highlight=False)
+                          "their parameters are queued again unless they were retried already[/]", highlight=False)
         done = n_finished(study)
         if done >= cfg.trials:
             console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
             return study
         console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
-        estimate_search(ctx, cfg.trials - done, console)
+        if in_process:
+            estimate_search(ctx, cfg.trials - done, console)
+            with progress_bar(console) as progress:
+                ctx.progress = progress
+                run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
+            return study
+        device = ctx.device
+        del ctx  # the workers load the prepared data, teacher and cache themselves
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        from .supervise import supervise
+
+        supervise(cfg, study, workers, console)
+    return study
+
+
+def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, estimate: bool) -> None:
+    """The work of one supervised worker process: open the study, load the inputs its supervisor
+    prepared (data, teacher and teacher-logit cache, from the run folder's caches), run trials."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(cfg)
+    ctx = prepare_inputs(cfg, Console(quiet=True))
+    with alive(cfg.run_path):
+        done = n_finished(study)
+        if estimate and done < cfg.trials:
+            estimate_search(ctx, cfg.trials - done, console)
         with progress_bar(console) as progress:
             ctx.progress = progress
-            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
-    return study
+            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline)
 
 
 def time_teacher_forward(model: torch.nn.Module, x: torch.Tensor, batch: int) -> float:
@@ -622,11 +646,14 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     return total
 
 
-def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall) -> None:
+def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall,
+               deadline: float | None = None) -> None:
     """Start trials one at a time while finished plus running ones (every worker's) fall short of the
-    target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row."""
+    target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row.
+    No trial starts after `deadline` (time.time(); default: --timeout from now)."""
     cfg = ctx.cfg
-    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    if deadline is None and cfg.timeout:
+        deadline = time.time() + cfg.timeout
     failures: list[str] = []
     over_budget = {"n": 0, "since": 0}
 
@@ -648,8 +675,8 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
-    while deadline is None or time.monotonic() < deadline:
-        recover_dead_trials(study, cfg.run_path)
+    while deadline is None or time.time() < deadline:
+        recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
         trials = study.get_trials(deepcopy=False)
         finished = sum(counts(t) for t in trials)
         if finished >= cfg.trials:
@@ -667,47 +694,3 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         if len(failures) >= MAX_CONSECUTIVE_FAILURES:
             raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "
                                 "finished trials are kept")
-
-
-def run_workers(cfg: StudyConfig, n: int, study_file: Path | None, console: Console) -> None:
-    """Start `n` worker processes on this machine sharing the study; wait for all of them."""
-    import multiprocessing
-
-    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // n) if not gpus else cfg.threads
-    console.print(f"starting {n} workers" + (f" on {gpus} GPUs" if gpus else f", {threads} CPU threads each"))
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker_main, name=f"kdsearch-worker-{i}",
-                             args=(cfg.to_dict(), i, str(study_file) if study_file else None,
-                                   i % gpus if gpus else None, threads)) for i in range(n)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join()  # they got the same Ctrl-C: each marks its trial failed and exits
-        raise
-    bad = [f"worker {i} exited with {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
-    if bad:
-        raise KDSearchError("; ".join(bad) + " (finished trials are kept; the same command resumes)")
-
-
-def _worker_main(cfg_dict: dict[str, Any], index: int, study_file: str | None, gpu: int | None,
-                 threads: int | None) -> None:
-    """One worker process: the same study, its own device and threads."""
-    from .config import config_from_dict
-
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    cfg = config_from_dict(cfg_dict)
-    cfg.threads = threads
-    console = Console(width=200)
-    try:
-        run_search(cfg, console, Path(study_file) if study_file else None, record=False)
-    except KDSearchError as exc:
-        console.print(f"[red]worker {index}: {escape(str(exc))}[/]", highlight=False)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
