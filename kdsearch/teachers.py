@@ -61,6 +61,7 @@ from . import distill
 from .config import NORMALIZE, TeacherConfig
 from .checkpoints import few, load_checked, load_checkpoint, short
 from .data import DataSplits
+from .kernels import avoid_crashing_kernels
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .progress import progress_bar
@@ -641,7 +642,7 @@ def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_si
         built.body.transform_input = False  # inception_v3's re-normalization assumes ImageNet-normalized input
         notes.append(f"{name}: transform_input turned off (it assumes ImageNet-normalized input)")
 
-    model = TeacherNet(built.body, norm[0], norm[1], built.input_size, built.repeat)
+    model = TeacherNet(avoid_crashing_kernels(built.body), norm[0], norm[1], built.input_size, built.repeat)
     info = TeacherInfo(name=name, source=built.source, head_replaced=built.head_replaced, input_size=built.input_size,
                        notes=notes, normalization=norm[2], mean=norm[0], std=norm[1])
     if external:

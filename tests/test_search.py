@@ -76,7 +76,7 @@ def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(search, "fit", flaky)
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none"))
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none", "--in-process"))
     assert result.exit_code == 0, result.output
     states = [t.state for t in load(run_dir).trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 1
@@ -149,7 +149,7 @@ def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path,
     real = search.fit
     monkeypatch.setattr(search, "fit", lambda *a, **k: trained.append(1) or real(*a, **k))
     run_dir = tmp_path / "r"
-    result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "3000"))
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "3000", "--in-process"))
     assert result.exit_code == 0, result.output
     study = load(run_dir)
     rejected = [t for t in study.trials if t.user_attrs.get("pruned_at") == 0]
@@ -171,7 +171,7 @@ def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_pa
 
     monkeypatch.setattr(search, "make_pruner", lambda *a: EveryOtherTrial())
     run_dir = tmp_path / "r"
-    result = runner.invoke(app, args(folder, run_dir, "--trials", "4", "--epochs", "3"))
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "4", "--epochs", "3", "--in-process"))
     assert result.exit_code == 0, result.output
     study = load(run_dir)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
