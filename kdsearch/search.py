@@ -446,6 +446,18 @@ def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
     write_text_atomic(path, json.dumps(run, indent=2) + "\n")
 
 
+def make_run_folder(path: Path) -> None:
+    """The run folder, made when missing; a path that is (or lies under) a file is one line."""
+    if path.exists() and not path.is_dir():
+        raise KDSearchError(f"run folder {path} is a file, not a folder: give --run-dir a new folder or a run's folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KDSearchError(f"run folder {path} cannot be made: part of its path is a file") from None
+    except PermissionError:
+        raise KDSearchError(f"run folder {path} cannot be made: permission denied") from None
+
+
 def check_run_folder(cfg: StudyConfig) -> None:
     """One run folder holds one study: another study's trial folders would overwrite its files."""
     path = run_file(cfg.run_path)
@@ -462,13 +474,17 @@ def prepare_inputs(cfg: StudyConfig, console: Console,
                    check: Callable[[DataSplits], None] | None = None) -> TrialContext:
     """What training needs, in data-flow order: device, data, teacher, teacher-logit cache
     (`check` looks at the data before any teacher work: the search checks its budgets there)."""
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    make_run_folder(cfg.run_path)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # once per run; recorded in the study
+    data = load_data(cfg.data, seed=cfg.seed)  # (data it cannot use is one line, before anything is printed)
+    if 0 < cfg.data.subset < data.num_classes:
+        raise KDSearchError(f"--subset {cfg.data.subset}: fewer images than the {data.num_classes} classes of "
+                            f"{data.name}, so some classes would have no training image (give at least "
+                            f"{data.num_classes}, or 0 for all)")
     console.print(f"[bold]kdsearch[/] study [cyan]{cfg.name}[/] in {cfg.run_path} on {device} "
                   f"({torch.get_num_threads()} CPU threads)")
-    data = load_data(cfg.data, seed=cfg.seed)
     train = stratified_subset(data.train, cfg.data.subset, cfg.seed) if cfg.data.subset else data.train
     console.print(f"data {data.name}: {len(train)} train" + (f" (subset of {len(data.train)})" if cfg.data.subset else "")
                   + f", {len(data.val)} val, {len(data.test)} test, {data.num_classes} classes, "
@@ -495,7 +511,7 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
             record: bool = True) -> tuple[TrialContext, optuna.Study]:
     """Everything before the first trial: the study (opened first: a bad storage URL fails before
     any teacher work), the training inputs, then the run's facts recorded in the study."""
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    make_run_folder(cfg.run_path)
     check_run_folder(cfg)
     with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
         study = open_study(cfg)
