@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from . import measure
 from .config import SPACE_KINDS, StudyConfig
 from .data import DataSplits, Split, load_data, stratified_subset
-from .distill import Recipe, fit, resolve_device
+from .distill import NonFiniteLoss, Recipe, fit, resolve_device
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .augment import num_views
@@ -37,7 +37,7 @@ from .provenance import code_version, command_line
 from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner, rejected
 from .students import StudentSpec, build, effective_space, sample_spec, suggest
-from .teachers import SLOW_S, TeacherResult, minutes, prepare_teacher
+from .teachers import SLOW_S, TeacherResult, chance_note, minutes, prepare_teacher
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs"}
 DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize"}
@@ -198,6 +198,7 @@ class TrialContext:
     pruner: Pruner
     cache: LogitCache | None = None  # teacher logits per (image, view); None = online teacher
     progress: Progress | None = None
+    teacher_finite: bool | None = None  # whether the teacher's logits are finite (checked when a loss is not)
 
 
 def save_student(path: Path, model: torch.nn.Module, spec: StudentSpec) -> None:
@@ -225,8 +226,25 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     except Exception as exc:
         if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
             torch.cuda.empty_cache()  # the trial's tensors are gone with its frames: give their memory back
-        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc).strip()}"[:500])
+        reason = str(exc).strip()
+        if isinstance(exc, NonFiniteLoss) and not teacher_logits_finite(ctx):
+            reason = (f"training loss became nan because teacher {ctx.teacher.name}'s logits are not finite "
+                      "(not the student's lr): retrain the teacher")
+        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {reason}"[:500])
         raise
+
+
+def teacher_logits_finite(ctx: TrialContext) -> bool:
+    """Whether the teacher's logits (cached, or online on a batch of training images) are finite:
+    a non-finite distillation loss is the teacher's doing when they are not (checked once)."""
+    if ctx.teacher_finite is None:
+        if ctx.cache is not None:
+            ctx.teacher_finite = bool(torch.isfinite(ctx.cache.logits).all())
+        else:
+            from .distill import predict
+
+            ctx.teacher_finite = bool(torch.isfinite(predict(ctx.teacher.model, ctx.x_train[:256], 256)).all())
+    return ctx.teacher_finite
 
 
 def surplus(study: optuna.Study, number: int, target: int) -> bool:
@@ -471,9 +489,11 @@ def check_run_folder(cfg: StudyConfig) -> None:
 
 
 def prepare_inputs(cfg: StudyConfig, console: Console,
-                   check: Callable[[DataSplits], None] | None = None) -> TrialContext:
+                   check: Callable[[DataSplits], None] | None = None,
+                   check_teacher: Callable[[TeacherResult, DataSplits], None] | None = None) -> TrialContext:
     """What training needs, in data-flow order: device, data, teacher, teacher-logit cache
-    (`check` looks at the data before any teacher work: the search checks its budgets there)."""
+    (`check` looks at the data before any teacher work: the search checks its budgets there;
+    `check_teacher` looks at the teacher before its logits are cached)."""
     make_run_folder(cfg.run_path)
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -493,6 +513,8 @@ def prepare_inputs(cfg: StudyConfig, console: Console,
         check(data)
     with run_lock(cfg.run_path, console, "preparing the teacher"):  # one worker trains it, the others load it
         teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads, console)
+    if check_teacher is not None:
+        check_teacher(teacher, data)
     for note in teacher.notes:
         console.print(f"[yellow]teacher: {note}[/]")
     console.print(f"teacher {teacher.name}: val {teacher.val_accuracy:.2%}, test {teacher.test_accuracy:.2%}, "
@@ -515,7 +537,8 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
     check_run_folder(cfg)
     with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
         study = open_study(cfg)
-    ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data))
+    ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data),
+                         check_teacher=lambda teacher, data: check_teacher_teaches(cfg, teacher, data))
     if record:  # the command and study file (a worker process started by --workers has its parent's)
         with run_lock(cfg.run_path, console, "writing run.json"):
             write_run_file(cfg, study_file)
@@ -528,6 +551,14 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
                                 "test": len(data.test), "classes": data.classes}}.items():
         study.set_user_attr(key, value)
     return ctx, study
+
+
+def check_teacher_teaches(cfg: StudyConfig, teacher: TeacherResult, data: DataSplits) -> None:
+    """A study does not distill from a teacher at chance on validation, trained or not, unless asked
+    (--allow-chance-teacher): one line, exit 2 (the teacher stays cached for a rerun)."""
+    note = chance_note(teacher.val_accuracy, data.val.y, teacher.epochs_trained, teacher.name)
+    if note and not cfg.teacher.allow_chance:
+        raise KDSearchError(f"{note} (or pass --allow-chance-teacher to distill from it anyway)")
 
 
 def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
@@ -543,7 +574,8 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
                       highlight=False)
     with progress_bar(console) as progress:
         cache = build_or_load(ctx.teacher.model, ctx.x_train, pad=data.pad, flip=data.flip, k=cfg.train.views,
-                              seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress)
+                              seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress,
+                              teacher_name=ctx.teacher.name)
     if cache.note:
         console.print(f"[yellow]warning: {cache.note}[/]", highlight=False)
     console.print(f"teacher logits: {cache.k} views x {len(ctx.train)} images "
