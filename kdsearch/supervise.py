@@ -200,7 +200,7 @@ class Supervisor:
             except (EOFError, OSError):
                 w.eof = True
                 break
-            if kind == "out":
+            if kind == "out" and not self.console.quiet:
                 self.console.file.write(payload)
                 self.console.file.flush()
             elif kind == "error":
