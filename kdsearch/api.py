@@ -59,10 +59,13 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(study_file: str | Path | None = None, *, workers: int = 1, console: Console | None = None,
-        **overrides: Any) -> optuna.Study:
+        in_process: bool = False, **overrides: Any) -> optuna.Study:
     """Run (or resume) a search, as `kdsearch run`, and return its Optuna study.
 
     `overrides` are study-file keys: `trials=5`, `data__subset=500` or `**{"data.subset": 500}`.
+    The trials run in supervised worker processes, which import the modules that registered
+    custom student families (families registered in a notebook cell cannot be reached there:
+    put them in a module, or pass `in_process=True`, as `--in-process`).
     """
     from .config import load_config
     from .search import run_search
@@ -70,7 +73,8 @@ def run(study_file: str | Path | None = None, *, workers: int = 1, console: Cons
     if workers < 1:
         raise KDSearchError(f"workers: must be at least 1, got {workers}")
     cfg = load_config(study_file, _overrides(overrides))
-    return run_search(cfg, _console(console), Path(study_file) if study_file else None, workers=workers)
+    return run_search(cfg, _console(console), Path(study_file) if study_file else None, workers=workers,
+                      in_process=in_process)
 
 
 def open_run(path: str | Path | Run | None = None, storage: str | None = None, study_name: str | None = None) -> Run:

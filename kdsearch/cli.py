@@ -79,6 +79,9 @@ def run(
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default: runs/<study-name>).")] = None,
     workers: Annotated[int, Opt(help="Worker processes sharing the study on this machine (one per GPU when several).")] = 1,
     enqueue: Annotated[Optional[Path], Opt(help="JSON list of known students (spec, temperature, alpha, lr) to evaluate first.")] = None,
+    retries: Annotated[Optional[int], Opt(help="Times the parameters of a trial whose process died (a crash, the OOM killer) are tried again (default 1).")] = None,
+    allow_chance_teacher: Annotated[Optional[bool], Opt("--allow-chance-teacher", help="Distill from a teacher that scores at chance on validation (default: stop).")] = None,
+    in_process: Annotated[bool, Opt("--in-process", help="Run the trials in this process, unsupervised (debugging: breakpoints work; a crash ends the run).")] = False,
 ) -> None:
     """Run (or resume) a distillation search and print its Pareto front."""
     from .config import load_config
@@ -88,6 +91,7 @@ def run(
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
         "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
+        "retries": retries, "teacher.allow_chance": allow_chance_teacher,
         "objectives": objectives.split(",") if objectives else None,
         "pruner.name": pruner, "max_params": max_params, "max_macs": max_macs, "max_latency_ms": max_latency_ms,
         "teacher.name": teacher, "teacher.weights": teacher_weights, "teacher.trust_pickle": trust_pickle,
@@ -104,7 +108,7 @@ def run(
     cfg = load_config(study_file, overrides)
     if workers < 1:
         raise KDSearchError(f"--workers: must be at least 1, got {workers}")
-    study = run_search(cfg, console, study_file, workers=workers, enqueue=enqueue)
+    study = run_search(cfg, console, study_file, workers=workers, enqueue=enqueue, in_process=in_process)
     console.print(pareto_table(study))
 
 

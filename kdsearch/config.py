@@ -48,6 +48,7 @@ class TeacherConfig:
     lr: float | None = None  # None = default (fine-tune vs from scratch)
     batch_size: int = 128
     normalize: str = "auto"  # input normalization: one of NORMALIZE ("auto": per weights source, see README)
+    allow_chance: bool = False  # distill from a teacher that scores at chance on validation (else: stop, exit 2)
     mean: list[float] = field(default_factory=list)  # explicit per-channel mean/std (both or neither): win over
     std: list[float] = field(default_factory=list)  # normalize; empty = not given
 
@@ -147,6 +148,7 @@ class StudyConfig:
     run_dir: str | None = None  # None = runs/<name>
     threads: int | None = None  # CPU threads for training, set once per run (None: torch's default)
     latency_threads: int = 1  # CPU threads for latency measurement (recorded in the study)
+    retries: int = 1  # times the parameters of a trial whose process died are tried again
     max_params: int | None = None  # budgets: a student over any of them is rejected untrained
     max_macs: int | None = None
     max_latency_ms: float | None = None
@@ -230,7 +232,7 @@ _FRACTION = _num(lambda v: 0 <= v < 1, "in [0, 1)")
 FIELD_RULES: dict[str, Rule] = {
     "name": ((lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty name"),
     "trials": _int(1), "epochs": _int(1), "seed": _int(0, 2**31 - 1),  # numpy seeds are >= 0
-    "timeout": _POSITIVE, "threads": _int(1), "latency_threads": _int(1),
+    "timeout": _POSITIVE, "threads": _int(1), "latency_threads": _int(1), "retries": _int(0),
     "max_params": _int(1), "max_macs": _int(1), "max_latency_ms": _POSITIVE,
     "data.val_fraction": _num(lambda v: 0 < v < 1, "strictly between 0 and 1"),
     "data.subset": _int(0), "data.pad": _int(0),

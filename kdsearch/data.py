@@ -100,6 +100,12 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) -> 
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     name, identity, decode = _source(cfg, root)
     arrays = _cached(cfg.dataset, identity, decode, root)
+    present = torch.unique(arrays["train_y"]).tolist()
+    if len(present) < 2:
+        names = ", ".join(str(arrays["classes"][i]) for i in present) or "none"
+        raise KDSearchError(f"data {name} has {len(present)} class(es) with training images ({names}); a classifier "
+                            "needs at least 2" + (" (one folder of images per class under train/)"
+                                                  if cfg.dataset == "imagefolder" else ""))
     train, val = _split_val(Split(arrays["train_x"], arrays["train_y"]), cfg.val_fraction, seed)
     mean, std = _channel_stats(train.x)
     pad, flip = AUGMENT_DEFAULTS[cfg.dataset]

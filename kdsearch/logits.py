@@ -20,6 +20,7 @@ from torch import nn
 
 from .augment import apply_views, identity_view, num_views, to_float
 from .distill import autocast
+from .errors import KDSearchError
 from .files import atomic_path
 from .layout import logits_path
 
@@ -27,7 +28,7 @@ from .layout import logits_path
 @dataclass
 class LogitCache:
     views: torch.Tensor  # N x K view ids (int64), on the device
-    logits: torch.Tensor  # N x K x classes, fp16, on the device
+    logits: torch.Tensor  # N x K x classes, fp16 (float32 where fp16 cannot hold them), on the device
     path: Path
     built: bool  # False when it was loaded from disk
     note: str = ""  # why it was rebuilt, when a stored cache could not be used
@@ -64,13 +65,19 @@ def choose_views(n: int, k: int, pad: int, flip: bool, seed: int) -> torch.Tenso
     return scores.argsort(dim=1)[:, :k]
 
 
+FP16_MAX = 65504.0  # the largest finite fp16 value
+
+
 @torch.no_grad()
 def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, k: int, seed: int, key: str,
-                  run_dir: Path, batch_size: int = 512, progress: Progress | None = None) -> LogitCache:
+                  run_dir: Path, batch_size: int = 512, progress: Progress | None = None,
+                  teacher_name: str = "the teacher") -> LogitCache:
     """Load the cache for `key` from run_dir/logits, or compute it in batches and save it atomically.
 
-    A stored cache that cannot be read or does not fit the images (truncated, damaged, foreign)
-    is rebuilt, and the returned cache's `note` says so.
+    A stored cache that cannot be read, does not fit the images (truncated, damaged, foreign) or
+    holds non-finite values (as fp16 caches of huge logits did) is rebuilt, and the returned
+    cache's `note` says so. Logits are stored in fp16 when it holds them all, else in float32;
+    a teacher whose own logits are not finite cannot teach: KDSearchError, naming it.
     """
     path = logits_path(run_dir, key)
     device = x.device
@@ -97,10 +104,20 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
         idx = flat_idx[start:start + batch_size].to(device)
         images = apply_views(to_float(x[idx]), flat_views[start:start + batch_size], pad, flip)
         with autocast(device):
-            chunks.append(teacher(images.contiguous(memory_format=torch.channels_last)).half())
+            chunks.append(teacher(images.contiguous(memory_format=torch.channels_last)).float())
         if task is not None:
             progress.update(task, advance=len(idx))
     logits = torch.cat(chunks).view(n, k, -1)
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        if task is not None:
+            progress.remove_task(task)
+        bad = int((~finite).any(dim=2).sum())
+        raise KDSearchError(f"teacher {teacher_name} gives non-finite logits (nan or inf) on {bad:,} of {n * k:,} "
+                            "training views: it cannot teach (its training diverged? try a lower --teacher-lr, more "
+                            "--teacher-epochs, or other --teacher-weights)")
+    if float(logits.abs().max()) < FP16_MAX:
+        logits = logits.half()  # the usual case: half the memory (huge logits stay float32)
     with atomic_path(path) as tmp:
         save_file({"views": views.to(torch.int32).contiguous(), "logits": logits.cpu().contiguous()}, str(tmp))
     if task is not None:

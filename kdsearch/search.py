@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 from . import measure
 from .config import LEGACY_TRAIN, SPACE_KINDS, StudyConfig, TrainConfig
 from .data import DataSplits, Split, load_data, stratified_subset
-from .distill import fit, recipe_from, resolve_device
+from .distill import NonFiniteLoss, fit, recipe_from, resolve_device
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .augment import num_views
@@ -38,7 +37,7 @@ from .provenance import code_version, command_line
 from .workers import ERROR_ATTR, alive, heartbeat, recover_dead_trials, run_lock
 from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner, rejected
 from .students import StudentSpec, build, effective_space, sample_spec, suggest
-from .teachers import SLOW_S, TeacherResult, minutes, prepare_teacher
+from .teachers import SLOW_S, TeacherResult, chance_note, minutes, prepare_teacher
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs"}
 DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize"}
@@ -202,6 +201,7 @@ class TrialContext:
     pruner: Pruner
     cache: LogitCache | None = None  # teacher logits per (image, view); None = online teacher
     progress: Progress | None = None
+    teacher_finite: bool | None = None  # whether the teacher's logits are finite (checked when a loss is not)
 
 
 def save_student(path: Path, model: torch.nn.Module, spec: StudentSpec) -> None:
@@ -229,8 +229,25 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     except Exception as exc:
         if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
             torch.cuda.empty_cache()  # the trial's tensors are gone with its frames: give their memory back
-        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {str(exc).strip()}"[:500])
+        reason = str(exc).strip()
+        if isinstance(exc, NonFiniteLoss) and not teacher_logits_finite(ctx):
+            reason = (f"training loss became nan because teacher {ctx.teacher.name}'s logits are not finite "
+                      "(not the student's lr): retrain the teacher")
+        trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {reason}"[:500])
         raise
+
+
+def teacher_logits_finite(ctx: TrialContext) -> bool:
+    """Whether the teacher's logits (cached, or online on a batch of training images) are finite:
+    a non-finite distillation loss is the teacher's doing when they are not (checked once)."""
+    if ctx.teacher_finite is None:
+        if ctx.cache is not None:
+            ctx.teacher_finite = bool(torch.isfinite(ctx.cache.logits).all())
+        else:
+            from .distill import predict
+
+            ctx.teacher_finite = bool(torch.isfinite(predict(ctx.teacher.model, ctx.x_train[:256], 256)).all())
+    return ctx.teacher_finite
 
 
 def surplus(study: optuna.Study, number: int, target: int) -> bool:
@@ -451,6 +468,18 @@ def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
     write_text_atomic(path, json.dumps(run, indent=2) + "\n")
 
 
+def make_run_folder(path: Path) -> None:
+    """The run folder, made when missing; a path that is (or lies under) a file is one line."""
+    if path.exists() and not path.is_dir():
+        raise KDSearchError(f"run folder {path} is a file, not a folder: give --run-dir a new folder or a run's folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KDSearchError(f"run folder {path} cannot be made: part of its path is a file") from None
+    except PermissionError:
+        raise KDSearchError(f"run folder {path} cannot be made: permission denied") from None
+
+
 def check_run_folder(cfg: StudyConfig) -> None:
     """One run folder holds one study: another study's trial folders would overwrite its files."""
     path = run_file(cfg.run_path)
@@ -464,16 +493,22 @@ def check_run_folder(cfg: StudyConfig) -> None:
 
 
 def prepare_inputs(cfg: StudyConfig, console: Console,
-                   check: Callable[[DataSplits], None] | None = None) -> TrialContext:
+                   check: Callable[[DataSplits], None] | None = None,
+                   check_teacher: Callable[[TeacherResult, DataSplits], None] | None = None) -> TrialContext:
     """What training needs, in data-flow order: device, data, teacher, teacher-logit cache
-    (`check` looks at the data before any teacher work: the search checks its budgets there)."""
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    (`check` looks at the data before any teacher work: the search checks its budgets there;
+    `check_teacher` looks at the teacher before its logits are cached)."""
+    make_run_folder(cfg.run_path)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # once per run; recorded in the study
+    data = load_data(cfg.data, seed=cfg.seed)  # (data it cannot use is one line, before anything is printed)
+    if 0 < cfg.data.subset < data.num_classes:
+        raise KDSearchError(f"--subset {cfg.data.subset}: fewer images than the {data.num_classes} classes of "
+                            f"{data.name}, so some classes would have no training image (give at least "
+                            f"{data.num_classes}, or 0 for all)")
     console.print(f"[bold]kdsearch[/] study [cyan]{cfg.name}[/] in {cfg.run_path} on {device} "
                   f"({torch.get_num_threads()} CPU threads)")
-    data = load_data(cfg.data, seed=cfg.seed)
     train = stratified_subset(data.train, cfg.data.subset, cfg.seed) if cfg.data.subset else data.train
     console.print(f"data {data.name}: {len(train)} train" + (f" (subset of {len(data.train)})" if cfg.data.subset else "")
                   + f", {len(data.val)} val, {len(data.test)} test, {data.num_classes} classes, "
@@ -482,6 +517,8 @@ def prepare_inputs(cfg: StudyConfig, console: Console,
         check(data)
     with run_lock(cfg.run_path, console, "preparing the teacher"):  # one worker trains it, the others load it
         teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads, console)
+    if check_teacher is not None:
+        check_teacher(teacher, data)
     for note in teacher.notes:
         console.print(f"[yellow]teacher: {note}[/]")
     console.print(f"teacher {teacher.name}: val {teacher.val_accuracy:.2%}, test {teacher.test_accuracy:.2%}, "
@@ -500,11 +537,12 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
             record: bool = True) -> tuple[TrialContext, optuna.Study]:
     """Everything before the first trial: the study (opened first: a bad storage URL fails before
     any teacher work), the training inputs, then the run's facts recorded in the study."""
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    make_run_folder(cfg.run_path)
     check_run_folder(cfg)
     with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
         study = open_study(cfg)
-    ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data))
+    ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data),
+                         check_teacher=lambda teacher, data: check_teacher_teaches(cfg, teacher, data))
     if record:  # the command and study file (a worker process started by --workers has its parent's)
         with run_lock(cfg.run_path, console, "writing run.json"):
             write_run_file(cfg, study_file)
@@ -517,6 +555,14 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
                                 "test": len(data.test), "classes": data.classes}}.items():
         study.set_user_attr(key, value)
     return ctx, study
+
+
+def check_teacher_teaches(cfg: StudyConfig, teacher: TeacherResult, data: DataSplits) -> None:
+    """A study does not distill from a teacher at chance on validation, trained or not, unless asked
+    (--allow-chance-teacher): one line, exit 2 (the teacher stays cached for a rerun)."""
+    note = chance_note(teacher.val_accuracy, data.val.y, teacher.epochs_trained, teacher.name)
+    if note and not cfg.teacher.allow_chance:
+        raise KDSearchError(f"{note} (or pass --allow-chance-teacher to distill from it anyway)")
 
 
 def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
@@ -532,7 +578,8 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
                       highlight=False)
     with progress_bar(console) as progress:
         cache = build_or_load(ctx.teacher.model, ctx.x_train, pad=data.pad, flip=data.flip, k=cfg.train.views,
-                              seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress)
+                              seed=cfg.seed, key=key, run_dir=cfg.run_path, progress=progress,
+                              teacher_name=ctx.teacher.name)
     if cache.note:
         console.print(f"[yellow]warning: {cache.note}[/]", highlight=False)
     console.print(f"teacher logits: {cache.k} views x {len(ctx.train)} images "
@@ -541,39 +588,64 @@ def teacher_logit_cache(ctx: TrialContext, console: Console) -> LogitCache:
 
 
 def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
-               workers: int = 1, record: bool = True, enqueue: str | Path | None = None) -> optuna.Study:
+               workers: int = 1, record: bool = True, enqueue: str | Path | None = None,
+               in_process: bool = False) -> optuna.Study:
     """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
 
-    With `workers` > 1 the study, teacher and cache are prepared here, then that many worker
-    processes (one GPU each when several are visible) share the study.
+    The study, teacher and teacher-logit cache are prepared here; then the trials run in
+    `workers` supervised worker processes (kdsearch.supervise; one GPU each when several are
+    visible), so a trial that kills its process fails alone. `in_process` runs them in this
+    process instead (for debugging: breakpoints work; a crash then ends the run).
     """
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported in one line, below
+    if in_process and workers > 1:
+        raise KDSearchError("--in-process runs the trials in one process: drop --workers or --in-process")
     entries = load_enqueue(enqueue) if enqueue else []
     ctx, study = prepare(cfg, console, study_file, record)
     if entries:
         new = enqueue_students(study, entries, ctx.data)
         console.print(f"{new} known student(s) queued from {enqueue} (evaluated first)" if new else
                       f"the students in {enqueue} are queued already", highlight=False)
-    if workers > 1:
-        del ctx  # the workers load the prepared teacher and cache themselves
-        run_workers(cfg, workers, study_file, console)
-        return optuna.load_study(study_name=cfg.name, storage=make_storage(cfg.storage_url))
     with alive(cfg.run_path):
-        recovered = recover_dead_trials(study, cfg.run_path)
+        recovered = recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
         if recovered:
             console.print(f"[yellow]trial(s) {', '.join(map(str, recovered))} of stopped workers marked failed; "
-                          "their parameters are queued again[/]", highlight=False)
+                          "their parameters are queued again unless they were retried already[/]", highlight=False)
         done = n_finished(study)
         if done >= cfg.trials:
             console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
             return study
         console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
-        estimate_search(ctx, cfg.trials - done, console)
+        if in_process:
+            estimate_search(ctx, cfg.trials - done, console)
+            with progress_bar(console) as progress:
+                ctx.progress = progress
+                run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
+            return study
+        device = ctx.device
+        del ctx  # the workers load the prepared data, teacher and cache themselves
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        from .supervise import supervise
+
+        supervise(cfg, study, workers, console)
+    return study
+
+
+def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, estimate: bool) -> None:
+    """The work of one supervised worker process: open the study, load the inputs its supervisor
+    prepared (data, teacher and teacher-logit cache, from the run folder's caches), run trials."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(cfg)
+    ctx = prepare_inputs(cfg, Console(quiet=True))
+    with alive(cfg.run_path):
+        done = n_finished(study)
+        if estimate and done < cfg.trials:
+            estimate_search(ctx, cfg.trials - done, console)
         with progress_bar(console) as progress:
             ctx.progress = progress
-            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
-    return study
+            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline)
 
 
 def time_teacher_forward(model: torch.nn.Module, x: torch.Tensor, batch: int) -> float:
@@ -627,11 +699,14 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     return total
 
 
-def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall) -> None:
+def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall,
+               deadline: float | None = None) -> None:
     """Start trials one at a time while finished plus running ones (every worker's) fall short of the
-    target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row."""
+    target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row.
+    No trial starts after `deadline` (time.time(); default: --timeout from now)."""
     cfg = ctx.cfg
-    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    if deadline is None and cfg.timeout:
+        deadline = time.time() + cfg.timeout
     failures: list[str] = []
     over_budget = {"n": 0, "since": 0}
 
@@ -653,8 +728,8 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
-    while deadline is None or time.monotonic() < deadline:
-        recover_dead_trials(study, cfg.run_path)
+    while deadline is None or time.time() < deadline:
+        recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
         trials = study.get_trials(deepcopy=False)
         finished = sum(counts(t) for t in trials)
         if finished >= cfg.trials:
@@ -672,47 +747,3 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         if len(failures) >= MAX_CONSECUTIVE_FAILURES:
             raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "
                                 "finished trials are kept")
-
-
-def run_workers(cfg: StudyConfig, n: int, study_file: Path | None, console: Console) -> None:
-    """Start `n` worker processes on this machine sharing the study; wait for all of them."""
-    import multiprocessing
-
-    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // n) if not gpus else cfg.threads
-    console.print(f"starting {n} workers" + (f" on {gpus} GPUs" if gpus else f", {threads} CPU threads each"))
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker_main, name=f"kdsearch-worker-{i}",
-                             args=(cfg.to_dict(), i, str(study_file) if study_file else None,
-                                   i % gpus if gpus else None, threads)) for i in range(n)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join()  # they got the same Ctrl-C: each marks its trial failed and exits
-        raise
-    bad = [f"worker {i} exited with {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
-    if bad:
-        raise KDSearchError("; ".join(bad) + " (finished trials are kept; the same command resumes)")
-
-
-def _worker_main(cfg_dict: dict[str, Any], index: int, study_file: str | None, gpu: int | None,
-                 threads: int | None) -> None:
-    """One worker process: the same study, its own device and threads."""
-    from .config import config_from_dict
-
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    cfg = config_from_dict(cfg_dict)
-    cfg.threads = threads
-    console = Console(width=200)
-    try:
-        run_search(cfg, console, Path(study_file) if study_file else None, record=False)
-    except KDSearchError as exc:
-        console.print(f"[red]worker {index}: {escape(str(exc))}[/]", highlight=False)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None

@@ -41,6 +41,7 @@ from torch import nn
 
 from .config import DEFAULT_SPACE, SPACE_KINDS
 from .errors import KDSearchError
+from .kernels import avoid_crashing_kernels
 
 
 @dataclass
@@ -112,7 +113,7 @@ def build(spec: StudentSpec) -> nn.Module:
     builder = FAMILIES.get(spec.family)
     if builder is None:
         raise KDSearchError(f"unknown student family {spec.family!r} (known: {', '.join(FAMILIES)})")
-    return builder(spec)
+    return avoid_crashing_kernels(builder(spec))  # a torch CPU crash (kdsearch.kernels)
 
 
 def _normalize(spec: StudentSpec) -> Normalize:

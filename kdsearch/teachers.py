@@ -61,6 +61,7 @@ from . import distill
 from .config import NORMALIZE, TeacherConfig
 from .checkpoints import few, load_checked, load_checkpoint, short
 from .data import DataSplits
+from .kernels import avoid_crashing_kernels
 from .errors import KDSearchError
 from .files import atomic_path, write_text_atomic
 from .progress import progress_bar
@@ -641,7 +642,7 @@ def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_si
         built.body.transform_input = False  # inception_v3's re-normalization assumes ImageNet-normalized input
         notes.append(f"{name}: transform_input turned off (it assumes ImageNet-normalized input)")
 
-    model = TeacherNet(built.body, norm[0], norm[1], built.input_size, built.repeat)
+    model = TeacherNet(avoid_crashing_kernels(built.body), norm[0], norm[1], built.input_size, built.repeat)
     info = TeacherInfo(name=name, source=built.source, head_replaced=built.head_replaced, input_size=built.input_size,
                        notes=notes, normalization=norm[2], mean=norm[0], std=norm[1])
     if external:
@@ -787,6 +788,25 @@ def probe_speed(model: nn.Module, data: DataSplits, device: torch.device, batch_
     return out
 
 
+CHANCE_MIN_VAL = 50  # validation images below which a teacher's accuracy is not judged against chance
+
+
+def chance_note(val_accuracy: float, val_y: torch.Tensor, epochs: int, name: str = "") -> str | None:
+    """A warning when the teacher does no better on validation than always answering the most common
+    class (within two standard errors of that rate); None when it does, or when validation is too
+    small to tell (fewer than CHANCE_MIN_VAL images)."""
+    n = len(val_y)
+    if n < CHANCE_MIN_VAL or not math.isfinite(val_accuracy):
+        return None
+    share = float(torch.bincount(val_y.cpu()).max()) / n
+    if val_accuracy > share + 2.0 * math.sqrt(share * (1.0 - share) / n):
+        return None
+    how = f"after {epochs} epoch(s) of training" if epochs else "untrained"
+    return (f"teacher {name + ' ' if name else ''}is at chance on this data {how}: val {val_accuracy:.2%}, where always "
+            f"answering the most common class scores {share:.2%}; it cannot teach. Train it longer (--teacher-epochs), "
+            "check --teacher-lr, or give trained --teacher-weights")
+
+
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -865,6 +885,9 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
                                    f"scoring teacher {cfg.name} on validation")
         test_acc = distill.accuracy(model, data.test.x.to(device), data.test.y.to(device), bs, progress,
                                     f"scoring teacher {cfg.name} on test")
+    at_chance = chance_note(val_acc, data.val.y, epochs)
+    if at_chance and epochs:  # (untrained, it has its note already)
+        notes.append(at_chance)
     params, macs = count_params(model), count_macs(model, input_shape)
     latency = latency_ms(model, input_shape, latency_threads, min_run_time=0.1)
     meta = {"key": key, "name": cfg.name, "source": info.source, "weights_file": cfg.weights,

@@ -263,3 +263,32 @@ def test_report_draws_in_a_headless_browser(tiny_run, page, tmp_path):
         crop = image.crop(box)
         dark = sum(1 for p in crop.tobytes() if p < 200) / (crop.width * crop.height)
         assert dark > 0.01, f"figure {f['id']} looks blank ({dark:.4f} of its pixels are dark)"
+
+
+BROWSER_ERROR = json.dumps({"result": {"exceptionDetails": {"exception": {
+    "description": "ReferenceError: kaleido_scopes is not defined\n    at <anonymous>:1:1"}}}}, indent=2)
+
+
+class FlakyFigure:
+    """A figure whose first `fails` exports raise what kaleido raised: a JSON dump of a browser error."""
+
+    def __init__(self, fails):
+        self.fails, self.calls = fails, 0
+        self.layout = type("Layout", (), {"height": None})()
+
+    def write_image(self, path, format, width, height):
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise ValueError(BROWSER_ERROR)
+        Path(path).write_bytes(b"\x89PNG")
+
+
+def test_a_failed_image_export_is_tried_again_then_one_readable_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "image_exporter_available", lambda: True)
+    once = FlakyFigure(fails=1)
+    written, message = report.export_images({"front": once}, tmp_path / "a")
+    assert message == "" and written == [tmp_path / "a" / "front.png"] and once.calls == 2
+    always = FlakyFigure(fails=9)
+    written, message = report.export_images({"front": always}, tmp_path / "b")
+    assert written == [] and always.calls == 2
+    assert message == "static image export failed: ReferenceError: kaleido_scopes is not defined"

@@ -76,7 +76,7 @@ def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(search, "fit", flaky)
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none"))
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none", "--in-process"))
     assert result.exit_code == 0, result.output
     states = [t.state for t in load(run_dir).trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 1
@@ -149,7 +149,7 @@ def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path,
     real = search.fit
     monkeypatch.setattr(search, "fit", lambda *a, **k: trained.append(1) or real(*a, **k))
     run_dir = tmp_path / "r"
-    result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "3000"))
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "3000", "--in-process"))
     assert result.exit_code == 0, result.output
     study = load(run_dir)
     rejected = [t for t in study.trials if t.user_attrs.get("pruned_at") == 0]
@@ -171,7 +171,7 @@ def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_pa
 
     monkeypatch.setattr(search, "make_pruner", lambda *a: EveryOtherTrial())
     run_dir = tmp_path / "r"
-    result = runner.invoke(app, args(folder, run_dir, "--trials", "4", "--epochs", "3"))
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "4", "--epochs", "3", "--in-process"))
     assert result.exit_code == 0, result.output
     study = load(run_dir)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
@@ -194,3 +194,38 @@ def test_storage_urls(tmp_path):
     assert isinstance(search.make_storage(f"sqlite:///{tmp_path / 'x.db'}"), optuna.storages.RDBStorage)
     with pytest.raises(search.KDSearchError, match="cannot open storage"):
         search.make_storage("nosuchdb://user@host/db")
+
+
+# ------------------------------------------------------------------------------ bad input: one line, exit 2, no teacher work
+
+
+def one_line_exit_2(result, match):
+    assert result.exit_code == 2 and match in result.output, result.output
+    assert result.output.count("\n") == 1, result.output  # the error line only
+
+
+def test_a_run_folder_that_is_a_file_is_one_line(folder, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    one_line_exit_2(runner.invoke(app, args(folder, path, "--trials", "1")), "is a file, not a folder")
+    one_line_exit_2(runner.invoke(app, args(folder, path / "run", "--trials", "1")), "part of its path is a file")
+    assert path.read_text() == "mine" and not (tmp_path / "cache").exists()
+
+
+def test_a_dataset_with_one_class_is_one_line(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        (tmp_path / "one" / split / "cat").mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / "one" / split / "cat" / f"{i}.png")
+    result = runner.invoke(app, args(tmp_path / "one", tmp_path / "r", "--trials", "1"))
+    one_line_exit_2(result, "has 1 class(es) with training images (cat); a classifier needs at least 2")
+    assert not (tmp_path / "r" / "teachers").exists()
+
+
+def test_a_subset_smaller_than_the_classes_is_one_line(tmp_path):
+    result = runner.invoke(app, ["run", "--dataset", "digits", "--subset", "5", "--teacher", "resnet20",
+                                 "--no-pretrained", "--device", "cpu", "--run-dir", str(tmp_path / "r")])
+    one_line_exit_2(result, "--subset 5: fewer images than the 10 classes of digits")
+    assert not (tmp_path / "r" / "teachers").exists()
