@@ -7,7 +7,11 @@
   stored fingerprint compares as "torch"), mostly PyTorch's per-layer overhead for small students.
 - **Repeats.** After a warm-up, `BLOCKS` timed blocks of at least `BLOCK_S` seconds each (as many
   calls as that takes); the latency is the median block's time per call and the spread beside it
-  is the blocks' interquartile range (user attribute `latency_iqr_ms`).
+  is the blocks' interquartile range (user attribute `latency_iqr_ms`). With one thread (the
+  default) a block is timed by the calling thread's CPU time, where both runtimes compute: what a
+  core of its own takes, not inflated when the scheduler runs other programs in between (on the
+  busy 2-core machine this made repeats agree to a few percent instead of 10-20%); with several
+  threads, by wall time.
 - **A quiet CPU.** Workers of one study on one machine share two lock files per host in
   RUN/.cpu/: a worker trains only while it holds `busy` shared, and checks at every forward pass
   of its student (a forward pre-hook: every training step and every evaluation batch) whether
@@ -65,7 +69,7 @@ class Timing:
 
 
 def timed_blocks(call: Callable[[], Any], blocks: int = BLOCKS, block_s: float = BLOCK_S,
-                 warmup_s: float = WARMUP_S) -> tuple[float, float]:
+                 warmup_s: float = WARMUP_S, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """(median, IQR) in ms of the per-call time over `blocks` blocks of at least `block_s` each."""
     start, n = time.perf_counter(), 0
     while n < 3 or time.perf_counter() - start < warmup_s:
@@ -75,12 +79,19 @@ def timed_blocks(call: Callable[[], Any], blocks: int = BLOCKS, block_s: float =
     reps = max(1, math.ceil(block_s / max(per_call, 1e-7)))
     times = []
     for _ in range(blocks):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(reps):
             call()
-        times.append((time.perf_counter() - t) / reps * 1e3)
+        times.append((clock() - t) / reps * 1e3)
     q = statistics.quantiles(times, n=4, method="inclusive")
     return statistics.median(times), q[2] - q[0]
+
+
+def clock(threads: int) -> Callable[[], float]:
+    """With one thread the runtime computes in the calling thread: its CPU time is the wall time a
+    core of its own would take, and time the scheduler gives to other programs does not count. With
+    several threads, wall time."""
+    return time.thread_time if threads == 1 else time.perf_counter
 
 
 def ort_session(graph: bytes | str | Path, threads: int = 1):
@@ -107,7 +118,7 @@ def ort_latency(graph: bytes | str | Path, input_shape: tuple[int, ...], batch: 
     session = ort_session(graph, threads)
     name = session.get_inputs()[0].name
     x = {name: torch.rand(batch, *input_shape, generator=torch.Generator().manual_seed(0)).numpy()}
-    median, iqr = timed_blocks(lambda: session.run(None, x), blocks)
+    median, iqr = timed_blocks(lambda: session.run(None, x), blocks, clock=clock(threads))
     return Timing(median, iqr, blocks, "onnxruntime", batch, threads)
 
 
@@ -122,7 +133,7 @@ def torch_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            median, iqr = timed_blocks(lambda: model(x), blocks)
+            median, iqr = timed_blocks(lambda: model(x), blocks, clock=clock(threads))
     finally:
         torch.set_num_threads(before)
     return Timing(median, iqr, blocks, "torch", batch, threads)

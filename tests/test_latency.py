@@ -207,3 +207,32 @@ def test_a_timer_does_not_wait_forever_for_a_worker_that_never_pauses(tmp_path):
         with latency.quiet_cpu(tmp_path, wait_s=0.2) as quiet:
             pass
     assert not quiet["quiet"] and time.perf_counter() - start < 2
+
+
+def test_int8_of_a_final_trained_student_is_checked_on_test_and_shown_by_results(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from kdsearch import results as results_module
+
+    run = tmp_path / "run"  # a copy: the shared run's final trainings belong to other tests
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export", "artifacts"))
+    info = json.loads((run / "run.json").read_text())
+    info["storage"] = f"sqlite:///{run / 'study.db'}"
+    (run / "run.json").write_text(json.dumps(info))
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    trained = runner.invoke(app, ["train", str(run), "--trial", "0", "--epochs", "2", "--seeds", "0", "--lr-grid", "1",
+                                  "--no-baseline", "--no-all-views-baseline", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["export", str(run), "--trial", "0", "--int8"])
+    assert result.exit_code == 0, result.output
+    exported = json.loads((run / "export" / "00000" / "export.json").read_text())
+    q = exported["int8"]
+    assert exported["weights"] == "final" and {"float_test_accuracy", "int8_test_accuracy"} <= set(q)
+    assert "test accuracy int8" in result.output
+    monkeypatch.setattr(results_module, "export_images", lambda figures, folder, fmt="png": ([], "no exporter"))
+    out = tmp_path / "R.md"
+    assert runner.invoke(app, ["results", str(run), "--out", str(out)]).exit_code == 0
+    text = out.read_text()
+    assert "### int8 students" in text and "through ONNX Runtime on the CPU, batch 1, 1 thread(s)" in text
+    row = next(line for line in text.split("### int8 students")[1].splitlines() if line.startswith("| 0 |"))
+    assert f"| {q['float_bytes']:,} | {q['int8_bytes']:,} | {100 * q['float_test_accuracy']:.2f}% | " in row
