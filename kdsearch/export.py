@@ -85,9 +85,10 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int = 18) 
 
 
 def with_distinct_weights(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of `model` whose every weight and buffer holds random values (variances positive): an
-    untrained model's equal tensors (zero means, unit variances, zero-initialized layers) are stored
-    once by the exporter, a trained model's are not, so this copy's ONNX file has the trained size."""
+    """A copy of `model` with a little noise (1e-3) on every weight and buffer (variances stay positive):
+    an untrained model's equal tensors (zero means, unit variances, zero-initialized layers) are stored
+    once by the exporter, a trained model's are not, so this copy's ONNX file has the trained size, and
+    its activations keep the initialization's scale."""
     import copy
 
     model = copy.deepcopy(model).cpu()
@@ -95,8 +96,8 @@ def with_distinct_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype)
-                tensor.copy_(values + 0.5 if name.endswith("running_var") else values - 0.5)
+                noise = torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype) * 1e-3
+                tensor.add_(noise if name.endswith("running_var") else noise - 5e-4)
     return model
 
 
