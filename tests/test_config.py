@@ -31,7 +31,7 @@ def test_cli_overrides_beat_the_file(tmp_path):
     ("[study]\ntrials = 'many'\n", "expected int"),
     ("[data]\ndataset = 'imagenet'\n", "not one of"),
     ("[space]\nchannels = [64, 8]\n", "above high"),
-    ("[space]\nwidht = [1, 2]\n", "unknown parameter"),
+    ("[space]\ndepth = [1, 2]\n", "unknown parameter"),
     ("[space]\nalpha = [0.0, 2.0]\n", "alpha"),
     ("[study]\nobjectives = ['params', 'accuracy']\n", "first objective"),
     ("[data]\nval_fraction = 1.5\n", "val_fraction"),

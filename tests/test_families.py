@@ -18,11 +18,11 @@ FAMILY_NAMES = ["plain", "residual", "inverted"]
 # One FixedTrial per family: exactly the parameters that family samples from DEFAULT_SPACE
 # (batch_norm only for plain, expand_ratio only for inverted; dropout only with an FC layer).
 FIXED = {
-    "plain": {"family": "plain", "stages": 2, "channels_0": 8, "channels_1": 16, "fc_layers": 1, "fc_width_0": 24,
+    "plain": {"family": "plain", "stages": 2, "width": 8, "growth": 2.0, "fc_layers": 1, "fc_width_0": 24,
               "convs_per_stage": 2, "kernel_size": 5, "batch_norm": False, "dropout": 0.1},
-    "residual": {"family": "residual", "stages": 2, "channels_0": 8, "channels_1": 16, "fc_layers": 1,
+    "residual": {"family": "residual", "stages": 2, "width": 8, "growth": 2.0, "fc_layers": 1,
                  "fc_width_0": 24, "convs_per_stage": 2, "kernel_size": 3, "dropout": 0.1},
-    "inverted": {"family": "inverted", "stages": 3, "channels_0": 8, "channels_1": 12, "channels_2": 16,
+    "inverted": {"family": "inverted", "stages": 3, "width": 8, "growth": 1.5,
                  "fc_layers": 0, "convs_per_stage": 2, "kernel_size": 5, "expand_ratio": 3},
 }
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
@@ -81,7 +81,7 @@ def test_spec_round_trips_through_json_and_rebuilds_the_same_state_dict(family):
 def test_summaries_name_the_family():
     assert sampled("plain").summary() == "conv[8,16]x2 k5 | fc[24] drop0.10"
     assert sampled("residual").summary() == "res[8,16]x2 k3 | fc[24] drop0.10"
-    assert sampled("inverted").summary() == "inv[8,12,16]x2 e3 k5 | fc[]"
+    assert sampled("inverted").summary() == "inv[8,12,18]x2 e3 k5 | fc[]"
     bn = StudentSpec(in_channels=3, num_classes=10, image_size=32, channels=[16, 32], convs_per_stage=2, fc=[64])
     assert bn.summary() == "conv[16,32]x2 k3 bn | fc[64]"
 
