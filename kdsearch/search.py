@@ -402,7 +402,9 @@ def check_budgets_reachable(cfg: StudyConfig, data: DataSplits) -> None:
             raise KDSearchError(f"--max-{cost} {limit:,}: the space cannot meet it, its smallest student has "
                                 f"{low[cost]:,} {cost} (lower [space] stages, channels, convs_per_stage, fc or "
                                 "expand_ratio, or allow the plain family)")
-    least = low["params"] * (1 if cfg.bytes_format == "int8" else 4)  # a weight takes at least 1 or 4 bytes
+    # a lower bound: a weight takes 4 bytes as float, at least 1 as int8, a batch-norm scale and shift
+    # folded into a 4-byte bias 2 each
+    least = low["params"] * (1 if cfg.bytes_format == "int8" else 2)
     if cfg.max_bytes is not None and least > cfg.max_bytes:
         raise KDSearchError(f"--max-bytes {cfg.max_bytes:,}: the space cannot meet it, its smallest student has "
                             f"{low['params']:,} params, at least {least:,} bytes as {cfg.bytes_format} (lower [space] "
