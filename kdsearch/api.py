@@ -185,13 +185,14 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
 
 
 def export(path: str | Path | Run, trial: int | None = None, *, out: str | Path | None = None, weights: str = "auto",
-           opset: int = 18, console: Console | None = None, **rules: Any) -> Path:
+           opset: int = 18, int8: bool = False, console: Console | None = None, **rules: Any) -> Path:
     """Export trial `trial` of a run, or the one a picking rule chooses (`knee=True`, `min_accuracy=0.9`,
     `max_params=5000`, `max_macs=...`, `max_latency_ms=...`), as `kdsearch export`: spec.json,
-    student.safetensors, a verified student.onnx and export.json. Returns the folder
-    (default RUN/export/<trial>)."""
+    student.safetensors, a verified student.onnx and export.json (with `int8`, also student.int8.onnx,
+    checked as `export --int8` does). Returns the folder (default RUN/export/<trial>)."""
     from .export import export_trial
 
     r = open_run(path)
     number = _pick(r, trial, rules, console)
-    return export_trial(r, number, Path(out) if out is not None else None, weights=weights, opset=opset).folder
+    return export_trial(r, number, Path(out) if out is not None else None, weights=weights, opset=opset,
+                        int8=int8).folder

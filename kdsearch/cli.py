@@ -67,7 +67,11 @@ def run(
     max_params: Annotated[Optional[int], Opt(help="Budget: reject students with more params, untrained.")] = None,
     max_macs: Annotated[Optional[int], Opt(help="Budget: reject students with more MACs, untrained.")] = None,
     max_latency_ms: Annotated[Optional[float], Opt(help="Budget: reject students slower than this (ms).")] = None,
-    objectives: Annotated[Optional[str], Opt(help="Comma list, e.g. accuracy,params,latency or accuracy,params,macs.")] = None,
+    max_bytes: Annotated[Optional[int], Opt(help="Budget: reject students whose ONNX file is larger (see --bytes-format), untrained.")] = None,
+    bytes_format: Annotated[Optional[str], Opt(help="The bytes cost: size of the float ONNX file (float) or of the int8 one (int8).")] = None,
+    latency_runtime: Annotated[Optional[str], Opt(help="Where latency is measured: onnxruntime (CPU, the exported graph; default) or torch (eager PyTorch, CPU).")] = None,
+    latency_batch: Annotated[Optional[int], Opt(help="Images per timed call (default 1).")] = None,
+    objectives: Annotated[Optional[str], Opt(help="Comma list, e.g. accuracy,params,latency or accuracy,params,macs or accuracy,bytes.")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed for splits, sampler and training.")] = None,
     timeout: Annotated[Optional[float], Opt(help="Stop starting new trials after this many seconds.")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps.")] = None,
@@ -94,6 +98,8 @@ def run(
         "retries": retries, "teacher.allow_chance": allow_chance_teacher,
         "objectives": objectives.split(",") if objectives else None,
         "pruner.name": pruner, "max_params": max_params, "max_macs": max_macs, "max_latency_ms": max_latency_ms,
+        "max_bytes": max_bytes, "bytes_format": bytes_format, "latency_runtime": latency_runtime,
+        "latency_batch": latency_batch,
         "teacher.name": teacher, "teacher.weights": teacher_weights, "teacher.trust_pickle": trust_pickle,
         "teacher.epochs": teacher_epochs, "teacher.input_size": teacher_input_size,
         "teacher.pretrained": False if no_pretrained else None, "teacher.normalize": teacher_normalize,
@@ -267,6 +273,7 @@ def export(
     max_macs: Annotated[Optional[int], Opt(help=RULE_HELP["max_macs"])] = None,
     max_latency_ms: Annotated[Optional[float], Opt(help=RULE_HELP["max_latency_ms"])] = None,
     knee: Annotated[bool, Opt("--knee", help=RULE_HELP["knee"])] = False,
+    int8: Annotated[bool, Opt("--int8", help="Also write student.int8.onnx (static int8, calibrated on training images) and check its accuracy, size and latency.")] = False,
 ) -> None:
     """Export a student: spec.json, student.safetensors and student.onnx (checked against PyTorch)."""
     from .export import export_trial
@@ -281,10 +288,15 @@ def export(
                             "--max-macs, --max-latency-ms, --knee)")
     run = open_run(run_dir)
     trial = _picked(run, rule, False) if rule.given else trial
-    done = export_trial(run, trial, out, weights=weights, opset=opset)
+    done = export_trial(run, trial, out, weights=weights, opset=opset, int8=int8)
     console.print(f"exported trial {trial} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
-                  f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e}), export.json",
-                  highlight=False)
+                  f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e})"
+                  + (", student.int8.onnx" if int8 else "") + ", export.json", highlight=False)
+    if int8:
+        from .export import int8_lines
+
+        for line in int8_lines(done.info["int8"]):
+            console.print(line, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -21,7 +21,9 @@ DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolde
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 PRUNERS = ("pareto", "median", "asha", "moasha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-OBJECTIVES = ("accuracy", "params", "latency", "macs")
+OBJECTIVES = ("accuracy", "params", "latency", "macs", "bytes")
+LATENCY_RUNTIMES = ("onnxruntime", "torch")  # where a student's latency is measured (kdsearch/latency.py)
+BYTES_FORMATS = ("float", "int8")  # which ONNX file's size is the "bytes" cost
 # [teacher] normalize: how the teacher's input is normalized (values: teachers.NORMALIZE_PRESETS)
 NORMALIZE = ("auto", "imagenet", "cifar10", "cifar100", "data", "none")
 
@@ -72,6 +74,7 @@ class TrainConfig:
 
 # [train] values of studies stored before the setting existed (a run.json or study fingerprint
 # without the key): what those studies ran with, so they resume and retrain as they were.
+LEGACY_STUDY: dict[str, Any] = {"latency_runtime": "torch"}  # [study] settings, likewise
 LEGACY_TRAIN: dict[str, Any] = {"optimizer": "adamw", "schedule": "onecycle", "warmup": 0.25, "ema": 0.0,
                                 "zero_init_residual": False, "batch_size": 128, "weight_decay": 5e-4,
                                 "label_smoothing": 0.0}
@@ -149,9 +152,13 @@ class StudyConfig:
     threads: int | None = None  # CPU threads for training, set once per run (None: torch's default)
     latency_threads: int = 1  # CPU threads for latency measurement (recorded in the study)
     retries: int = 1  # times the parameters of a trial whose process died are tried again
+    latency_runtime: str = "onnxruntime"  # one of LATENCY_RUNTIMES: ONNX Runtime (CPU) or eager PyTorch (CPU)
+    latency_batch: int = 1  # images per timed call
+    bytes_format: str = "float"  # the "bytes" cost: size of the float ONNX file, or of the int8 one
     max_params: int | None = None  # budgets: a student over any of them is rejected untrained
     max_macs: int | None = None
     max_latency_ms: float | None = None
+    max_bytes: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -234,6 +241,7 @@ FIELD_RULES: dict[str, Rule] = {
     "trials": _int(1), "epochs": _int(1), "seed": _int(0, 2**31 - 1),  # numpy seeds are >= 0
     "timeout": _POSITIVE, "threads": _int(1), "latency_threads": _int(1), "retries": _int(0),
     "max_params": _int(1), "max_macs": _int(1), "max_latency_ms": _POSITIVE,
+    "latency_batch": _int(1), "max_bytes": _int(1),
     "data.val_fraction": _num(lambda v: 0 < v < 1, "strictly between 0 and 1"),
     "data.subset": _int(0), "data.pad": _int(0),
     "teacher.input_size": _int(1), "teacher.epochs": _int(0), "teacher.lr": _POSITIVE,
@@ -302,6 +310,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     one_of("teacher.normalize", cfg.teacher.normalize, NORMALIZE)
     one_of("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
     one_of("train.schedule", cfg.train.schedule, SCHEDULES)
+    one_of("latency_runtime", cfg.latency_runtime, LATENCY_RUNTIMES)
+    one_of("bytes_format", cfg.bytes_format, BYTES_FORMATS)
     if not cfg.objectives or cfg.objectives[0] != "accuracy":
         raise KDSearchError("objectives: the first objective must be 'accuracy'")
     for o in cfg.objectives:
@@ -327,7 +337,7 @@ def validate(cfg: StudyConfig) -> StudyConfig:
 def config_from_dict(values: dict[str, Any]) -> StudyConfig:
     """The inverse of StudyConfig.to_dict (as stored in a run's run.json), validated again."""
     cfg = StudyConfig()
-    top = {k: v for k, v in values.items() if k not in _SECTIONS and k != "space"}
+    top = {**LEGACY_STUDY, **{k: v for k, v in values.items() if k not in _SECTIONS and k != "space"}}
     _apply(cfg, top, "run config")
     for key in _SECTIONS:
         stored = values.get(key, {})

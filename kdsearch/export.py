@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .report import Run
 
 SPEC_FILE, WEIGHTS_FILE, ONNX_FILE, INFO_FILE = "spec.json", "student.safetensors", "student.onnx", "export.json"
+INT8_FILE = "student.int8.onnx"  # with --int8: the statically quantized model (kdsearch/quantize.py)
 TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| logit difference accepted (float32)
 
 
@@ -51,17 +52,60 @@ def load_student(folder: str | Path) -> tuple[nn.Module, StudentSpec]:
     return model.eval(), spec
 
 
-def write_onnx(model: nn.Module, spec: StudentSpec, path: Path, opset: int = 18) -> None:
-    """torch.onnx.export (the torch.export-based exporter) with a dynamic batch axis, one file."""
-    example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int = 18) -> bytes:
+    """The student as an ONNX model (bytes), batch axis dynamic: the graph `kdsearch export` writes and
+    the search times. PyTorch's TorchScript-based exporter: about 0.1 s a student and eval-mode batch
+    norm folded into the convolutions, where the torch.export-based one takes seconds and writes
+    Python stack traces into the file; that one is used where the former is gone."""
+    import copy
+    import io
+    import warnings
+
+    model = copy.deepcopy(model).cpu().eval()
+    example = torch.rand(1, *input_shape)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    buffer = io.BytesIO()
     try:
-        with atomic_path(path) as tmp:
-            torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
-                              input_names=["images"], output_names=["logits"], verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notice
+            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        return buffer.getvalue()
+    except ImportError as exc:
+        raise KDSearchError(f"ONNX export needs the onnx package ({exc})") from None
+    except Exception:  # noqa: BLE001  (the TorchScript exporter removed or failing: the other one)
+        pass
+    try:
+        program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset, input_names=["images"],
+                                    output_names=["logits"], verbose=False,
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        return program.model_proto.SerializeToString()
     except ImportError as exc:
         raise KDSearchError(f"ONNX export needs the onnx and onnxscript packages ({exc})") from None
+
+
+def with_distinct_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of `model` with a little noise (1e-3) on every weight and buffer (variances stay positive):
+    an untrained model's equal tensors (zero means, unit variances, zero-initialized layers) are stored
+    once by the exporter, a trained model's are not, so this copy's ONNX file has the trained size, and
+    its activations keep the initialization's scale."""
+    import copy
+
+    model = copy.deepcopy(model).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point():
+                noise = torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype) * 1e-3
+                tensor.add_(noise if name.endswith("running_var") else noise - 5e-4)
+    return model
+
+
+def write_onnx(model: nn.Module, spec: StudentSpec, path: Path, opset: int = 18) -> None:
+    """onnx_bytes, written atomically to one file."""
+    data = onnx_bytes(model, (spec.in_channels, spec.image_size, spec.image_size), opset)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def verify_onnx(model: nn.Module, spec: StudentSpec, path: Path, batch: int = 8, seed: int = 0) -> float:
@@ -83,6 +127,17 @@ def verify_onnx(model: nn.Module, spec: StudentSpec, path: Path, batch: int = 8,
 
 
 @dataclass
+class Int8Inputs:
+    """What `export --int8` needs besides the student: images to calibrate on, splits to check on."""
+
+    calibration: Any  # float32 images in [0, 1], N x C x H x W (quantize.calibration_images)
+    val: Any  # data.Split
+    test: Any | None  # data.Split, for students that went through final training; else None
+    threads: int = 1  # ONNX Runtime threads for the latency of both files
+    run_dir: Path | None = None  # timing waits for a search's other workers there (latency.quiet_cpu)
+
+
+@dataclass
 class Exported:
     folder: Path
     source: str  # "search" or "final"
@@ -90,7 +145,8 @@ class Exported:
     info: dict[str, Any]
 
 
-def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 18) -> Exported:
+def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 18,
+                   int8: Int8Inputs | None = None) -> Exported:
     """Copy spec and weights from `source`, write and verify student.onnx, and describe it in export.json.
 
     Written into a temporary folder first and swapped in at the end: a failed export leaves no half
@@ -109,7 +165,9 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
                                                                spec.image_size],
                                   "dtype": "float32", "range": [0.0, 1.0], "normalized_inside": True},
                 "output": {"name": "logits", "shape": ["batch", spec.num_classes]},
-                "onnx": {"opset": opset, "max_abs_diff_vs_torch": diff}}
+                "onnx": {"opset": opset, "max_abs_diff_vs_torch": diff, "bytes": (tmp / ONNX_FILE).stat().st_size}}
+        if int8 is not None:
+            info["int8"] = int8_files(tmp, spec, int8)
         write_text_atomic(tmp / INFO_FILE, json.dumps(info, indent=2) + "\n")
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
@@ -121,6 +179,37 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
         if old.exists() and not out.exists():
             os.replace(old, out)
     return Exported(out, info.get("weights", "search"), diff, info)
+
+
+def int8_files(folder: Path, spec: StudentSpec, inputs: Int8Inputs) -> dict[str, Any]:
+    """Write folder/INT8_FILE from folder/ONNX_FILE and check both (quantize.check_int8)."""
+    from .latency import quiet_cpu
+    from .quantize import check_int8, quantize_int8
+
+    quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, inputs.calibration)
+    try:
+        with quiet_cpu(inputs.run_dir):
+            checked = check_int8(folder / ONNX_FILE, folder / INT8_FILE, inputs.val, inputs.test,
+                                 (spec.in_channels, spec.image_size, spec.image_size), inputs.threads)
+    except KDSearchError as exc:
+        raise KDSearchError(f"cannot quantize to int8: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (an int8 model that ONNX Runtime cannot load or run)
+        raise KDSearchError(f"cannot quantize to int8: the int8 model does not run: {type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
+    return {**checked, "file": INT8_FILE, "calibration_images": len(inputs.calibration)}
+
+
+def int8_lines(q: dict[str, Any]) -> list[str]:
+    """export.json's int8 record as the lines `kdsearch export --int8` prints."""
+    def acc(split: str) -> str:
+        f, i = q[f"float_{split}_accuracy"], q[f"int8_{split}_accuracy"]
+        return f"{split} accuracy int8 {i:.2%}, float {f:.2%} ({100 * (i - f):+.2f} points)"
+
+    return [f"int8: {q['int8_bytes']:,} bytes, float {q['float_bytes']:,} ({q['int8_bytes'] / q['float_bytes']:.0%})"
+            f"; calibrated on {q['calibration_images']} training images",
+            "int8: " + "; ".join(acc(s) for s in ("val", "test") if f"int8_{s}_accuracy" in q),
+            f"int8: ONNX Runtime latency {q['int8_latency_ms']:.3f} ms, float {q['float_latency_ms']:.3f} ms "
+            f"(batch 1, {q['latency_threads']} thread(s), median of blocks)"]
 
 
 def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, dict[str, Any]]:
@@ -141,8 +230,10 @@ def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, di
     return trial_dir(run_dir, number), "search", {}
 
 
-def export_trial(run: Run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18) -> Exported:
-    """Export trial `number` of a run to `out` (default RUN/export/<number>)."""
+def export_trial(run: Run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18,
+                 int8: bool = False) -> Exported:
+    """Export trial `number` of a run to `out` (default RUN/export/<number>); with `int8`, also its
+    statically quantized int8 model, checked on the validation split (and test for final weights)."""
     from .final import chosen_trial
     from .report import load_test_accuracies
 
@@ -159,4 +250,24 @@ def export_trial(run: Run, number: int, out: Path | None = None, weights: str = 
             "val_accuracy": curve[-1], "test_accuracy": load_test_accuracies(run.run_dir).get(number),
             **final, "classes": run.study.user_attrs.get("data", {}).get("classes"),
             "teacher": {k: run.study.user_attrs.get("teacher", {}).get(k) for k in ("name", "test_accuracy")}}
-    return export_student(source, out or export_dir(run.run_dir, number), info, opset)
+    inputs = int8_inputs(run, kind) if int8 else None
+    try:
+        return export_student(source, out or export_dir(run.run_dir, number), info, opset, inputs)
+    except KDSearchError as exc:
+        if str(exc).startswith("cannot quantize"):
+            raise KDSearchError(f"trial {number}: {exc} (the float export works without --int8)") from None
+        raise
+
+
+def int8_inputs(run: Run, kind: str) -> Int8Inputs:
+    """Calibration images from the run's training split; its validation split; test for final weights."""
+    from .config import config_from_dict
+    from .data import load_data
+    from .quantize import calibration_images
+
+    if not run.config:
+        raise KDSearchError("--int8 needs the run's config (run.json) to load its data")
+    cfg = config_from_dict(run.config)
+    data = load_data(cfg.data, seed=cfg.seed)
+    return Int8Inputs(calibration_images(data.train, seed=cfg.seed), data.val, data.test if kind == "final" else None,
+                      threads=cfg.latency_threads, run_dir=run.run_dir)

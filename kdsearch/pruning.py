@@ -30,7 +30,7 @@ def rejected(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
 
 
-COST_ATTRS = {"params": "params", "macs": "macs", "latency": "latency_ms"}  # objective -> user attribute
+COST_ATTRS = {"params": "params", "macs": "macs", "latency": "latency_ms", "bytes": "bytes"}  # objective -> attribute
 
 
 class Pruner(Protocol):

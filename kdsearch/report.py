@@ -31,7 +31,7 @@ from .layout import RUN_FILE, default_storage, run_file, test_file, trial_dir
 from .pruning import rejected
 
 MIN_IMPORTANCE_TRIALS = 5  # completed trials needed before parameter importances mean anything
-COST_LABELS = {"params": "params", "macs": "MACs", "latency_ms": "latency (ms, batch 1)"}
+COST_LABELS = {"params": "params", "macs": "MACs", "latency_ms": "latency (ms)", "bytes": "bytes (ONNX file)"}
 TEST_SENTENCE = ("Test accuracy is measured once, when the first report is made, on the held-out test split. "
                  "The search never used it: it chose and pruned students on validation accuracy only.")
 FADED = "rgba(120, 120, 120, 0.45)"

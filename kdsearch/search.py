@@ -23,8 +23,8 @@ from rich.markup import escape
 from rich.progress import Progress
 from safetensors.torch import save_file
 
-from . import measure
-from .config import LEGACY_TRAIN, SPACE_KINDS, StudyConfig, TrainConfig
+from . import latency, measure
+from .config import LEGACY_STUDY, LEGACY_TRAIN, SPACE_KINDS, StudyConfig, TrainConfig
 from .data import DataSplits, Split, load_data, stratified_subset
 from .distill import NonFiniteLoss, fit, recipe_from, resolve_device
 from .errors import KDSearchError
@@ -39,8 +39,9 @@ from .pruning import CURVE, PRUNED_AT, Pruner, finished_trials, make_pruner, rej
 from .students import StudentSpec, build, effective_space, sample_spec, suggest
 from .teachers import SLOW_S, TeacherResult, chance_note, minutes, prepare_teacher
 
-METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs"}
-DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize"}
+METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs", "bytes": "bytes"}
+DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize",
+              "bytes": "minimize"}
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -122,7 +123,8 @@ def make_sampler(name: str, seed: int, trials: int = 100) -> optuna.samplers.Bas
 
 # Settings that change what a trial means: a study resumes only with the same ones. Others
 # (trials, timeout, threads, device, storage, seed, sampler, paths) may change between runs.
-MEANING = ("objectives", "epochs", "max_params", "max_macs", "max_latency_ms", "data.dataset", "data.val_fraction",
+MEANING = ("objectives", "epochs", "max_params", "max_macs", "max_latency_ms", "max_bytes", "latency_runtime",
+           "latency_batch", "bytes_format", "data.dataset", "data.val_fraction",
            "data.subset", "data.pad", "data.flip", "teacher.name", "teacher.weights", "teacher.pretrained",
            "teacher.input_size", "teacher.epochs", "teacher.lr", "teacher.batch_size", "teacher.normalize",
            "teacher.mean", "teacher.std", "train.optimizer", "train.schedule", "train.warmup", "train.batch_size",
@@ -148,7 +150,7 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
     stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
     if stored is None:
         return
-    legacy = StudyConfig()
+    legacy = StudyConfig(**LEGACY_STUDY)
     legacy.train = TrainConfig(**LEGACY_TRAIN)
     stored = {**fingerprint(legacy), **stored}  # settings added since the study began: the values it ran with
     stored["space"] = json.loads(json.dumps(effective_space(stored.get("space", {}))))
@@ -276,9 +278,7 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp, **costs}.items():
         trial.set_user_attr(key, value)
     reject_over_budget(trial, cfg, costs)  # size first: no latency timing for a student that is too big
-    costs["latency"] = measure.latency_ms(model, shape, threads=cfg.latency_threads, min_run_time=0.1)
-    trial.set_user_attr("latency_ms", costs["latency"])
-    reject_over_budget(trial, cfg, {"latency": costs["latency"]})
+    deployed_costs(trial, cfg, model, shape, costs)
 
     model = model.to(ctx.device, memory_format=torch.channels_last)
     recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
@@ -290,9 +290,10 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {curve[-1]:.4f}")
 
     try:
-        curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
-                    teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val, on_epoch=prune,
-                    progress=ctx.progress, description=f"trial {trial.number}")
+        with latency.training_share(cfg.run_path, model):  # paused while another worker times a student
+            curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
+                        teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val,
+                        on_epoch=prune, progress=ctx.progress, description=f"trial {trial.number}")
     except optuna.TrialPruned:  # saved as evaluated (fit has put a weight average into the model by now)
         save_student(trial_dir(cfg.run_path, trial.number), model, spec)
         raise
@@ -301,10 +302,40 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     return tuple(float(values[o]) for o in cfg.objectives)
 
 
+def deployed_costs(trial: optuna.Trial, cfg: StudyConfig, model: torch.nn.Module, shape: tuple[int, ...],
+                   costs: dict[str, float]) -> None:
+    """The student's bytes (when an objective or budget) and latency, each recorded and checked against
+    its budget as soon as known: the ONNX graph `kdsearch export` writes, exported once for both."""
+    want_bytes = "bytes" in cfg.objectives or cfg.max_bytes is not None
+    graph = None
+    if cfg.latency_runtime == "onnxruntime" or want_bytes:
+        from .export import onnx_bytes, with_distinct_weights
+
+        graph = onnx_bytes(with_distinct_weights(model), shape)  # the size a trained student's file has
+    if want_bytes:
+        if cfg.bytes_format == "int8":
+            from .quantize import int8_size
+
+            costs["bytes"] = int8_size(graph, shape)
+        else:
+            costs["bytes"] = len(graph)
+        trial.set_user_attr("bytes", costs["bytes"])
+        reject_over_budget(trial, cfg, {"bytes": costs["bytes"]})
+    with latency.quiet_cpu(cfg.run_path) as quiet:  # the study's other workers on this machine pause
+        timing = latency.student_latency(model, shape, cfg.latency_runtime, cfg.latency_batch, cfg.latency_threads,
+                                         graph)
+    costs["latency"] = timing.median_ms
+    trial.set_user_attr("latency_ms", timing.median_ms)
+    trial.set_user_attr("latency_iqr_ms", timing.iqr_ms)
+    if not quiet["quiet"]:
+        trial.set_user_attr("latency_quiet", False)
+    reject_over_budget(trial, cfg, {"latency": costs["latency"]})
+
+
 def budget_excess(cfg: StudyConfig, costs: dict[str, float]) -> dict[str, float]:
     """Relative excess over each budget that is set and measured (<= 0 within budget)."""
     budgets = {"max_params": ("params", cfg.max_params), "max_macs": ("macs", cfg.max_macs),
-               "max_latency_ms": ("latency", cfg.max_latency_ms)}
+               "max_latency_ms": ("latency", cfg.max_latency_ms), "max_bytes": ("bytes", cfg.max_bytes)}
     return {name: costs[cost] / limit - 1.0 for name, (cost, limit) in budgets.items()
             if limit is not None and cost in costs}
 
@@ -379,7 +410,7 @@ def cheapest_costs(cfg: StudyConfig, data: DataSplits, max_combinations: int = 2
 
 def check_budgets_reachable(cfg: StudyConfig, data: DataSplits) -> None:
     """Exit 2 at once when no student of the space fits a budget (instead of rejecting forever)."""
-    if cfg.max_params is None and cfg.max_macs is None and cfg.max_latency_ms is None:
+    if cfg.max_params is None and cfg.max_macs is None and cfg.max_latency_ms is None and cfg.max_bytes is None:
         return
     low = cheapest_costs(cfg, data)
     limits = {"params": cfg.max_params, "macs": cfg.max_macs}
@@ -388,9 +419,19 @@ def check_budgets_reachable(cfg: StudyConfig, data: DataSplits) -> None:
             raise KDSearchError(f"--max-{cost} {limit:,}: the space cannot meet it, its smallest student has "
                                 f"{low[cost]:,} {cost} (lower [space] stages, channels, convs_per_stage, fc or "
                                 "expand_ratio, or allow the plain family)")
+    # a lower bound: a weight takes 4 bytes as float, at least 1 as int8, a batch-norm scale and shift
+    # folded into a 4-byte bias 2 each
+    least = low["params"] * (1 if cfg.bytes_format == "int8" else 2)
+    if cfg.max_bytes is not None and least > cfg.max_bytes:
+        raise KDSearchError(f"--max-bytes {cfg.max_bytes:,}: the space cannot meet it, its smallest student has "
+                            f"{low['params']:,} params, at least {least:,} bytes as {cfg.bytes_format} (lower [space] "
+                            "stages, channels, convs_per_stage, fc or expand_ratio" +
+                            (", or --bytes-format int8)" if cfg.bytes_format == "float" else ")"))
     if cfg.max_latency_ms is not None:
         shape = (data.in_channels, data.image_size, data.image_size)
-        fastest = measure.latency_ms(build(low["spec"]), shape, threads=cfg.latency_threads, min_run_time=0.1)
+        with latency.quiet_cpu(cfg.run_path):
+            fastest = latency.student_latency(build(low["spec"]), shape, cfg.latency_runtime, cfg.latency_batch,
+                                              cfg.latency_threads).median_ms
         if fastest > cfg.max_latency_ms:
             raise KDSearchError(f"--max-latency-ms {cfg.max_latency_ms}: the space cannot meet it, its cheapest "
                                 f"student takes {fastest:.3f} ms")

@@ -49,12 +49,15 @@ def tiny_run(folder, tmp_path_factory) -> Path:
     """
     from typer.testing import CliRunner
 
-    from kdsearch import measure, search, teachers
+    from kdsearch import latency, measure, search, teachers
     from kdsearch.cli import app
 
     def fake_latency(model, input_shape, threads=1, min_run_time=0.2):
         """Timing takes ~1 s a model; these tests read the study, they do not need real latencies."""
         return 0.01 + measure.count_params(model) / 1e6
+
+    def fake_timing(model, input_shape, runtime="onnxruntime", batch=1, threads=1, graph=None):
+        return latency.Timing(fake_latency(model, input_shape), 0.001, 1, runtime, batch, threads)
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     study_file = run_dir.parent / "tiny.toml"
@@ -65,6 +68,7 @@ def tiny_run(folder, tmp_path_factory) -> Path:
         mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
         mp.setattr(search, "make_pruner", lambda *a: PruneTrialTwo())
         mp.setattr(measure, "latency_ms", fake_latency)
+        mp.setattr(latency, "student_latency", fake_timing)
         mp.setattr(teachers, "latency_ms", fake_latency)
         result = CliRunner().invoke(app, [
             "run", str(study_file), "--dataset", "imagefolder", "--data-dir", str(folder), "--teacher", "resnet20",

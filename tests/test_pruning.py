@@ -132,7 +132,7 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     from optuna.trial import TrialState
     from rich.console import Console
 
-    from kdsearch import measure, teachers
+    from kdsearch import latency, measure, teachers
     from kdsearch.config import load_config
     from kdsearch.search import DIRECTIONS, objective, prepare
 
@@ -142,6 +142,8 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(measure, "latency_ms", fake_latency)
     monkeypatch.setattr(teachers, "latency_ms", fake_latency)
+    monkeypatch.setattr(latency, "student_latency", lambda model, shape, *a, **k: latency.Timing(
+        fake_latency(model, shape), 0.0, 1, "onnxruntime", 1, 1))
     cfg = load_config(None, {
         "data.dataset": "imagefolder", "data.data_dir": str(folder), "teacher.name": "resnet20",
         "teacher.pretrained": False, "teacher.epochs": 1, "epochs": 4, "trials": 8, "device": "cpu",

@@ -57,9 +57,12 @@ def test_results_document_reads_its_numbers_from_the_run(tiny_run, tmp_path, mon
     front = text.split("### The search's Pareto front")[1].split("### Final training")[0]
     rows = {int(line.split(" | ")[0][2:]): line.split(" | ") for line in front.splitlines() if re.match(r"\| \d+ \|", line)}
     study = open_run(tiny_run).study
+    retrained = {b["setup"]["trial"]: b["summary"]["arms"]["kd"]["test_mean"]  # other tests retrain members too
+                 for b in results_module.load_finals(tiny_run) if "kd" in b["summary"]["arms"]}
+    assert retrained[TRIAL] == kd["test_mean"]
     for number, cells in rows.items():
         assert cells[1] == f"{100 * study.trials[number].values[0]:.2f}%"
-        assert cells[2] == (f"{100 * kd['test_mean']:.2f}%" if number == TRIAL else "")
+        assert cells[2] == (f"{100 * retrained[number]:.2f}%" if number in retrained else "")
     ordinary = stored["summary"]["gain"]["ce-all"]
     assert f"{100 * ordinary['mean']:+.2f} points, 95% CI" in text  # the headline gain is over ordinary training
     assert "### Against the aim" in text and "Hand-written discussion" in text
