@@ -24,9 +24,10 @@ STUDENT = {"spec": {"channels": [16, 32], "convs_per_stage": 1, "kernel_size": 3
 
 
 def digits_args(run_dir, *extra):
-    """A digits study whose teacher is untrained (0 epochs) and cached for one view: fast to prepare."""
+    """A digits study whose teacher is untrained (0 epochs, so at chance: allowed) and cached for one view:
+    fast to prepare."""
     return ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "0",
-            "--views", "1", "--device", "cpu", "--threads", "1", "--run-dir", str(run_dir), "--study-name", "lat",
+            "--allow-chance-teacher", "--views", "1", "--device", "cpu", "--threads", "1", "--run-dir", str(run_dir), "--study-name", "lat",
             *extra]
 
 
