@@ -57,8 +57,9 @@ class TeacherConfig:
 
 @dataclass
 class TrainConfig:
-    """How each student is trained (fixed per study; T, alpha and lr are in [space]). The defaults are
-    the recipe benchmarks/bench_recipe.py measured best (BENCHMARKS.md, "Training recipe")."""
+    """How each student is trained (fixed per study; T, alpha and lr are in [space]). The defaults are a
+    textbook CIFAR recipe that beat kdsearch's old one in a plain loop (issue 17); benchmarks/bench_recipe.py
+    screens them on fixed students (BENCHMARKS.md, "Training recipe")."""
 
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
     schedule: str = "linear"  # linear warm-up, then "linear" or "cosine" decay to 0; or "onecycle"
@@ -72,9 +73,9 @@ class TrainConfig:
     views: int = 16  # cached views per image (every view when this covers them all)
 
 
-# [train] values of studies stored before the setting existed (a run.json or study fingerprint
+# Values of settings for studies stored before the setting existed (a run.json or study fingerprint
 # without the key): what those studies ran with, so they resume and retrain as they were.
-LEGACY_STUDY: dict[str, Any] = {"latency_runtime": "torch"}  # [study] settings, likewise
+LEGACY_STUDY: dict[str, Any] = {"latency_runtime": "torch"}  # [study] settings
 LEGACY_TRAIN: dict[str, Any] = {"optimizer": "adamw", "schedule": "onecycle", "warmup": 0.25, "ema": 0.0,
                                 "zero_init_residual": False, "batch_size": 128, "weight_decay": 5e-4,
                                 "label_smoothing": 0.0}

@@ -184,7 +184,7 @@ class Recipe:
     """How a model is trained: everything but the model, the data and the teacher.
 
     The defaults are kdsearch's recipe before it had these settings (AdamW, one-cycle); studies get
-    theirs from [train] (config.TrainConfig, whose defaults were chosen by benchmarks/bench_recipe.py).
+    theirs from [train] (config.TrainConfig, recipe_from).
     """
 
     epochs: int
