@@ -20,10 +20,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kdsearch.augment import random_views
 from kdsearch.config import TrainConfig
 from kdsearch.distill import make_optimizer, recipe_from, train_epoch, weight_average
 from kdsearch.students import StudentSpec, build
+
+from bench_throughput import FakeCache  # teacher logits served as the real cache does (benchmarks/ is on sys.path)
 
 STUDENTS = {
     "res8": dict(family="residual", channels=[16, 32, 64]),
@@ -31,16 +32,6 @@ STUDENTS = {
     "plain50k": dict(channels=[6, 17, 63], convs_per_stage=2),
     "inv50k": dict(family="inverted", channels=[16, 32, 64], convs_per_stage=2, expand_ratio=3),
 }
-
-
-class FakeCache:
-    """Teacher logits for every image and view, served as the real cache does (no teacher cost)."""
-
-    def __init__(self, n: int, classes: int):
-        self.logits = torch.randn(n, classes).half()
-
-    def draw(self, idx, generator):
-        return random_views(len(idx), 4, True, generator), self.logits[idx]
 
 
 def bare_steps(model, x, y, batch: int, steps: int, opt) -> float:
