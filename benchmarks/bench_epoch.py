@@ -8,7 +8,11 @@ weight average) runs the same number of steps on the same student. Both run in t
 interleaved block by block so that load on the machine hits both alike; the ratio of median
 seconds per step is printed (the target: kdsearch within 1.2x of the bare loop).
 
+kdsearch trains each student in the memory format distill.fast_memory_format picks; with
+--formats, its loop is also timed in the other format, the evidence for that rule.
+
     python benchmarks/bench_epoch.py --threads 2
+    python benchmarks/bench_epoch.py --threads 2 --formats --students res8 plain15k odd-res inv50k odd-inv
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsearch.config import TrainConfig
-from kdsearch.distill import make_optimizer, recipe_from, train_epoch, weight_average
+from kdsearch.distill import fast_memory_format, make_optimizer, recipe_from, train_epoch, weight_average
 from kdsearch.students import StudentSpec, build
 
 from bench_throughput import FakeCache  # teacher logits served as the real cache does (benchmarks/ is on sys.path)
@@ -31,7 +35,11 @@ STUDENTS = {
     "plain15k": dict(channels=[10, 13, 29], convs_per_stage=2),
     "plain50k": dict(channels=[6, 17, 63], convs_per_stage=2),
     "inv50k": dict(family="inverted", channels=[16, 32, 64], convs_per_stage=2, expand_ratio=3),
+    "plain-aligned": dict(channels=[16, 32, 64], convs_per_stage=2),
+    "odd-res": dict(family="residual", channels=[12, 18, 27], convs_per_stage=2),
+    "odd-inv": dict(family="inverted", channels=[11, 17, 25], convs_per_stage=2, expand_ratio=3),
 }
+FORMATS = {torch.channels_last: "channels_last", torch.contiguous_format: "contiguous"}
 
 
 def bare_steps(model, x, y, batch: int, steps: int, opt) -> float:
@@ -61,6 +69,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
     ap.add_argument("--blocks", type=int, default=5, help="timed blocks per loop, interleaved")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--formats", action="store_true", help="also time kdsearch's loop in the other memory format")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,20 +86,28 @@ def main() -> None:
         spec = StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[name])
         bare = build(spec)
         bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-        ours = build(spec).to(memory_format=torch.channels_last)
-        opt, sched = make_optimizer(ours, recipe.optimizer, recipe.lr, recipe.weight_decay, 10_000,
-                                    recipe.schedule, recipe.warmup)
-        ema = weight_average(ours, recipe.ema)
+        ours = build(spec)
+        chosen = fast_memory_format(ours, torch.device("cpu"))
+        formats = [chosen] + ([f for f in FORMATS if f != chosen] if args.formats else [])
         cache = FakeCache(n, 10)
         bare_steps(bare, xf, y, recipe.batch_size, 2, bare_opt)  # warm-up
-        kdsearch_steps(ours, x8, y, recipe, 2, opt, sched, ema, cache)
-        b, k = [], []
+        runs = {}
+        for fmt in formats:
+            model = build(spec).to(memory_format=fmt)
+            opt, sched = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, 10_000,
+                                        recipe.schedule, recipe.warmup)
+            runs[fmt] = (model, opt, sched, weight_average(model, recipe.ema))
+            kdsearch_steps(model, x8, y, recipe, 2, opt, sched, runs[fmt][3], cache)
+        b, k = [], {fmt: [] for fmt in formats}
         for _ in range(args.blocks):
             b.append(bare_steps(bare, xf, y, recipe.batch_size, args.steps, bare_opt))
-            k.append(kdsearch_steps(ours, x8, y, recipe, args.steps, opt, sched, ema, cache))
-        mb, mk = statistics.median(b), statistics.median(k)
-        print(f"{name:9s} {spec.summary():32s} bare {1000 * mb:7.1f} ms/step  kdsearch {1000 * mk:7.1f} ms/step  "
-              f"ratio {mk / mb:.2f}x", flush=True)
+            for fmt, (model, opt, sched, ema) in runs.items():
+                k[fmt].append(kdsearch_steps(model, x8, y, recipe, args.steps, opt, sched, ema, cache))
+        mb, mk = statistics.median(b), statistics.median(k[chosen])
+        other = "".join(f"  ({FORMATS[f]}: {1000 * statistics.median(k[f]):.1f} ms/step, "
+                        f"{statistics.median(k[f]) / mb:.2f}x)" for f in formats[1:])
+        print(f"{name:13s} {spec.summary():36s} bare {1000 * mb:7.1f} ms/step  kdsearch {1000 * mk:7.1f} ms/step "
+              f"{FORMATS[chosen]:13s} ratio {mk / mb:.2f}x{other}", flush=True)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def train_at(ctx, spec, hp, images: int, epochs: int, seed: int) -> dict:
     cache = ctx.cache if images in (0, len(ctx.data.train)) else None  # the cache covers the full split only
     recipe = recipe_from(ctx.cfg.train, epochs, hp["lr"], hp["temperature"], hp["alpha"])
     torch.manual_seed(seed)
-    model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+    model = build(spec).to(ctx.device)
     start = time.perf_counter()
     curve = fit(model, train.x.to(ctx.device), train.y.to(ctx.device), recipe, pad=ctx.data.pad, flip=ctx.data.flip,
                 seed=seed, teacher=ctx.teacher.model, cache=cache, x_val=ctx.x_val, y_val=ctx.y_val)

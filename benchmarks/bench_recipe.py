@@ -86,7 +86,7 @@ def train_one(data, student: str, variant: str, seed: int, arm: str, epochs: int
     recipe = recipe_from(train, epochs, settings["lr"], temperature, alpha if arm == "kd" else 0.0)
     spec = spec_for(student, data)
     torch.manual_seed(seed)
-    model = build(spec).to(memory_format=torch.channels_last)
+    model = build(spec)  # fit picks its memory format
     start = time.perf_counter()
     curve = fit(model, data.train.x, data.train.y, recipe, pad=data.pad, flip=data.flip, seed=seed,
                 teacher=teacher if arm == "kd" else None, cache=cache if arm == "kd" else None,

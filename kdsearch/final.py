@@ -194,7 +194,7 @@ def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: 
     cfg, data = ctx.cfg, ctx.data
     recipe = recipe_from(cfg.train, epochs, lr, hp["temperature"], hp["alpha"] if mode == "kd" else 0.0)
     torch.manual_seed(seed)
-    model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+    model = build(spec).to(ctx.device)
     start = time.perf_counter()
     curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
                 teacher=ctx.teacher.model if mode == "kd" else None, cache=None if mode == "ce-all" else ctx.cache,

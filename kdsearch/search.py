@@ -280,7 +280,7 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     reject_over_budget(trial, cfg, costs)  # size first: no latency timing for a student that is too big
     deployed_costs(trial, cfg, model, shape, costs)
 
-    model = model.to(ctx.device, memory_format=torch.channels_last)
+    model = model.to(ctx.device)
     recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
 
     def prune(epoch: int, loss: float, curve: list[float]) -> None:
@@ -726,7 +726,7 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
                        list(data.mean), list(data.std))
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-        model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+        model = build(spec).to(ctx.device)
         n = min(len(ctx.y_train), cfg.train.batch_size * 3)
         recipe = recipe_from(cfg.train, epochs=1, lr=min(cfg.space["lr"]) if isinstance(cfg.space["lr"], list)
                              else cfg.space["lr"])

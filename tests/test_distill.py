@@ -90,3 +90,22 @@ def test_schedule_works_for_any_number_of_steps(kind):
             opt.step()
             sched.step()
         assert math.isfinite(opt.param_groups[0]["lr"])
+
+
+def test_students_train_in_the_memory_format_that_is_fast_for_their_widths():
+    from kdsearch.distill import Recipe, fast_memory_format, fit, memory_format_of
+    from kdsearch.students import StudentSpec, build
+
+    def student(channels, family="residual"):
+        return build(StudentSpec(in_channels=3, num_classes=4, image_size=8, family=family, channels=channels))
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert fast_memory_format(student([16, 32, 64]), cpu) == torch.channels_last  # ResNet-8's widths
+    assert fast_memory_format(student([10, 13, 29]), cpu) == torch.contiguous_format
+    assert fast_memory_format(student([10, 13, 29]), cuda) == torch.channels_last
+    x, y = torch.randint(0, 255, (16, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (16,))
+    for channels, expected in [([8, 12], torch.channels_last), ([6, 9], torch.contiguous_format)]:
+        model = student(channels, family="plain").to(memory_format=torch.channels_last)
+        fit(model, x, y, Recipe(epochs=1, lr=0.01, batch_size=8), pad=1, flip=True, seed=0, x_val=x, y_val=y)
+        assert memory_format_of(model) == expected
+        assert accuracy(model, x, y) >= 0  # predict feeds inputs in the model's format
