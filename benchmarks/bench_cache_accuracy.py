@@ -22,11 +22,13 @@ import torch
 from rich.console import Console
 
 from kdsearch.config import load_config
-from kdsearch.data import load_data, stratified_subset
-from kdsearch.distill import accuracy, make_optimizer, resolve_device, steps_per_epoch, train_epoch
-from kdsearch.logits import build_or_load, cache_key
-from kdsearch.students import StudentSpec, build
-from kdsearch.teachers import prepare_teacher
+from kdsearch.data.datasets import load_data
+from kdsearch.data.splits import stratified_subset
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import accuracy, make_optimizer, resolve_device, steps_per_epoch, train_epoch
+from kdsearch.training.logit_cache import build_or_load, logit_cache_key as cache_key
+from kdsearch.training.teacher import prepare_teacher
 
 
 def train_student(spec, x, y, xv, yv, *, epochs, seed, pad, flip, teacher=None, cache=None) -> float:

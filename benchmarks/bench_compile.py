@@ -18,8 +18,8 @@ import time
 import torch
 from bench_throughput import SPECS, FakeCache
 
-from kdsearch.distill import make_optimizer, resolve_device, train_epoch
-from kdsearch.students import build
+from kdsearch.models.students.registry import build
+from kdsearch.training.distill import make_optimizer, resolve_device, train_epoch
 
 
 def epoch_times(model, x, y, cache, args, epochs: int) -> list[float]:

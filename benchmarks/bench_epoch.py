@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from kdsearch.config import TrainConfig
-from kdsearch.distill import fast_memory_format, make_optimizer, recipe_from, train_epoch, weight_average
-from kdsearch.students import StudentSpec, build
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import fast_memory_format, make_optimizer, recipe_from, train_epoch, weight_average
 
 from bench_throughput import FakeCache  # teacher logits served as the real cache does (benchmarks/ is on sys.path)
 

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kdsearch.config import PrunerConfig
-from kdsearch.pruning import make_pruner, replay
-from kdsearch.search import DIRECTIONS
+from kdsearch.search.pruners import make_pruner, replay
+from kdsearch.search.study import DIRECTIONS
 
 
 def studies(folder: Path) -> dict[str, optuna.Study]:

@@ -29,11 +29,12 @@ from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
 from kdsearch.config import SPACE_KINDS, load_config
-from kdsearch.data import stratified_subset
-from kdsearch.distill import fit, recipe_from
-from kdsearch.measure import count_params
-from kdsearch.search import prepare_inputs
-from kdsearch.students import build, sample_spec, suggest
+from kdsearch.data.splits import stratified_subset
+from kdsearch.measure.costs import count_params
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.space import sample_spec, suggest
+from kdsearch.search.inputs import prepare_inputs
+from kdsearch.training.distill import fit, recipe_from
 
 
 def sampled(cfg, data, n: int, seed: int) -> list[tuple]:

@@ -37,10 +37,13 @@ import optuna
 import torch
 from scipy.stats import spearmanr
 
-from kdsearch import latency, measure
 from kdsearch.config import DEFAULT_SPACE
-from kdsearch.export import onnx_bytes, with_distinct_weights
-from kdsearch.students import StudentSpec, build, sample_spec
+from kdsearch.measure.costs import count_macs, latency_ms
+from kdsearch.measure.latency import quiet_cpu, student_latency, training_share
+from kdsearch.measure.onnx_graph import onnx_bytes, with_distinct_weights
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.space import sample_spec
+from kdsearch.models.students.spec import StudentSpec
 
 SHAPE = (3, 32, 32)
 MEAN, STD = [0.491, 0.482, 0.447], [0.247, 0.243, 0.262]
@@ -62,7 +65,7 @@ def train_worker(run_dir: str, ready: str) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.rand(128, *SHAPE).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (128,))
     steps, start = 0, time.perf_counter()
-    with latency.training_share(Path(run_dir), model) as share:
+    with training_share(Path(run_dir), model) as share:
         def report(*_):
             print(json.dumps({"pid": os.getpid(), "steps": steps, "seconds": round(time.perf_counter() - start, 1),
                               "paused_s": round(share.paused_s, 2)}), flush=True)
@@ -82,11 +85,11 @@ def measure_all(models, graphs, run_dir: Path | None, threads: int, eager: bool)
     out = {"onnxruntime": [], "torch": [], "seconds": []}
     for model, graph in zip(models, graphs):
         start = time.perf_counter()
-        with latency.quiet_cpu(run_dir):
-            out["onnxruntime"].append(latency.student_latency(model, SHAPE, "onnxruntime", 1, threads, graph).median_ms)
+        with quiet_cpu(run_dir):
+            out["onnxruntime"].append(student_latency(model, SHAPE, "onnxruntime", 1, threads, graph).median_ms)
         out["seconds"].append(time.perf_counter() - start)
         if eager:  # as the search measured before: no lock
-            out["torch"].append(measure.latency_ms(model, SHAPE, threads=threads, min_run_time=0.1))
+            out["torch"].append(latency_ms(model, SHAPE, threads=threads, min_run_time=0.1))
     return out
 
 
@@ -172,7 +175,7 @@ def main() -> None:
     for i, spec in enumerate(specs):
         ort_ms = [r["onnxruntime"][i] for c in ("idle", "load") for r in runs[c]]
         eager_ms = [r["torch"][i] for c in ("idle", "load") for r in runs[c]]
-        print(f"| `{spec.summary()}` | {measure.count_macs(models[i], SHAPE):,} | "
+        print(f"| `{spec.summary()}` | {count_macs(models[i], SHAPE):,} | "
               f"{', '.join(f'{v:.3f}' for v in ort_ms)} | {', '.join(f'{v:.3f}' for v in eager_ms)} |")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

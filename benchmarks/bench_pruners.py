@@ -37,10 +37,13 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from kdsearch.analysis.front import Point, front_2d, trial_points
+from kdsearch.analysis.hypervolume import hypervolume_log
 from kdsearch.config import PrunerConfig, load_config
-from kdsearch.pruning import CURVE, make_pruner, replay
-from kdsearch.report import Point, front_2d, hypervolume_log, trial_points
-from kdsearch.search import DIRECTIONS, TrialSeeded, objective, prepare
+from kdsearch.search.objective import objective
+from kdsearch.search.pruners import CURVE, make_pruner, replay
+from kdsearch.search.runner import prepare
+from kdsearch.search.study import DIRECTIONS, TrialSeeded
 
 PRUNERS = ("none", "median", "asha", "moasha", "pareto")
 
@@ -79,7 +82,7 @@ def pruner_config(variant: str, base: PrunerConfig) -> PrunerConfig:
     """'pareto:margin=0,warmup_epochs=2' -> the base settings with that name and those changes."""
     name, _, settings = variant.partition(":")
     changes = dict(parse_set(s) for s in settings.split(",") if s)
-    return dataclasses.replace(base, name=name, **changes)
+    return base.model_copy(update={"name": name, **changes})
 
 
 def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict) -> list:
@@ -96,7 +99,7 @@ def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict
         if "ctx" not in ctx_holder:
             ctx_holder["ctx"], _ = prepare(cfg, console, record=False)
         ctx = ctx_holder["ctx"]
-        ctx.cfg = dataclasses.replace(cfg, seed=seed, trials=10**9)  # the trial seed; no surplus check here
+        ctx.cfg = cfg.model_copy(update={"seed": seed, "trials": 10**9})  # the trial seed; no surplus check here
         ctx.pruner = make_pruner(PrunerConfig(name="none"))
         console.print(f"seed {seed}: {done} of {cfg.trials} unpruned trials stored, running the rest")
         while done < cfg.trials:

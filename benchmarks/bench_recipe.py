@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 from kdsearch.config import LEGACY_TRAIN, DataConfig, TrainConfig, config_from_dict
-from kdsearch.data import load_data
-from kdsearch.distill import accuracy, fit, recipe_from
-from kdsearch.measure import count_params
-from kdsearch.students import StudentSpec, build
+from kdsearch.data.datasets import load_data
+from kdsearch.measure.costs import count_params
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import accuracy, fit, recipe_from
 
 # Fixed students: the MLPerf Tiny ResNet-8, two plain students of the committed CIFAR-10 run
 # (results/cifar10-resnet32 trials 18 and 15) and a MobileNetV2-style one of about 50k params.
@@ -154,7 +155,7 @@ def main() -> None:
             raise SystemExit("--arms kd needs --teacher-run")
         from rich.console import Console
 
-        from kdsearch.search import prepare_inputs  # the run's teacher and logit cache, as `kdsearch train` has them
+        from kdsearch.search.inputs import prepare_inputs  # the run's teacher and logit cache, as `kdsearch train` has them
 
         cfg = config_from_dict(json.loads((Path(args.teacher_run) / "run.json").read_text())["config"])
         cfg.run_dir, cfg.data.subset, cfg.device = args.teacher_run, 0, "cpu"

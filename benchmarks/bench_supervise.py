@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 
 from kdsearch.config import load_config
-from kdsearch.search import n_finished, prepare, run_search
+from kdsearch.search.runner import prepare, run_search
+from kdsearch.search.study import n_finished
 
 
 def timed_run(study_file: Path, run_dir: Path, trials: int, in_process: bool) -> tuple[float, int]:
@@ -36,7 +37,7 @@ def timed_run(study_file: Path, run_dir: Path, trials: int, in_process: bool) ->
 def _load_inputs(cfg_dict: dict) -> None:
     """What a worker does before its first trial: import kdsearch, load data, teacher and cache."""
     from kdsearch.config import config_from_dict
-    from kdsearch.search import prepare_inputs
+    from kdsearch.search.inputs import prepare_inputs
 
     prepare_inputs(config_from_dict(cfg_dict), Console(quiet=True))
 

@@ -18,9 +18,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdsearch.augment import random_views
-from kdsearch.distill import kd_loss, make_optimizer, train_epoch
-from kdsearch.students import StudentSpec, build
+from kdsearch.data.augment import random_views
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import kd_loss, make_optimizer, train_epoch
 
 SPECS = [
     StudentSpec(in_channels=3, num_classes=10, image_size=32, channels=[16, 32, 64], fc=[64]),

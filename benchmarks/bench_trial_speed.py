@@ -25,11 +25,13 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
-from kdsearch.distill import accuracy, autocast, kd_loss, make_optimizer, resolve_device, steps_per_epoch, train_epoch
-from kdsearch.logits import build_or_load
-from kdsearch.measure import count_macs
-from kdsearch.students import StudentSpec, build
-from kdsearch.teachers import build_teacher
+from kdsearch.measure.costs import count_macs
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.models.teachers.build import build_teacher
+from kdsearch.training.distill import (accuracy, autocast, kd_loss, make_optimizer, resolve_device, steps_per_epoch,
+                                       train_epoch)
+from kdsearch.training.logit_cache import build_or_load
 
 SPECS = [
     StudentSpec(in_channels=3, num_classes=10, image_size=32, channels=[16, 32, 64], fc=[64]),

@@ -9,7 +9,7 @@ several processes do not each decode the same images.
 import sys
 
 from kdsearch.config import load_config
-from kdsearch.data import load_data
+from kdsearch.data.datasets import load_data
 
 if __name__ == "__main__":
     data = load_data(load_config(sys.argv[1]).data)

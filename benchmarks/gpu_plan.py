@@ -15,7 +15,7 @@ import argparse
 import math
 
 from kdsearch import api
-from kdsearch.pruning import CURVE
+from kdsearch.search.pruners import CURVE
 
 
 def main() -> None:

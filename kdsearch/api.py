@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from torch import nn
 
-    from .report import Run
+    from .runs.run import Run
 
 __all__ = ["run", "open_run", "trials", "front", "load_student", "retrain", "export"]
 
@@ -68,7 +68,7 @@ def run(study_file: str | Path | None = None, *, workers: int = 1, console: Cons
     put them in a module, or pass `in_process=True`, as `--in-process`).
     """
     from .config import load_config
-    from .search import run_search
+    from .search.runner import run_search
 
     if workers < 1:
         raise KDSearchError(f"workers: must be at least 1, got {workers}")
@@ -79,7 +79,7 @@ def run(study_file: str | Path | None = None, *, workers: int = 1, console: Cons
 
 def open_run(path: str | Path | Run | None = None, storage: str | None = None, study_name: str | None = None) -> Run:
     """A run folder (or a storage URL and study name): its study, folder and config (`report.Run`)."""
-    from .report import Run, open_run as open_
+    from .runs.run import Run, open_run as open_
 
     if isinstance(path, Run):
         return path
@@ -96,7 +96,8 @@ def trials(path: str | Path | Run) -> pandas.DataFrame:
     `study.trials_dataframe()` columns (values_*, params_*, user_attrs_*, datetimes, ...), less
     its own `state`.
     """
-    from .report import load_test_accuracies, trial_points
+    from .analysis.front import trial_points
+    from .analysis.holdout import load_test_accuracies
 
     pd = _pandas()
     r = open_run(path)
@@ -120,7 +121,7 @@ def front(path: str | Path | Run) -> pandas.DataFrame:
 
 def _pick(r: Run, trial: int | None, rules: dict[str, Any], console: Console | None) -> int:
     """The trial number given, or the one a picking rule chooses (its reason printed)."""
-    from .pick import Rule, choose
+    from .analysis.pick import Rule, choose
 
     unknown = set(rules) - set(Rule.names())
     if unknown:
@@ -144,9 +145,10 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
     (an export, a trial's or a final model's folder), or trial `trial` (or the one a picking rule such
     as `knee=True` chooses) of a run. From a run, `weights` is as for `export`: auto (final training's
     best by validation, when there is one, else the search's), search or final."""
-    from .export import load_student as load, pick_source
-    from .final import chosen_trial
-    from .layout import run_file
+    from .export.folder import pick_source
+    from .models.students.io import load_student as load
+    from .analysis.final import chosen_trial
+    from .runs.layout import run_file
 
     if not isinstance(path_or_folder, (str, Path)) or run_file(Path(path_or_folder)).is_file():
         r = open_run(path_or_folder)
@@ -170,7 +172,7 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with
     `baseline`) without. Choose by trial number(s), `front=True`, or a picking rule (`knee=True`,
     `min_accuracy=0.9`, `max_params=5000`, ...). Returns the results.json contents by trial number."""
-    from .final import DEFAULT_GRID, LrPolicy, train_final
+    from .analysis.final import DEFAULT_GRID, LrPolicy, train_final
 
     r = open_run(path)
     numbers = [trials] if isinstance(trials, int) else list(trials or [])
@@ -190,7 +192,7 @@ def export(path: str | Path | Run, trial: int | None = None, *, out: str | Path 
     `max_params=5000`, `max_macs=...`, `max_latency_ms=...`), as `kdsearch export`: spec.json,
     student.safetensors, a verified student.onnx and export.json (with `int8`, also student.int8.onnx,
     checked as `export --int8` does). Returns the folder (default RUN/export/<trial>)."""
-    from .export import export_trial
+    from .export.folder import export_trial
 
     r = open_run(path)
     number = _pick(r, trial, rules, console)

@@ -89,8 +89,8 @@ def run(
 ) -> None:
     """Run (or resume) a distillation search and print its Pareto front."""
     from .config import load_config
-    from .report import pareto_table
-    from .search import run_search
+    from .reporting.tables import pareto_table
+    from .search.runner import run_search
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
@@ -130,7 +130,8 @@ def report(
     image_format: Annotated[str, Opt(help="png or svg (with --images).")] = "png",
 ) -> None:
     """Print the Pareto table of a run and write its self-contained HTML report."""
-    from .report import open_run, write_report
+    from .reporting.report import write_report
+    from .runs.run import open_run
 
     if image_format not in ("png", "svg"):
         raise KDSearchError(f"--image-format: {image_format!r} is not one of png, svg")
@@ -146,8 +147,8 @@ def status(
     study_name: Annotated[Optional[str], Opt(help="Study name in --storage.")] = None,
 ) -> None:
     """Where a study stands: trials by state, running trials and their workers, failures, the front so far."""
-    from .report import open_run
-    from .status import show_status
+    from .runs.run import open_run
+    from .reporting.status import show_status
 
     show_status(open_run(run_dir, storage, study_name), console)
 
@@ -162,8 +163,8 @@ def dashboard(
     host: Annotated[str, Opt(help="Address to bind (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
 ) -> None:
     """Serve optuna-dashboard on a run, with each trial's spec and weights and the report's figures."""
-    from .dashboard import serve
-    from .report import open_run
+    from .reporting.dashboard import serve
+    from .runs.run import open_run
 
     serve(open_run(run_dir, storage, study_name), host=host, port=port, console=console)
 
@@ -193,7 +194,7 @@ RULE_HELP = {  # picking rules: `train` and `export` take one instead of trial n
 
 def _picked(run, rule, numbers_given: bool) -> int | None:
     """The trial a picking rule chooses (the choice and its reason printed), or None without a rule."""
-    from .pick import choose
+    from .analysis.pick import choose
 
     if not rule.given:
         return None
@@ -226,9 +227,9 @@ def train(
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
-    from .final import LrPolicy, train_final
-    from .pick import Rule
-    from .report import open_run
+    from .analysis.final import LrPolicy, train_final
+    from .analysis.pick import Rule
+    from .runs.run import open_run
 
     numbers = ([trial] if trial is not None else []) + (_int_list("--trials", trials) or [])
     policy = LrPolicy(grid=_float_list("--lr-grid", lr_grid), fixed=lr)
@@ -254,8 +255,8 @@ def results(
     preface: Annotated[Optional[Path], Opt(help="Markdown placed before the runs (the question, what was not run).")] = None,
 ) -> None:
     """Write a Markdown results document (teacher, front, final training, figure, provenance) from runs."""
-    from .provenance import command_line
-    from .results import write_results
+    from .runs.provenance import command_line
+    from .reporting.results import write_results
 
     write_results(run_dirs, out, figures, command=command_line(), console=console, preface=preface)
 
@@ -276,9 +277,9 @@ def export(
     int8: Annotated[bool, Opt("--int8", help="Also write student.int8.onnx (static int8, calibrated on training images) and check its accuracy, size and latency.")] = False,
 ) -> None:
     """Export a student: spec.json, student.safetensors and student.onnx (checked against PyTorch)."""
-    from .export import export_trial
-    from .pick import Rule
-    from .report import open_run
+    from .export.folder import export_trial
+    from .analysis.pick import Rule
+    from .runs.run import open_run
 
     rule = Rule(min_accuracy, max_params, max_macs, max_latency_ms, knee)
     if rule.given and trial is not None:
@@ -293,7 +294,7 @@ def export(
                   f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e})"
                   + (", student.int8.onnx" if int8 else "") + ", export.json", highlight=False)
     if int8:
-        from .export import int8_lines
+        from .export.int8 import int8_lines
 
         for line in int8_lines(done.info["int8"]):
             console.print(line, highlight=False)

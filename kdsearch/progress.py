@@ -1,9 +1,4 @@
-"""One look for every progress bar: what is running, how far, time spent and time left.
-
-In a terminal (or a notebook) it is rich's live bar. Where output goes to a log file or a CI
-job, a live bar prints nothing until it ends, so there the same calls print a plain line per
-task every `every` seconds (and when it finishes): long CPU work is never minutes of silence.
-"""
+"""The progress bar every long step shows (with time left), and how a duration reads in an estimate."""
 
 from __future__ import annotations
 
@@ -90,3 +85,10 @@ class LineProgress:
         else:
             where, left = f"{task.completed:,.0f}", ""
         self.console.print(f"{task.description}: {where}, {_clock(spent)} elapsed{left}", highlight=False)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+SLOW_S = 600  # estimates above this come with what would shorten them

@@ -1,3 +1,5 @@
+from kdsearch.measure.costs import count_params
+from kdsearch.measure.latency import Timing
 """Fixtures shared by the test files."""
 
 from pathlib import Path
@@ -49,15 +51,14 @@ def tiny_run(folder, tmp_path_factory) -> Path:
     """
     from typer.testing import CliRunner
 
-    from kdsearch import latency, measure, search, teachers
     from kdsearch.cli import app
 
     def fake_latency(model, input_shape, threads=1, min_run_time=0.2):
         """Timing takes ~1 s a model; these tests read the study, they do not need real latencies."""
-        return 0.01 + measure.count_params(model) / 1e6
+        return 0.01 + count_params(model) / 1e6
 
     def fake_timing(model, input_shape, runtime="onnxruntime", batch=1, threads=1, graph=None):
-        return latency.Timing(fake_latency(model, input_shape), 0.001, 1, runtime, batch, threads)
+        return Timing(fake_latency(model, input_shape), 0.001, 1, runtime, batch, threads)
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     study_file = run_dir.parent / "tiny.toml"
@@ -66,10 +67,10 @@ def tiny_run(folder, tmp_path_factory) -> Path:
     study_file.write_text('[train]\nviews = 2\nbatch_size = 16\n\n[space]\nfamily = "plain"\n')
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
-        mp.setattr(search, "make_pruner", lambda *a: PruneTrialTwo())
-        mp.setattr(measure, "latency_ms", fake_latency)
-        mp.setattr(latency, "student_latency", fake_timing)
-        mp.setattr(teachers, "latency_ms", fake_latency)
+        mp.setattr("kdsearch.search.inputs.make_pruner", lambda *a: PruneTrialTwo())
+        mp.setattr("kdsearch.measure.costs.latency_ms", fake_latency)
+        mp.setattr("kdsearch.measure.latency.student_latency", fake_timing)
+        mp.setattr("kdsearch.training.teacher.latency_ms", fake_latency)
         result = CliRunner().invoke(app, [
             "run", str(study_file), "--dataset", "imagefolder", "--data-dir", str(folder), "--teacher", "resnet20",
             "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",

@@ -8,10 +8,13 @@ import sys
 import pytest
 import torch
 
-from kdsearch import teachers
 from kdsearch.config import NORMALIZE, TeacherConfig, load_config
-from kdsearch.data import DataSplits, Split
+from kdsearch.data.splits import DataSplits, Split
 from kdsearch.errors import KDSearchError
+from kdsearch.measure.costs import count_params
+from kdsearch.models.teachers.build import build_teacher
+from kdsearch.models.teachers.normalization import IMAGENET_MEAN, NORMALIZE_PRESETS
+from kdsearch.training.teacher import prepare_teacher
 
 from test_teachers import make_data, resnet20_checkpoint
 
@@ -70,17 +73,16 @@ def factories(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fast_latency(monkeypatch):
-    from kdsearch import measure
 
     def fake(model, input_shape, threads=1, min_run_time=0.2):
-        return 0.01 + measure.count_params(model) / 1e6
-    monkeypatch.setattr(measure, "latency_ms", fake)
-    monkeypatch.setattr(teachers, "latency_ms", fake)
+        return 0.01 + count_params(model) / 1e6
+    monkeypatch.setattr("kdsearch.measure.costs.latency_ms", fake)
+    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", fake)
 
 
 @pytest.fixture
 def no_latency(monkeypatch):
-    monkeypatch.setattr(teachers, "latency_ms", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", lambda *args, **kwargs: 1.0)
 
 
 # ------------------------------------------------------------------------------ the default stays what it was
@@ -90,19 +92,19 @@ def test_default_teacher_cache_keys_are_unchanged(tmp_path, no_latency):
     """Pinned keys observed before normalize/timm/factory existed: running studies keep their cached teachers."""
     data = make_data(n_train=16, n_val=4, n_test=4)
     cpu = torch.device("cpu")
-    random_init = teachers.prepare_teacher(TeacherConfig(name="resnet20", pretrained=False, epochs=0), data,
+    random_init = prepare_teacher(TeacherConfig(name="resnet20", pretrained=False, epochs=0), data,
                                            tmp_path / "a", cpu, seed=0)
     assert random_init.key == "fdc83d8e367d1546"
     assert random_init.normalization["what"] == "the data's statistics"
     assert torch.allclose(random_init.model.mean.flatten(), torch.full((3,), 0.5))
     assert not any("normaliz" in n for n in random_init.notes)  # the default stays silent
     resnet20_checkpoint(tmp_path / "r20.th", num_classes=2)
-    from_file = teachers.prepare_teacher(TeacherConfig(name="resnet20", weights=str(tmp_path / "r20.th")), data,
+    from_file = prepare_teacher(TeacherConfig(name="resnet20", weights=str(tmp_path / "r20.th")), data,
                                          tmp_path / "b", cpu, seed=0)
     assert from_file.key == "21efd3eb529c18d1" and not from_file.notes
-    assert torch.allclose(from_file.model.mean.flatten(), torch.tensor(teachers.IMAGENET_MEAN))
+    assert torch.allclose(from_file.model.mean.flatten(), torch.tensor(IMAGENET_MEAN))
     # an explicit setting equal to what "auto" chose is still a new setting: a new key part
-    explicit = teachers.prepare_teacher(TeacherConfig(name="resnet20", weights=str(tmp_path / "r20.th"),
+    explicit = prepare_teacher(TeacherConfig(name="resnet20", weights=str(tmp_path / "r20.th"),
                                                       normalize="imagenet"), data, tmp_path / "b", cpu, seed=0)
     assert explicit.key != from_file.key
     assert any("normalizing teacher input with imagenet statistics" in n for n in explicit.notes)
@@ -111,18 +113,18 @@ def test_default_teacher_cache_keys_are_unchanged(tmp_path, no_latency):
 
 
 def test_presets_and_explicit_values():
-    assert set(NORMALIZE) == {"auto", "data", "none", *teachers.NORMALIZE_PRESETS}
+    assert set(NORMALIZE) == {"auto", "data", "none", *NORMALIZE_PRESETS}
     kw = dict(num_classes=3, image_size=8, mean=(0.3,) * 3, std=(0.2,) * 3)
     expected = {"cifar10": (0.4914, 0.2470), "cifar100": (0.5071, 0.2673), "imagenet": (0.485, 0.229),
                 "data": (0.3, 0.2), "none": (0.0, 1.0)}
     for setting, (m0, s0) in expected.items():
-        model, info = teachers.build_teacher("resnet20", normalize=setting, **kw)
+        model, info = build_teacher("resnet20", normalize=setting, **kw)
         assert model.mean.flatten()[0].item() == pytest.approx(m0) and model.std.flatten()[0].item() == pytest.approx(s0)
         assert info.notes, setting
-    model, info = teachers.build_teacher("resnet20", normalize="cifar10", norm_mean=(0.1, 0.2, 0.3),
+    model, info = build_teacher("resnet20", normalize="cifar10", norm_mean=(0.1, 0.2, 0.3),
                                          norm_std=(0.4, 0.5, 0.6), **kw)  # explicit values win
     assert model.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3]) and info.normalization == "the given mean/std"
-    gray, _ = teachers.build_teacher("resnet20", num_classes=3, in_channels=1, image_size=8, normalize="none")
+    gray, _ = build_teacher("resnet20", num_classes=3, in_channels=1, image_size=8, normalize="none")
     assert gray.mean.flatten().tolist() == [0.0] and gray.std.flatten().tolist() == [1.0]
 
 
@@ -143,14 +145,14 @@ def test_bad_normalization_settings_are_refused_at_load(overrides, match):
 
 def test_bad_normalization_when_building():
     with pytest.raises(KDSearchError, match="teacher.mean has 2 values; the teacher takes 3-channel") as exc:
-        teachers.build_teacher("resnet20", num_classes=3, image_size=8, norm_mean=(0.5, 0.5), norm_std=(1.0, 1.0))
+        build_teacher("resnet20", num_classes=3, image_size=8, norm_mean=(0.5, 0.5), norm_std=(1.0, 1.0))
     one_line(exc)
     with pytest.raises(KDSearchError, match="std > 0"):
-        teachers.build_teacher("resnet20", num_classes=3, image_size=8, norm_mean=(0.5,) * 3, norm_std=(1.0, 0.0, 1.0))
+        build_teacher("resnet20", num_classes=3, image_size=8, norm_mean=(0.5,) * 3, norm_std=(1.0, 0.0, 1.0))
     with pytest.raises(KDSearchError, match="is for 3-channel input"):
-        teachers.build_teacher("resnet20", num_classes=3, in_channels=1, image_size=8, normalize="cifar10")
+        build_teacher("resnet20", num_classes=3, in_channels=1, image_size=8, normalize="cifar10")
     with pytest.raises(KDSearchError, match="not one of"):
-        teachers.build_teacher("resnet20", num_classes=3, image_size=8, normalize="bogus")
+        build_teacher("resnet20", num_classes=3, image_size=8, normalize="bogus")
 
 
 def test_cli_refuses_a_bad_normalize_in_one_line(tmp_path):
@@ -177,27 +179,27 @@ def test_cli_refuses_a_bad_normalize_in_one_line(tmp_path):
 def test_bad_factories_are_one_clear_line(factories, attr, match):
     name = f"{factories}:{attr}"
     with pytest.raises(KDSearchError, match=match) as exc:
-        teachers.build_teacher(name, num_classes=3, image_size=8)
+        build_teacher(name, num_classes=3, image_size=8)
     assert name in one_line(exc)
 
 
 def test_an_unimportable_factory_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(KDSearchError, match=r"cannot import no_such_pkg\.models .ModuleNotFoundError") as exc:
-        teachers.build_teacher("no_such_pkg.models:teacher", num_classes=3)
+        build_teacher("no_such_pkg.models:teacher", num_classes=3)
     one_line(exc)
     (tmp_path / "kd_broken_factory.py").write_text("import torch\nraise ValueError('broken\\nmodule')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(KDSearchError, match="cannot import kd_broken_factory .ValueError: broken module") as exc:
-        teachers.build_teacher("kd_broken_factory:teacher", num_classes=3)
+        build_teacher("kd_broken_factory:teacher", num_classes=3)
     one_line(exc)
     with pytest.raises(KDSearchError, match="expected package.module:function"):
-        teachers.build_teacher("just_a_module:", num_classes=3)
+        build_teacher("just_a_module:", num_classes=3)
 
 
 def test_timm_missing_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` now raises ImportError
     with pytest.raises(KDSearchError, match=r"timm, which is not installed: pip install 'kdsearch\[timm\]'") as exc:
-        teachers.build_teacher("timm:resnet18", num_classes=3)
+        build_teacher("timm:resnet18", num_classes=3)
     one_line(exc)
 
 
@@ -205,21 +207,21 @@ def test_timm_missing_is_one_clear_line(monkeypatch):
 
 
 def test_factory_declared_attributes_and_settings(factories, tmp_path):
-    model, info = teachers.build_teacher(f"{factories}:declared", num_classes=3, image_size=8)
+    model, info = build_teacher(f"{factories}:declared", num_classes=3, image_size=8)
     assert model.input_size == 12 and info.source == "random"
     assert model.mean.flatten().tolist() == [0.25] * 3 and model.std.flatten().tolist() == [0.5] * 3
-    model, info = teachers.build_teacher(f"{factories}:declared", num_classes=3, image_size=8, input_size=16,
+    model, info = build_teacher(f"{factories}:declared", num_classes=3, image_size=8, input_size=16,
                                          normalize="none")  # the settings win over the declared values
     assert model.input_size == 16 and model.mean.flatten().tolist() == [0.0] * 3
-    model, info = teachers.build_teacher(f"{factories}:small", num_classes=3, image_size=8, mean=(0.3,) * 3,
+    model, info = build_teacher(f"{factories}:small", num_classes=3, image_size=8, mean=(0.3,) * 3,
                                          std=(0.2,) * 3)
     assert model.input_size == 8 and model.mean.flatten().tolist() == pytest.approx([0.3] * 3)  # auto: the data's
     # --teacher-weights loads strictly
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.body.state_dict().items()}}, tmp_path / "f.pt")
-    loaded, info = teachers.build_teacher(f"{factories}:small", num_classes=3, image_size=8, weights=str(tmp_path / "f.pt"))
+    loaded, info = build_teacher(f"{factories}:small", num_classes=3, image_size=8, weights=str(tmp_path / "f.pt"))
     assert info.source == "file" and torch.equal(loaded.body[-1].weight, model.body[-1].weight)
     with pytest.raises(KDSearchError, match="does not fit the .*:small architecture: shape mismatch") as exc:
-        teachers.build_teacher(f"{factories}:small", num_classes=5, image_size=8, weights=str(tmp_path / "f.pt"))
+        build_teacher(f"{factories}:small", num_classes=5, image_size=8, weights=str(tmp_path / "f.pt"))
     one_line(exc)
 
 
@@ -231,14 +233,14 @@ TIMM_MODEL = "test_resnet"  # timm's tiny test ResNet: builds in milliseconds on
 
 def test_timm_teacher_random_file_and_offline(tmp_path, monkeypatch):
     timm = pytest.importorskip("timm")
-    model, info = teachers.build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, image_size=8, mean=(0.3,) * 3,
+    model, info = build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, image_size=8, mean=(0.3,) * 3,
                                          std=(0.2,) * 3)
     assert info.source == "random" and model.input_size == 8 and not info.head_replaced
     assert model.mean.flatten().tolist() == pytest.approx([0.3] * 3)  # random init: the data's statistics
 
     body = timm.create_model(TIMM_MODEL, num_classes=5)
     torch.save({"model": {f"module.{k}": v for k, v in body.state_dict().items()}}, tmp_path / "t.pth")
-    model, info = teachers.build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, image_size=8,
+    model, info = build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, image_size=8,
                                          weights=str(tmp_path / "t.pth"))
     assert info.source == "file" and info.head_replaced and model.input_size == 8
     assert any("head replaced (5 -> 3 classes)" in n for n in info.notes)
@@ -254,18 +256,18 @@ def test_timm_teacher_random_file_and_offline(tmp_path, monkeypatch):
             raise OSError("We couldn't connect to 'https://huggingface.co'")
         return real(name, pretrained=False, **kwargs)
     monkeypatch.setattr(timm, "create_model", offline)
-    model, info = teachers.build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, image_size=8, pretrained=True)
+    model, info = build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, image_size=8, pretrained=True)
     assert info.source == "random" and any("could not load pretrained weights" in n for n in info.notes)
 
     def fake_pretrained(name, pretrained=False, **kwargs):
         return real(name, pretrained=False, **kwargs)  # "pretrained": timm's own classes and input size
     monkeypatch.setattr(timm, "create_model", fake_pretrained)
-    model, info = teachers.build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, in_channels=1, image_size=8,
+    model, info = build_teacher(f"timm:{TIMM_MODEL}", num_classes=3, in_channels=1, image_size=8,
                                          pretrained=True)
     assert info.source == "pretrained" and info.head_replaced and model.in_channels_repeat == 3
     assert model.input_size == cfg["input_size"][-1]
     with pytest.raises(KDSearchError, match="unknown timm model 'resnet9000'"):
-        teachers.build_teacher("timm:resnet9000", num_classes=3)
+        build_teacher("timm:resnet9000", num_classes=3)
 
 
 # ------------------------------------------------------------------------------ end to end through the CLI
@@ -300,7 +302,7 @@ def test_factory_teacher_end_to_end(folder, tmp_path, monkeypatch, fast_latency,
     assert f"teacher {factories}:small: val" in result.output
     assert "normalizing teacher input with cifar10 statistics" in " ".join(result.output.split())
     assert meta["normalization"]["setting"] == "cifar10"
-    assert meta["normalization"]["mean"] == pytest.approx(list(teachers.NORMALIZE_PRESETS["cifar10"][0]))
+    assert meta["normalization"]["mean"] == pytest.approx(list(NORMALIZE_PRESETS["cifar10"][0]))
 
 
 # ------------------------------------------------------------------------------ the matching normalization matters
@@ -329,7 +331,7 @@ def test_a_checkpoint_scores_only_under_its_own_normalization(tmp_path, no_laten
     # per-channel offsets unlike any preset's; 5 epochs settle the BN running statistics (checked on
     # seeds 0-7: the matching setting scores 1.0, every preset at most 0.68)
     trained_under = {"mean": [0.7, 0.1, 0.9], "std": [0.1, 0.1, 0.1]}
-    trained = teachers.prepare_teacher(TeacherConfig(name="resnet20", pretrained=False, epochs=5, batch_size=16,
+    trained = prepare_teacher(TeacherConfig(name="resnet20", pretrained=False, epochs=5, batch_size=16,
                                                      lr=0.05, **trained_under), data, tmp_path / "train", cpu, seed=0)
     assert trained.val_accuracy >= 0.9, trained.val_accuracy
     ckpt = tmp_path / "colour-resnet20.pt"
@@ -337,7 +339,7 @@ def test_a_checkpoint_scores_only_under_its_own_normalization(tmp_path, no_laten
 
     def score(**normalization) -> float:
         cfg = TeacherConfig(name="resnet20", weights=str(ckpt), epochs=0, **normalization)
-        return teachers.prepare_teacher(cfg, data, tmp_path / "score", cpu, seed=0).val_accuracy
+        return prepare_teacher(cfg, data, tmp_path / "score", cpu, seed=0).val_accuracy
 
     matching = score(**trained_under)
     assert matching == pytest.approx(trained.val_accuracy)

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 import kdsearch
-from kdsearch import api, export
+from kdsearch import api
+from kdsearch.analysis.front import pareto_trials
 from kdsearch.errors import KDSearchError
-from kdsearch.layout import trial_dir
-from kdsearch.report import Run, pareto_trials
+from kdsearch.models.students.io import load_student
+from kdsearch.runs.layout import trial_dir
+from kdsearch.runs.run import Run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -59,7 +61,7 @@ def test_trials_and_front_frames(tiny_run):
 
 def test_load_student_from_a_run_or_a_folder(tiny_run):
     model = api.load_student(tiny_run, 1, weights="search")
-    again, _ = export.load_student(trial_dir(tiny_run, 1))
+    again, _ = load_student(trial_dir(tiny_run, 1))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     from_folder = kdsearch.load_student(trial_dir(tiny_run, 1))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), from_folder.state_dict().values()))
@@ -92,7 +94,7 @@ def test_run_overrides_take_dotted_or_double_underscore_keys(monkeypatch, tmp_pa
         seen.update(cfg=cfg, study_file=study_file, workers=workers)
         return "study"
 
-    monkeypatch.setattr("kdsearch.search.run_search", fake_search)
+    monkeypatch.setattr("kdsearch.search.runner.run_search", fake_search)
     study_file = tmp_path / "s.toml"
     study_file.write_text('[study]\nepochs = 3\n[data]\ndataset = "digits"\n')
     assert kdsearch.run(study_file, trials=5, data__subset=500, objectives="accuracy,params,macs",
@@ -106,7 +108,7 @@ def test_run_overrides_take_dotted_or_double_underscore_keys(monkeypatch, tmp_pa
 
 def test_retrain_passes_its_choice_to_final_training(tiny_run, monkeypatch):
     calls = []
-    monkeypatch.setattr("kdsearch.final.train_final", lambda run, numbers, **kw: calls.append((run, numbers, kw)) or {})
+    monkeypatch.setattr("kdsearch.analysis.final.train_final", lambda run, numbers, **kw: calls.append((run, numbers, kw)) or {})
     kdsearch.retrain(tiny_run, 3, epochs=1, seeds=(0, 1), lr=0.01)
     run, numbers, kw = calls[-1]
     assert isinstance(run, Run) and numbers == [3] and kw["epochs"] == 1 and kw["seeds"] == [0, 1]
@@ -120,7 +122,7 @@ def test_retrain_passes_its_choice_to_final_training(tiny_run, monkeypatch):
 
 
 def pick_knee(run_dir):
-    from kdsearch.pick import Rule, choose
+    from kdsearch.analysis.pick import Rule, choose
 
     return choose(kdsearch.open_run(run_dir).study, Rule(knee=True)).number
 

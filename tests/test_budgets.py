@@ -6,10 +6,12 @@ import optuna
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from kdsearch import search
+from kdsearch.analysis.front import feasible
 from kdsearch.cli import app
-from kdsearch.pruning import PRUNED_AT
-from kdsearch.report import feasible
+from kdsearch.runs.storage import make_storage
+from kdsearch.search.budgets import cheapest_costs
+from kdsearch.search.pruners import PRUNED_AT
+from kdsearch.search.study import counts
 
 runner = CliRunner()
 
@@ -21,7 +23,7 @@ def args(tmp_path, *extra):
 
 def load(run_dir):
     info = json.loads((run_dir / "run.json").read_text())
-    return optuna.load_study(study_name=info["study_name"], storage=search.make_storage(info["storage"]))
+    return optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
 
 
 def test_over_budget_students_are_resampled_until_n_fit(tmp_path, monkeypatch):
@@ -29,7 +31,7 @@ def test_over_budget_students_are_resampled_until_n_fit(tmp_path, monkeypatch):
     result = runner.invoke(app, args(tmp_path, "--trials", "8", "--max-params", "5000"))
     assert result.exit_code == 0, result.output
     study = load(tmp_path / "run")
-    trained = [t for t in study.trials if search.counts(t)]
+    trained = [t for t in study.trials if counts(t)]
     rejected = [t for t in study.trials if t.state == TrialState.PRUNED and t.user_attrs.get(PRUNED_AT) == 0]
     assert len(trained) == 8 and all(t.user_attrs["params"] <= 5000 and feasible(t) for t in trained)
     assert rejected and all(t.user_attrs["params"] > 5000 and not feasible(t) for t in rejected)
@@ -47,13 +49,13 @@ def test_a_budget_the_space_cannot_meet_exits_2_before_the_teacher(tmp_path, mon
 
 def test_cheapest_costs_are_the_low_end_of_every_range():
     from kdsearch.config import StudyConfig
-    from kdsearch.data import load_data
+    from kdsearch.data.datasets import load_data
     from kdsearch.config import DataConfig
 
     cfg = StudyConfig()
     cfg.space.update(stages=[1, 3], convs_per_stage=[1, 2], channels=[4, 64], fc_layers=[0, 2], kernel_size=[3, 5])
     data = load_data(DataConfig(dataset="digits"))
-    low = search.cheapest_costs(cfg, data)
+    low = cheapest_costs(cfg, data)
     # one stage of one 3x3 conv with 4 channels (bias unless batch norm) and the classifier
     conv_bn = 1 * 4 * 9 + 2 * 4  # conv without bias, BN weight and bias
     conv_bias = 1 * 4 * 9 + 4

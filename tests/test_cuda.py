@@ -7,11 +7,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdsearch.augment import apply_views, num_views, random_views, to_float
 from kdsearch.cli import app
-from kdsearch.distill import accuracy, make_optimizer, train_epoch
-from kdsearch.logits import build_or_load
-from kdsearch.students import StudentSpec, build
+from kdsearch.data.augment import apply_views, num_views, random_views, to_float
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import accuracy, make_optimizer, train_epoch
+from kdsearch.training.logit_cache import build_or_load
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA = torch.device("cuda")

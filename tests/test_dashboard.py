@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kdsearch import dashboard
-from kdsearch.layout import artifacts_dir
-from kdsearch.report import open_run
-from kdsearch.students import StudentSpec
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.reporting.dashboard import artifact_store, trials_with_artifacts, upload_students
+from kdsearch.runs.layout import artifacts_dir
+from kdsearch.runs.run import open_run
 
 pytest.importorskip("optuna_dashboard")
 KDSEARCH = Path(sys.executable).parent / "kdsearch"
@@ -79,10 +79,10 @@ def test_dashboard_serves_the_study_with_artifacts_and_stops_on_ctrl_c(tiny_run)
 
 def test_students_are_attached_once(tiny_run):
     run = open_run(tiny_run)
-    store = dashboard.artifact_store(tiny_run)
-    dashboard.upload_students(run.study, store, tiny_run)  # whether or not the test above ran first
-    assert dashboard.upload_students(run.study, store, tiny_run) == 0
+    store = artifact_store(tiny_run)
+    upload_students(run.study, store, tiny_run)  # whether or not the test above ran first
+    assert upload_students(run.study, store, tiny_run) == 0
     finished = [t for t in run.study.trials if t.state.is_finished()]
-    assert dashboard.trials_with_artifacts(run.study) == {t._trial_id for t in finished}
+    assert trials_with_artifacts(run.study) == {t._trial_id for t in finished}
     files = list((artifacts_dir(tiny_run)).iterdir())
     assert len(files) == 2 * len(finished)

@@ -17,9 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from kdsearch import data as D
+
 from kdsearch.config import DataConfig
-from kdsearch.data import DataSplits, Split, cache_root, load_data, stratified_subset
+from kdsearch.data.datasets import load_data
+from kdsearch.data.decode_cache import cache_root
+from kdsearch.data.splits import DataSplits, Split, stratified_subset
 from kdsearch.errors import KDSearchError
 
 CLASSES = ["cat", "dog", "frog"]
@@ -138,7 +140,7 @@ def test_second_load_hits_the_cache(folder, cache, monkeypatch, tmp_path):
     def fail(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(D, "_decode_images", fail)
+    monkeypatch.setattr("kdsearch.data.imagefolder._decode_images", fail)
     again = load_data(imagefolder(folder[0]))
     assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
     assert isinstance(torch.load(files[0], weights_only=True), dict)  # safe to load
@@ -167,7 +169,7 @@ def test_archive_cache_hit_skips_extraction(folder, tmp_path, monkeypatch):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder[0], arcname="pets")
     load_data(imagefolder(archive))
-    monkeypatch.setattr(D, "_extract", lambda *a: (_ for _ in ()).throw(AssertionError("extracted again")))
+    monkeypatch.setattr("kdsearch.data.imagefolder._extract", lambda *a: (_ for _ in ()).throw(AssertionError("extracted again")))
     assert len(load_data(imagefolder(archive)).test) == 3 * N_TEST
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from kdsearch.augment import apply_views, decode_view, identity_view, num_views, random_views
-from kdsearch.distill import NonFiniteLoss, accuracy, kd_loss, make_optimizer, train_epoch
+from kdsearch.data.augment import apply_views, decode_view, identity_view, num_views, random_views
+from kdsearch.training.distill import NonFiniteLoss, accuracy, kd_loss, make_optimizer, train_epoch
 
 
 def test_kd_loss_matches_hand_computed_value():
@@ -65,7 +65,8 @@ def _toy(n=64):
 
 
 def test_train_epoch_learns_and_flags_nan():
-    from kdsearch.students import StudentSpec, build
+    from kdsearch.models.students.registry import build
+    from kdsearch.models.students.spec import StudentSpec
 
     x, y = _toy()
     torch.manual_seed(0)
@@ -93,8 +94,9 @@ def test_schedule_works_for_any_number_of_steps(kind):
 
 
 def test_students_train_in_the_memory_format_that_is_fast_for_their_widths():
-    from kdsearch.distill import Recipe, fast_memory_format, fit, memory_format_of
-    from kdsearch.students import StudentSpec, build
+    from kdsearch.training.distill import Recipe, fast_memory_format, fit, memory_format_of
+    from kdsearch.models.students.registry import build
+    from kdsearch.models.students.spec import StudentSpec
 
     def student(channels, family="residual"):
         return build(StudentSpec(in_channels=3, num_classes=4, image_size=8, family=family, channels=channels))

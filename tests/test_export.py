@@ -8,11 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdsearch import export
 from kdsearch.cli import app
 from kdsearch.errors import KDSearchError
-from kdsearch.report import open_run
-from kdsearch.layout import trial_dir
+from kdsearch.export.folder import export_trial, verify_onnx
+from kdsearch.export.onnx_file import TOLERANCE, write_onnx
+from kdsearch.models.students.io import load_student
+from kdsearch.runs.layout import trial_dir
+from kdsearch.runs.run import open_run
 
 
 def test_export_writes_a_verified_onnx_that_runs_like_pytorch(tiny_run, tmp_path):
@@ -24,39 +26,39 @@ def test_export_writes_a_verified_onnx_that_runs_like_pytorch(tiny_run, tmp_path
     trial = open_run(tiny_run).study.trials[0]
     assert info["trial"] == 0 and info["weights"] == "search" and info["params"] == trial.user_attrs["params"]
     assert info["val_accuracy"] == trial.user_attrs["curve"][-1] and info["classes"] == ["blue", "green", "red"]
-    assert info["onnx"]["max_abs_diff_vs_torch"] <= export.TOLERANCE
-    model, spec = export.load_student(out)
+    assert info["onnx"]["max_abs_diff_vs_torch"] <= TOLERANCE
+    model, spec = load_student(out)
     x = torch.rand(5, spec.in_channels, spec.image_size, spec.image_size)  # another batch size than at export
     got = ort.InferenceSession(str(out / "student.onnx")).run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
-    searched, _ = export.load_student(trial_dir(tiny_run, 0))
+    searched, _ = load_student(trial_dir(tiny_run, 0))
     assert all(torch.equal(a, b) for a, b in zip(searched.state_dict().values(), model.state_dict().values()))
 
 
 def test_verification_catches_an_onnx_file_of_other_weights(tiny_run, tmp_path):
-    model, spec = export.load_student(trial_dir(tiny_run, 0))
-    export.write_onnx(model, spec, tmp_path / "m.onnx")
-    assert export.verify_onnx(model, spec, tmp_path / "m.onnx") <= export.TOLERANCE
+    model, spec = load_student(trial_dir(tiny_run, 0))
+    write_onnx(model, spec, tmp_path / "m.onnx")
+    assert verify_onnx(model, spec, tmp_path / "m.onnx") <= TOLERANCE
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1)
     with pytest.raises(KDSearchError, match="ONNX check failed"):
-        export.verify_onnx(model, spec, tmp_path / "m.onnx")
+        verify_onnx(model, spec, tmp_path / "m.onnx")
 
 
 def test_a_failed_export_keeps_the_previous_one(tiny_run, tmp_path, monkeypatch):
     out = tmp_path / "exp"
     run = open_run(tiny_run)
-    export.export_trial(run, 1, out, weights="search")
+    export_trial(run, 1, out, weights="search")
     before = (out / "student.onnx").read_bytes()
 
     def broken(*args, **kwargs):
         raise KDSearchError("ONNX check failed: simulated")
 
-    monkeypatch.setattr(export, "verify_onnx", broken)
+    monkeypatch.setattr("kdsearch.export.folder.verify_onnx", broken)
     with pytest.raises(KDSearchError, match="simulated"):
-        export.export_trial(run, 0, out, weights="search")
+        export_trial(run, 0, out, weights="search")
     assert (out / "student.onnx").read_bytes() == before and json.loads((out / "export.json").read_text())["trial"] == 1
     assert not (tmp_path / "exp.tmp").exists()
 
@@ -67,9 +69,9 @@ def test_corrupt_weights_are_one_clear_error(tiny_run, tmp_path):
     (folder / "spec.json").write_text((trial_dir(tiny_run, 0) / "spec.json").read_text())
     (folder / "student.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(KDSearchError, match="cannot load the student"):
-        export.load_student(folder)
+        load_student(folder)
     with pytest.raises(KDSearchError, match="holds no student"):
-        export.load_student(tmp_path)
+        load_student(tmp_path)
 
 
 @pytest.mark.parametrize("argv,match", [

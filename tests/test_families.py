@@ -8,11 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from kdsearch import export
 from kdsearch.config import DEFAULT_SPACE, load_config
 from kdsearch.errors import KDSearchError
-from kdsearch.measure import count_macs, count_params
-from kdsearch.students import FAMILIES, Normalize, StudentSpec, build, effective_space, sample_spec
+from kdsearch.export.onnx_file import verify_onnx, write_onnx
+from kdsearch.measure.costs import count_macs, count_params
+from kdsearch.models.students.layers import Normalize
+from kdsearch.models.students.registry import FAMILIES, build
+from kdsearch.models.students.space import effective_space, sample_spec
+from kdsearch.models.students.spec import StudentSpec
 
 FAMILY_NAMES = ["plain", "residual", "inverted"]
 # One FixedTrial per family: exactly the parameters that family samples from DEFAULT_SPACE
@@ -149,8 +152,8 @@ def test_onnx_export_of_each_family_matches_pytorch(family, tmp_path):
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-    export.write_onnx(model, spec, tmp_path / "s.onnx")
-    assert export.verify_onnx(model, spec, tmp_path / "s.onnx") <= 1e-4
+    write_onnx(model, spec, tmp_path / "s.onnx")
+    assert verify_onnx(model, spec, tmp_path / "s.onnx") <= 1e-4
 
 
 # A spec saved before families existed (no family, no expand_ratio) and what it built then.

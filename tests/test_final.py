@@ -7,12 +7,13 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from kdsearch import final
+from kdsearch.analysis.final import LrPolicy, chosen_trial, fit, headline, train_final
+from kdsearch.analysis.front import pareto_trials
+from kdsearch.analysis.stats import t_interval
 from kdsearch.cli import app
-from kdsearch.final import LrPolicy
-from kdsearch.layout import RESULTS_FILE, final_dir, model_dir
-from kdsearch.report import open_run, pareto_trials
-from kdsearch.stats import t_interval
+from kdsearch.runs.layout import RESULTS_FILE, final_dir, model_dir
+from kdsearch.runs.run import open_run
+from kdsearch.training.distill import NonFiniteLoss
 
 TRIAL = 3  # the export tests assume trial 0 has no final training
 
@@ -45,7 +46,7 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
         gain = stored["summary"]["gain"][base]
         assert gain["mean"] == pytest.approx(runs["kd"]["test_accuracy"] - runs[base]["test_accuracy"])
         assert gain["n"] == 1 and math.isnan(gain["low"])
-    assert final.headline(stored["summary"]["gain"]) == "ce-all"
+    assert headline(stored["summary"]["gain"]) == "ce-all"
     assert f"{100 * stored['summary']['gain']['ce-all']['mean']:+.2f} points from one seed" in result.output
     lr = runs["kd"]["lr"]
     kd, ce = weights(tiny_run, TRIAL, "kd", 0, lr), weights(tiny_run, TRIAL, "ce", 0, lr)
@@ -69,15 +70,15 @@ def test_with_alpha_zero_both_arms_end_identical(tiny_run, cache_env, monkeypatc
     schedule) changes the weights and fails this. The all-views baseline is the control: it
     differs only in its views, and its weights differ.
     """
-    real = final.chosen_trial
+    real = chosen_trial
 
     def alpha_zero(study, number):
         spec, hp = real(study, number)
         return spec, {**hp, "alpha": 0.0}
 
-    monkeypatch.setattr(final, "chosen_trial", alpha_zero)
+    monkeypatch.setattr("kdsearch.analysis.final.chosen_trial", alpha_zero)
     number = 4
-    out = final.train_final(open_run(tiny_run), [number], epochs=2, seeds=[0, 1], all_views=True,
+    out = train_final(open_run(tiny_run), [number], epochs=2, seeds=[0, 1], all_views=True,
                             policy=LrPolicy(grid=(0.5, 1.0, 2.0)), device="cpu")[number]
     arms = out["summary"]["arms"]
     assert arms["kd"]["lr"] == arms["ce"]["lr"]  # the same learning-rate choice
@@ -105,14 +106,14 @@ def test_front_retrains_every_pareto_member(tiny_run, cache_env):
 
 
 def test_a_diverging_arm_is_recorded_as_failed_and_the_others_go_on(tiny_run, cache_env, monkeypatch):
-    real = final.fit
+    real = fit
 
     def diverge_without_cache(model, x, y, recipe, **kw):  # ordinary training (fresh views) diverges
         if kw.get("cache") is None:
-            raise final.NonFiniteLoss("training loss became nan (try a lower learning rate)")
+            raise NonFiniteLoss("training loss became nan (try a lower learning rate)")
         return real(model, x, y, recipe, **kw)
 
-    monkeypatch.setattr(final, "fit", diverge_without_cache)
+    monkeypatch.setattr("kdsearch.analysis.final.fit", diverge_without_cache)
     number = 2
     result = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr", "0.01", "--seeds", "0,1")
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output

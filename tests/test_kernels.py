@@ -15,9 +15,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from kdsearch.cli import app
-from kdsearch.kernels import SubsampledPointwise, avoid_crashing_kernels
-from kdsearch.search import make_storage
-from kdsearch.students import StudentSpec, build
+from kdsearch.models.kernels import SubsampledPointwise, avoid_crashing_kernels
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.runs.storage import make_storage
 
 # (in channels, out channels, image size, batch): the shapes of the report
 REPORTED = [(11, 10, 16, 55), (11, 10, 16, 127), (12, 10, 16, 55), (11, 10, 32, 55)]
@@ -55,7 +56,8 @@ def test_only_strided_unpadded_pointwise_convolutions_change():
 
 TRAIN_SHAPES = """
 import sys, torch
-from kdsearch.students import StudentSpec, build
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
 c_in, c_out, size, batch = map(int, sys.argv[1:])
 model = build(StudentSpec(c_in, 10, size, [c_in, c_out], 1, 5, family="residual")).to(memory_format=torch.channels_last)
 model[1] = torch.nn.Identity()  # the stem keeps c_in channels: the first stride-2 shortcut is c_in -> c_out on size x size
@@ -78,7 +80,8 @@ def test_residual_students_train_the_reported_shapes(shape):
 
 VERBOSE = """
 import torch
-from kdsearch.students import StudentSpec, build
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
 model = build(StudentSpec(1, 2, 16, [11, 10], 1, 5, family="residual")).to(memory_format=torch.channels_last)
 model(torch.rand(55, 1, 16, 16).contiguous(memory_format=torch.channels_last)).sum().backward()
 """

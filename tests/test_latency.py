@@ -11,12 +11,18 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from kdsearch import export, latency, search
 from kdsearch.cli import app
 from kdsearch.config import LEGACY_STUDY, config_from_dict, load_config
 from kdsearch.errors import KDSearchError
-from kdsearch.pruning import PRUNED_AT
-from kdsearch.students import StudentSpec, build
+from kdsearch.export.int8 import INT8_FILE
+from kdsearch.measure.latency import BLOCKS, TrainingShare, quiet_cpu, student_latency, training_share
+from kdsearch.measure.onnx_graph import onnx_bytes
+from kdsearch.models.students.io import load_student
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.runs.storage import make_storage
+from kdsearch.search.pruners import PRUNED_AT
+from kdsearch.search.study import counts
 
 runner = CliRunner()
 STUDENT = {"spec": {"channels": [16, 32], "convs_per_stage": 1, "kernel_size": 3, "batch_norm": True},
@@ -33,7 +39,7 @@ def digits_args(run_dir, *extra):
 
 def load(run_dir):
     info = json.loads((run_dir / "run.json").read_text())
-    return optuna.load_study(study_name=info["study_name"], storage=search.make_storage(info["storage"]))
+    return optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +103,7 @@ def test_export_int8_on_digits_is_smaller_and_as_accurate(digits_run, tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads((out / "export.json").read_text())
     q = info["int8"]
-    assert (out / export.INT8_FILE).stat().st_size == q["int8_bytes"] < q["float_bytes"] == info["onnx"]["bytes"]
+    assert (out / INT8_FILE).stat().st_size == q["int8_bytes"] < q["float_bytes"] == info["onnx"]["bytes"]
     assert q["float_val_accuracy"] > 0.8, q  # a trained student, so the comparison means something
     assert abs(q["int8_val_accuracy"] - q["float_val_accuracy"]) <= 0.02, q
     assert q["float_val_accuracy"] == pytest.approx(info["val_accuracy"], abs=1e-6)  # the same model as PyTorch's
@@ -129,15 +135,15 @@ def test_max_bytes_rejects_before_training(tmp_path, monkeypatch):
                                             str(limit), "--objectives", "accuracy,bytes"))
     assert result.exit_code == 0, result.output
     study = load(tmp_path / "run")
-    trained = [t for t in study.trials if search.counts(t)]
+    trained = [t for t in study.trials if counts(t)]
     rejected = [t for t in study.trials if t.state == TrialState.PRUNED and t.user_attrs.get(PRUNED_AT) == 0]
     assert len(trained) == 3 and all(t.user_attrs["bytes"] <= limit for t in trained)
     assert rejected and all(t.user_attrs["bytes"] > limit for t in rejected)
     assert all("latency_ms" not in t.user_attrs and "curve" not in t.user_attrs for t in rejected)  # never timed
     assert all(t.constraints["max_bytes"] > 0 for t in rejected)
-    model, spec = export.load_student(tmp_path / "run" / "trials" / f"{trained[0].number:05d}")
+    model, spec = load_student(tmp_path / "run" / "trials" / f"{trained[0].number:05d}")
     shape = (spec.in_channels, spec.image_size, spec.image_size)
-    assert trained[0].user_attrs["bytes"] == len(export.onnx_bytes(model, shape))  # the file export writes
+    assert trained[0].user_attrs["bytes"] == len(onnx_bytes(model, shape))  # the file export writes
     impossible = runner.invoke(app, digits_args(tmp_path / "run2", "--trials", "1", "--max-bytes", "100"))
     assert impossible.exit_code == 2 and "--max-bytes 100: the space cannot meet it" in impossible.output
     assert not (tmp_path / "run2" / "teachers").exists()
@@ -164,10 +170,10 @@ def test_onnxruntime_latency_of_the_exported_graph_with_its_spread():
     spec = StudentSpec(channels=[8, 16], in_channels=3, num_classes=10, image_size=16)
     model = build(spec).eval()
     shape = (3, 16, 16)
-    timing = latency.student_latency(model, shape, "onnxruntime", batch=2, threads=1)
-    assert timing.runtime == "onnxruntime" and timing.batch == 2 and timing.blocks == latency.BLOCKS
+    timing = student_latency(model, shape, "onnxruntime", batch=2, threads=1)
+    assert timing.runtime == "onnxruntime" and timing.batch == 2 and timing.blocks == BLOCKS
     assert timing.median_ms > 0 and 0 <= timing.iqr_ms and timing.spread >= 0
-    eager = latency.student_latency(model, shape, "torch")
+    eager = student_latency(model, shape, "torch")
     assert eager.runtime == "torch" and eager.median_ms > 0
 
 
@@ -177,7 +183,7 @@ def test_timing_waits_until_training_workers_pause(tmp_path):
     steps, stop = [], threading.Event()
 
     def train():  # another worker: steps of work, each starting at a forward pass of the student
-        with latency.training_share(tmp_path, model):
+        with training_share(tmp_path, model):
             began = []  # a hook after the share's: when the step's computation starts
             model.register_forward_pre_hook(lambda module, args: began.append(time.perf_counter()))
             while not stop.is_set():
@@ -189,7 +195,7 @@ def test_timing_waits_until_training_workers_pause(tmp_path):
     worker.start()
     try:
         time.sleep(0.1)
-        with latency.quiet_cpu(tmp_path, wait_s=10) as quiet:
+        with quiet_cpu(tmp_path, wait_s=10) as quiet:
             held = time.perf_counter()
             time.sleep(0.2)
             released = time.perf_counter()
@@ -203,9 +209,9 @@ def test_timing_waits_until_training_workers_pause(tmp_path):
 
 
 def test_a_timer_does_not_wait_forever_for_a_worker_that_never_pauses(tmp_path):
-    with latency.TrainingShare(tmp_path):  # holds its share and never reaches a checkpoint
+    with TrainingShare(tmp_path):  # holds its share and never reaches a checkpoint
         start = time.perf_counter()
-        with latency.quiet_cpu(tmp_path, wait_s=0.2) as quiet:
+        with quiet_cpu(tmp_path, wait_s=0.2) as quiet:
             pass
     assert not quiet["quiet"] and time.perf_counter() - start < 2
 
@@ -213,7 +219,6 @@ def test_a_timer_does_not_wait_forever_for_a_worker_that_never_pauses(tmp_path):
 def test_int8_of_a_final_trained_student_is_checked_on_test_and_shown_by_results(tiny_run, tmp_path, monkeypatch):
     import shutil
 
-    from kdsearch import results as results_module
 
     run = tmp_path / "run"  # a copy: the shared run's final trainings belong to other tests
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export", "artifacts"))
@@ -230,7 +235,7 @@ def test_int8_of_a_final_trained_student_is_checked_on_test_and_shown_by_results
     q = exported["int8"]
     assert exported["weights"] == "final" and {"float_test_accuracy", "int8_test_accuracy"} <= set(q)
     assert "test accuracy int8" in result.output
-    monkeypatch.setattr(results_module, "export_images", lambda figures, folder, fmt="png": ([], "no exporter"))
+    monkeypatch.setattr("kdsearch.reporting.results.export_images", lambda figures, folder, fmt="png": ([], "no exporter"))
     out = tmp_path / "R.md"
     assert runner.invoke(app, ["results", str(run), "--out", str(out)]).exit_code == 0
     text = out.read_text()

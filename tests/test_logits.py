@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from kdsearch.augment import apply_views, identity_view, num_views, to_float
-from kdsearch.logits import build_or_load, cache_key, choose_views
+from kdsearch.data.augment import apply_views, identity_view, num_views, to_float
+from kdsearch.training.logit_cache import build_or_load, choose_views, logit_cache_key as cache_key
 
 
 def teacher() -> nn.Module:

@@ -10,12 +10,12 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
-from kdsearch import pick
+from kdsearch.analysis.front import feasible, pareto_trials
+from kdsearch.analysis.pick import (Rule, accuracy_params_front, choose, knee, knee_distances, most_accurate_within,
+                                    smallest_above)
 from kdsearch.cli import app
 from kdsearch.errors import KDSearchError
-from kdsearch.layout import RESULTS_FILE, final_dir
-from kdsearch.pick import Rule, choose
-from kdsearch.report import feasible
+from kdsearch.runs.layout import RESULTS_FILE, final_dir
 
 # number: (val accuracy, params, MACs, latency ms, constraint). Feasible Pareto members: 0, 1, 2, 3, 7.
 TRIALS = {
@@ -51,7 +51,7 @@ def study():
 
 def test_the_hand_made_study_is_what_the_rules_assume(study):
     assert [t.number for t in study.trials] == list(range(8))
-    assert sorted(t.number for t in pick.pareto_trials(study)) == [0, 1, 2, 3, 7]
+    assert sorted(t.number for t in pareto_trials(study)) == [0, 1, 2, 3, 7]
     assert [t.number for t in study.trials if not feasible(t)] == [4]
 
 
@@ -84,27 +84,27 @@ def test_reasons_say_why(study):
 
 
 def test_knee_is_the_point_farthest_above_the_chord(study):
-    front = pick.accuracy_params_front(pick.pareto_trials(study))
+    front = accuracy_params_front(pareto_trials(study))
     assert [t.number for t in front] == [0, 1, 2, 3]  # 7 is beaten on accuracy and params by 1
     # x = log10(params) over 3..5, y = accuracy over 0.80..0.95, both to [0, 1]; distance (y - x) / sqrt(2)
     want = [0.0, (0.10 / 0.15 - math.log10(2) / 2) / math.sqrt(2), (0.13 / 0.15 - 0.5) / math.sqrt(2), 0.0]
-    assert pick.knee_distances(front) == pytest.approx(want)
-    assert pick.knee(pick.pareto_trials(study)).number == 1
+    assert knee_distances(front) == pytest.approx(want)
+    assert knee(pareto_trials(study)).number == 1
 
 
 def test_knee_of_a_front_without_a_bend_is_its_most_accurate_student(study):
-    members = {t.number: t for t in pick.pareto_trials(study)}
-    assert pick.knee([members[0], members[3]]).number == 3  # two students: both on the line
-    assert pick.knee([members[2]]).number == 2
-    assert "only student" in pick.knee([members[2]]).reason
+    members = {t.number: t for t in pareto_trials(study)}
+    assert knee([members[0], members[3]]).number == 3  # two students: both on the line
+    assert knee([members[2]]).number == 2
+    assert "only student" in knee([members[2]]).reason
 
 
 def test_the_plain_functions_take_any_members(study):
-    members = pick.pareto_trials(study)
-    assert pick.smallest_above(members, 0.9).number == 1
-    assert pick.most_accurate_within(members, {"latency_ms": 0.25}).number == 1
+    members = pareto_trials(study)
+    assert smallest_above(members, 0.9).number == 1
+    assert most_accurate_within(members, {"latency_ms": 0.25}).number == 1
     everyone = [t for t in study.trials if t.state == TrialState.COMPLETE]  # feasibility is the caller's choice here
-    assert pick.smallest_above(everyone, 0.9).number == 4
+    assert smallest_above(everyone, 0.9).number == 4
 
 
 @pytest.mark.parametrize("rule,match", [

@@ -5,8 +5,10 @@ from types import SimpleNamespace
 import pytest
 
 from kdsearch.config import PrunerConfig
-from kdsearch.pruning import (CURVE, AshaPruner, MedianPruner, MoAshaPruner, NoPruner, ParetoPruner, crowding_distances,
-                              make_pruner, nondominated_ranks, replay, rung_at)
+from kdsearch.measure.costs import count_params
+from kdsearch.measure.latency import Timing
+from kdsearch.search.pruners import (AshaPruner, CURVE, MedianPruner, MoAshaPruner, NoPruner, ParetoPruner,
+                                     crowding_distances, make_pruner, nondominated_ranks, replay, rung_at)
 
 
 def trial(curve, params=0, latency=0.0, macs=0):
@@ -132,17 +134,18 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     from optuna.trial import TrialState
     from rich.console import Console
 
-    from kdsearch import latency, measure, teachers
     from kdsearch.config import load_config
-    from kdsearch.search import DIRECTIONS, objective, prepare
+    from kdsearch.search.objective import objective
+    from kdsearch.search.runner import prepare
+    from kdsearch.search.study import DIRECTIONS
 
     def fake_latency(model, input_shape, threads=1, min_run_time=0.2):  # timing is noise; sizes are exact
-        return 0.01 + measure.count_params(model) / 1e6
+        return 0.01 + count_params(model) / 1e6
 
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(measure, "latency_ms", fake_latency)
-    monkeypatch.setattr(teachers, "latency_ms", fake_latency)
-    monkeypatch.setattr(latency, "student_latency", lambda model, shape, *a, **k: latency.Timing(
+    monkeypatch.setattr("kdsearch.measure.costs.latency_ms", fake_latency)
+    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", fake_latency)
+    monkeypatch.setattr("kdsearch.measure.latency.student_latency", lambda model, shape, *a, **k: Timing(
         fake_latency(model, shape), 0.0, 1, "onnxruntime", 1, 1))
     cfg = load_config(None, {
         "data.dataset": "imagefolder", "data.data_dir": str(folder), "teacher.name": "resnet20",

@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from kdsearch.config import LEGACY_TRAIN, StudyConfig, TrainConfig, config_from_dict, load_config
-from kdsearch.distill import (DEFAULT_WEIGHT_DECAY, Recipe, accuracy, fit, kd_loss, lr_factor, make_optimizer,
-                              recipe_from)
 from kdsearch.errors import KDSearchError
-from kdsearch.measure import count_params
-from kdsearch.students import BasicBlock, InvertedResidual, StudentSpec, build, sample_spec, zero_init_last_bn
+from kdsearch.measure.costs import count_params
+from kdsearch.models.students.init import zero_init_last_bn
+from kdsearch.models.students.inverted import InvertedResidual
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.residual import BasicBlock
+from kdsearch.models.students.space import sample_spec
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import (DEFAULT_WEIGHT_DECAY, Recipe, accuracy, fit, kd_loss, lr_factor,
+                                       make_optimizer, recipe_from)
 
 
 def _res(**kw):
@@ -170,7 +175,7 @@ def test_a_stored_run_without_the_settings_keeps_the_recipe_it_ran_with():
 
 
 def test_resume_guard_treats_the_recipe_as_part_of_a_trials_meaning(tmp_path):
-    from kdsearch.search import FINGERPRINT_ATTR, check_resume, fingerprint
+    from kdsearch.search.fingerprint import FINGERPRINT_ATTR, check_resume, fingerprint
 
     cfg = load_config(overrides={"run_dir": str(tmp_path)})
     study = optuna.create_study(directions=["maximize"])

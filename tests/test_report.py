@@ -14,10 +14,14 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from kdsearch import report
+from kdsearch.analysis.front import pareto_trials, trial_points
+from kdsearch.analysis.hypervolume import hypervolume_2d, hypervolume_log
 from kdsearch.cli import app
-from kdsearch.layout import RUN_FILE, TEST_FILE
-from kdsearch.search import make_storage
+from kdsearch.reporting.figures import report_figures
+from kdsearch.reporting.images import export_images
+from kdsearch.reporting.page import TEST_SENTENCE, render_html
+from kdsearch.runs.layout import RUN_FILE, TEST_FILE
+from kdsearch.runs.storage import make_storage
 
 runner = CliRunner()
 FIGURES = {"accuracy-vs-params", "accuracy-vs-latency", "hypervolume", "learning-curves", "importance"}
@@ -61,12 +65,12 @@ def page(tiny_run, tmp_path_factory) -> str:
 @pytest.fixture
 def no_importance(monkeypatch):
     """fANOVA takes seconds and is checked once (with `page`): skip it in the other tests."""
-    monkeypatch.setattr(report, "importance_figure", lambda study: (None, "importance skipped in this test"))
+    monkeypatch.setattr("kdsearch.reporting.figures.importance_figure", lambda study: (None, "importance skipped in this test"))
 
 
 def test_report_figures_front_teacher_and_plotlyjs_once(tiny_run, page):
     study = load(tiny_run)
-    front = {t.number for t in report.pareto_trials(study)}
+    front = {t.number for t in pareto_trials(study)}
     pruned = {t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
     assert front and pruned == {2}
 
@@ -99,17 +103,17 @@ def test_report_figures_front_teacher_and_plotlyjs_once(tiny_run, page):
 
 
 def test_test_accuracy_measured_once_and_stored(tiny_run, page, tmp_path, monkeypatch, no_importance):
-    front = [t.number for t in report.pareto_trials(load(tiny_run))]
+    front = [t.number for t in pareto_trials(load(tiny_run))]
     stored = json.loads((tiny_run / TEST_FILE).read_text())
     assert {int(k) for k in stored} >= set(front)
     assert all(0.0 <= v <= 1.0 for v in stored.values())
-    assert report.TEST_SENTENCE in page
+    assert TEST_SENTENCE in page
     assert ">test acc</th>" in page.split('id="pareto"')[1].split("</table>")[0]
 
     def boom(*a, **k):
         raise AssertionError("test accuracy must not be evaluated twice")
 
-    monkeypatch.setattr(report, "evaluate_students", boom)
+    monkeypatch.setattr("kdsearch.analysis.holdout.evaluate_students", boom)
     page = make_report(tiny_run, tmp_path / "b.html", "--test")
     assert json.loads((tiny_run / TEST_FILE).read_text()) == stored
     hover = " ".join(trace(figures(page)["accuracy-vs-params"], "Pareto front")["text"])
@@ -118,9 +122,9 @@ def test_test_accuracy_measured_once_and_stored(tiny_run, page, tmp_path, monkey
 
 @pytest.mark.parametrize("flags", [(), ("--no-test",)])
 def test_test_accuracy_is_absent_unless_asked(tiny_run, tmp_path, monkeypatch, no_importance, flags):
-    monkeypatch.setattr(report, "evaluate_students", lambda *a, **k: pytest.fail("evaluated without --test"))
+    monkeypatch.setattr("kdsearch.analysis.holdout.evaluate_students", lambda *a, **k: pytest.fail("evaluated without --test"))
     page = make_report(tiny_run, tmp_path / "n.html", *flags)
-    assert report.TEST_SENTENCE not in page
+    assert TEST_SENTENCE not in page
     assert ">test acc</th>" not in page.split('id="pareto"')[1].split("</table>")[0]
     assert "test acc" not in " ".join(trace(figures(page)["accuracy-vs-params"], "Pareto front")["text"])
 
@@ -134,7 +138,7 @@ def test_storage_and_study_name_instead_of_a_folder(tiny_run, tmp_path, no_impor
 
 
 def test_images_without_an_exporter_is_a_message(tiny_run, tmp_path, monkeypatch, no_importance):
-    monkeypatch.setattr(report, "image_exporter_available", lambda: False)
+    monkeypatch.setattr("kdsearch.reporting.images.image_exporter_available", lambda: False)
     result = runner.invoke(app, ["report", str(tiny_run), "--no-test", "--images", "--out", str(tmp_path / "i.html")])
     assert result.exit_code == 0, result.output
     assert "kaleido" in result.output and (tmp_path / "i.html").is_file()
@@ -155,18 +159,18 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, argv, match):
 
 def test_hypervolume_by_hand():
     # (cost / ref, accuracy): 0.1 -> 0.9 until 0.5, then 0.95 until the reference
-    assert report.hypervolume_2d([(10, 0.9), (50, 0.95), (60, 0.5)], 100) == pytest.approx(0.4 * 0.9 + 0.5 * 0.95)
-    assert report.hypervolume_2d([(150, 1.0)], 100) == 0.0  # larger than the reference: adds nothing
-    assert report.hypervolume_2d([], 100) == 0.0
+    assert hypervolume_2d([(10, 0.9), (50, 0.95), (60, 0.5)], 100) == pytest.approx(0.4 * 0.9 + 0.5 * 0.95)
+    assert hypervolume_2d([(150, 1.0)], 100) == 0.0  # larger than the reference: adds nothing
+    assert hypervolume_2d([], 100) == 0.0
 
 
 def test_log_params_hypervolume_by_hand():
     # x = (log10 p - 2) / (log10 1e6 - 2): 1e3 params -> 0.25, 1e4 -> 0.5; 50 params is clipped to 0
-    assert report.hypervolume_log([(1e3, 0.8), (1e4, 0.9)], 1e6) == pytest.approx(0.25 * 0.8 + 0.5 * 0.9)
-    assert report.hypervolume_log([(50, 0.5)], 1e6) == pytest.approx(0.5)
+    assert hypervolume_log([(1e3, 0.8), (1e4, 0.9)], 1e6) == pytest.approx(0.25 * 0.8 + 0.5 * 0.9)
+    assert hypervolume_log([(50, 0.5)], 1e6) == pytest.approx(0.5)
     # halving a small student moves it as much as halving a big one (linear params would not see it)
-    assert report.hypervolume_log([(2e3, 0.8)], 1e6) - report.hypervolume_log([(4e3, 0.8)], 1e6) == pytest.approx(
-        report.hypervolume_log([(2e5, 0.8)], 1e6) - report.hypervolume_log([(4e5, 0.8)], 1e6))
+    assert hypervolume_log([(2e3, 0.8)], 1e6) - hypervolume_log([(4e3, 0.8)], 1e6) == pytest.approx(
+        hypervolume_log([(2e5, 0.8)], 1e6) - hypervolume_log([(4e5, 0.8)], 1e6))
 
 
 def synthetic_study(n_complete: int, third: str = "latency_ms") -> optuna.Study:
@@ -193,13 +197,13 @@ def synthetic_study(n_complete: int, third: str = "latency_ms") -> optuna.Study:
 @pytest.mark.parametrize("third", ["latency_ms", "macs"])
 def test_few_trials_skip_importance_with_a_note(third):
     study = synthetic_study(2, third)
-    points = report.trial_points(study)
+    points = trial_points(study)
     assert [p.state for p in points] == ["complete", "complete", "rejected", "failed"]
-    figs, notes = report.report_figures(study, points)
+    figs, notes = report_figures(study, points)
     assert set(figs) == {"accuracy-vs-params", f"accuracy-vs-{third.removesuffix('_ms')}", "hypervolume",
                          "learning-curves"}
     assert "at least" in notes[0]
-    page = report.render_html(study, points, figs, notes, with_test=False)
+    page = render_html(study, points, figs, notes, with_test=False)
     assert "at least" in page and "&lt;arch 0&gt;" in page  # notes shown, text escaped
     # by hand, on log10 params from 100 (x = 0) to the teacher's 1000 (x = 1): 0.5 from x 0, 0.6 from x log10(2)
     assert figs["hypervolume"].data[0].y[-1] == pytest.approx(math.log10(2) * 0.5 + (1 - math.log10(2)) * 0.6)
@@ -284,11 +288,11 @@ class FlakyFigure:
 
 
 def test_a_failed_image_export_is_tried_again_then_one_readable_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "image_exporter_available", lambda: True)
+    monkeypatch.setattr("kdsearch.reporting.images.image_exporter_available", lambda: True)
     once = FlakyFigure(fails=1)
-    written, message = report.export_images({"front": once}, tmp_path / "a")
+    written, message = export_images({"front": once}, tmp_path / "a")
     assert message == "" and written == [tmp_path / "a" / "front.png"] and once.calls == 2
     always = FlakyFigure(fails=9)
-    written, message = report.export_images({"front": always}, tmp_path / "b")
+    written, message = export_images({"front": always}, tmp_path / "b")
     assert written == [] and always.calls == 2
     assert message == "static image export failed: ReferenceError: kaleido_scopes is not defined"

@@ -7,10 +7,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from kdsearch import results as results_module
 from kdsearch.cli import app
-from kdsearch.layout import RESULTS_FILE, final_dir
-from kdsearch.report import open_run
+from kdsearch.reporting.results import fidelity_lines, load_finals
+from kdsearch.runs.layout import RESULTS_FILE, final_dir
+from kdsearch.runs.provenance import command_line
+from kdsearch.runs.run import open_run
 
 TRIAL = 1
 
@@ -37,7 +38,7 @@ def test_results_document_reads_its_numbers_from_the_run(tiny_run, tmp_path, mon
         path.write_bytes(b"png")
         return [path], ""
 
-    monkeypatch.setattr(results_module, "export_images", fake_export)
+    monkeypatch.setattr("kdsearch.reporting.results.export_images", fake_export)
     out = tmp_path / "R.md"
     result = invoke(["results", str(tiny_run), "--out", str(out)], monkeypatch)
     assert result.exit_code == 0, result.output
@@ -58,7 +59,7 @@ def test_results_document_reads_its_numbers_from_the_run(tiny_run, tmp_path, mon
     rows = {int(line.split(" | ")[0][2:]): line.split(" | ") for line in front.splitlines() if re.match(r"\| \d+ \|", line)}
     study = open_run(tiny_run).study
     retrained = {b["setup"]["trial"]: b["summary"]["arms"]["kd"]["test_mean"]  # other tests retrain members too
-                 for b in results_module.load_finals(tiny_run) if "kd" in b["summary"]["arms"]}
+                 for b in load_finals(tiny_run) if "kd" in b["summary"]["arms"]}
     assert retrained[TRIAL] == kd["test_mean"]
     for number, cells in rows.items():
         assert cells[1] == f"{100 * study.trials[number].values[0]:.2f}%"
@@ -72,12 +73,12 @@ def test_results_document_reads_its_numbers_from_the_run(tiny_run, tmp_path, mon
     (fig,) = drawn  # distilled and baseline means at the student's params, and the teacher
     traces = {t.name: t for t in fig.data}
     assert list(traces["distilled (trial's T, alpha)"].y) == [b["summary"]["arms"]["kd"]["test_mean"] for b in
-                                                              results_module.load_finals(tiny_run)]
+                                                              load_finals(tiny_run)]
     assert list(traces[f"teacher {teacher['name']}"].y) == [teacher["test_accuracy"]]
 
 
 def test_results_without_an_image_exporter_says_so(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(results_module, "export_images",
+    monkeypatch.setattr("kdsearch.reporting.results.export_images",
                         lambda figures, folder, fmt="png": ([], "static images need the kaleido package"))
     final_dir(tiny_run, TRIAL).mkdir(parents=True, exist_ok=True)
     out = tmp_path / "R.md"
@@ -85,7 +86,7 @@ def test_results_without_an_image_exporter_says_so(tiny_run, tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert "## tiny" in text and "The search's Pareto front" in text
-    if results_module.load_finals(tiny_run):
+    if load_finals(tiny_run):
         assert "*(No figure: static images need the kaleido package.)*" in text
 
 
@@ -104,7 +105,7 @@ def test_two_runs_of_one_study_get_their_own_sections_and_figures(tiny_run, tmp_
         names.extend(figures)
         return [], "not drawn in this test"
 
-    monkeypatch.setattr(results_module, "export_images", record)
+    monkeypatch.setattr("kdsearch.reporting.results.export_images", record)
     out = tmp_path / "R.md"
     result = invoke(["results", str(tiny_run), str(copy), "--out", str(out)], monkeypatch)
     assert result.exit_code == 0, result.output
@@ -124,18 +125,18 @@ def test_results_of_a_folder_that_is_no_run_exits_2(tmp_path):
     (["bench.py", "--x", "a b"], "python bench.py --x 'a b'"),
 ])
 def test_the_recorded_command_is_what_the_user_typed(monkeypatch, argv, expected):
-    from kdsearch import provenance
+    from kdsearch.runs import provenance
 
     monkeypatch.setattr(provenance.sys, "argv", argv)
-    assert provenance.command_line() == expected
+    assert command_line() == expected
 
 
 def test_search_fidelity_is_the_rank_correlation_of_search_and_final_accuracy():
     def final(search, test):
         return {"trial": {"search_val_accuracy": search}, "summary": {"arms": {"kd": {"test_mean": test}}}}
 
-    assert results_module.fidelity_lines([final(0.5, 0.6), final(0.6, 0.7)]) == []  # too few to rank
-    same = results_module.fidelity_lines([final(0.5, 0.6), final(0.6, 0.7), final(0.7, 0.8), final(0.4, 0.1)])
+    assert fidelity_lines([final(0.5, 0.6), final(0.6, 0.7)]) == []  # too few to rank
+    same = fidelity_lines([final(0.5, 0.6), final(0.6, 0.7), final(0.7, 0.8), final(0.4, 0.1)])
     assert "over the 4 retrained students" in same[0] and "Spearman 1.00 and Kendall 1.00" in same[0]
-    swapped = results_module.fidelity_lines([final(0.5, 0.7), final(0.6, 0.6), final(0.7, 0.8)])
+    swapped = fidelity_lines([final(0.5, 0.7), final(0.6, 0.6), final(0.7, 0.8)])
     assert "Spearman 0.50 and Kendall 0.33" in swapped[0]

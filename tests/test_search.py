@@ -7,10 +7,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdsearch import search
-from kdsearch.layout import trial_dir
 from kdsearch.cli import app
-from kdsearch.distill import NonFiniteLoss
+from kdsearch.errors import KDSearchError
+from kdsearch.runs.layout import trial_dir
+from kdsearch.runs.storage import make_storage
+from kdsearch.search.pruners import finished_trials
+from kdsearch.training.distill import NonFiniteLoss, fit
 
 runner = CliRunner()
 
@@ -28,7 +30,7 @@ def args(folder, run_dir, *extra):
 
 def load(run_dir):
     info = json.loads((run_dir / "run.json").read_text())
-    return optuna.load_study(study_name=info["study_name"], storage=search.make_storage(info["storage"]))
+    return optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
 
 
 def test_run_resume_and_report(folder, tmp_path):
@@ -42,7 +44,7 @@ def test_run_resume_and_report(folder, tmp_path):
     assert result.output.count("teacher logits:") == 1 and "images built" in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
     study = load(run_dir)
-    assert len(search.finished_trials(study)) == 3
+    assert len(finished_trials(study)) == 3
     assert study.metric_names == ["val_accuracy", "params", "latency_ms"]
     assert study.user_attrs["teacher"]["name"] == "resnet20"
     for t in study.trials:
@@ -58,14 +60,14 @@ def test_run_resume_and_report(folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(cached)" in result.output and "images loaded" in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
-    assert len(search.finished_trials(load(run_dir))) == 5
+    assert len(finished_trials(load(run_dir))) == 5
 
     result = runner.invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0 and "Pareto front" in result.output
 
 
 def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
-    real = search.fit
+    real = fit
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -74,7 +76,7 @@ def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
             raise NonFiniteLoss("training loss became nan")
         return real(*a, **k)
 
-    monkeypatch.setattr(search, "fit", flaky)
+    monkeypatch.setattr("kdsearch.search.objective.fit", flaky)
     run_dir = tmp_path / "run"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none", "--in-process"))
     assert result.exit_code == 0, result.output
@@ -115,7 +117,7 @@ def test_bad_checkpoints_exit_2(folder, tmp_path):
     corrupt.write_bytes(b"not a checkpoint at all")
     result = runner.invoke(app, args(folder, tmp_path / "r1", "--trials", "1", "--teacher-weights", str(corrupt)))
     assert result.exit_code == 2, result.output
-    from kdsearch.teachers import create_teacher
+    from kdsearch.models.teachers.build import create_teacher
 
     wrong = tmp_path / "resnet20.pt"
     torch.save(create_teacher("resnet20", num_classes=3, in_channels=3, image_size=8, pretrained=False).state_dict(), wrong)
@@ -141,13 +143,13 @@ def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
     assert "teacher logits" not in result.output  # online distillation: no cache built
     study = load(tmp_path / "r")
     assert study.metric_names == ["val_accuracy", "params", "macs"]
-    assert len(search.finished_trials(study)) == 2
+    assert len(finished_trials(study)) == 2
 
 
 def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path, monkeypatch):
     trained = []
-    real = search.fit
-    monkeypatch.setattr(search, "fit", lambda *a, **k: trained.append(1) or real(*a, **k))
+    real = fit
+    monkeypatch.setattr("kdsearch.search.objective.fit", lambda *a, **k: trained.append(1) or real(*a, **k))
     run_dir = tmp_path / "r"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "3000", "--in-process"))
     assert result.exit_code == 0, result.output
@@ -156,7 +158,7 @@ def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path,
     assert rejected and len(trained) == 3  # only the students within budget were trained
     for t in rejected:
         assert t.state == optuna.trial.TrialState.PRUNED and t.constraints["max_params"] > 0
-    from kdsearch.report import pareto_trials
+    from kdsearch.analysis.front import pareto_trials
 
     front = pareto_trials(study)
     assert front and all(t.user_attrs["params"] <= 3000 for t in front)
@@ -169,7 +171,7 @@ def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_pa
         def should_prune(self, history, curve, epochs, costs):
             return len(history) % 2 == 1 and len(curve) == 1
 
-    monkeypatch.setattr(search, "make_pruner", lambda *a: EveryOtherTrial())
+    monkeypatch.setattr("kdsearch.search.inputs.make_pruner", lambda *a: EveryOtherTrial())
     run_dir = tmp_path / "r"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "4", "--epochs", "3", "--in-process"))
     assert result.exit_code == 0, result.output
@@ -179,21 +181,21 @@ def test_pruned_trials_keep_their_curve_and_never_reach_the_front(folder, tmp_pa
     for t in pruned:
         assert len(t.user_attrs["curve"]) == t.user_attrs["pruned_at"] == 1
         assert (trial_dir(run_dir, t.number) / "student.safetensors").is_file()
-    from kdsearch.report import pareto_trials
+    from kdsearch.analysis.front import pareto_trials
 
     front = pareto_trials(study)
     assert front and all(t.state == optuna.trial.TrialState.COMPLETE for t in front)
 
 
 def test_storage_urls(tmp_path):
-    journal = search.make_storage(str(tmp_path / "study.log"))
+    journal = make_storage(str(tmp_path / "study.log"))
     assert isinstance(journal, optuna.storages.JournalStorage)
     study = optuna.create_study(storage=journal, study_name="j", directions=["maximize", "minimize"])
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=2)
-    assert len(optuna.load_study(study_name="j", storage=search.make_storage(f"journal:{tmp_path / 'study.log'}")).trials) == 2
-    assert isinstance(search.make_storage(f"sqlite:///{tmp_path / 'x.db'}"), optuna.storages.RDBStorage)
-    with pytest.raises(search.KDSearchError, match="cannot open storage"):
-        search.make_storage("nosuchdb://user@host/db")
+    assert len(optuna.load_study(study_name="j", storage=make_storage(f"journal:{tmp_path / 'study.log'}")).trials) == 2
+    assert isinstance(make_storage(f"sqlite:///{tmp_path / 'x.db'}"), optuna.storages.RDBStorage)
+    with pytest.raises(KDSearchError, match="cannot open storage"):
+        make_storage("nosuchdb://user@host/db")
 
 
 # ------------------------------------------------------------------------------ bad input: one line, exit 2, no teacher work

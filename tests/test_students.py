@@ -6,8 +6,10 @@ import torch
 
 from kdsearch.config import DEFAULT_SPACE
 from kdsearch.errors import KDSearchError
-from kdsearch.measure import count_macs, count_params
-from kdsearch.students import StudentSpec, build, sample_spec
+from kdsearch.measure.costs import count_macs, count_params
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.space import sample_spec
+from kdsearch.models.students.spec import StudentSpec
 
 
 def test_spec_round_trips_through_json():

@@ -10,10 +10,11 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from kdsearch import students, supervise
 from kdsearch.cli import app
-from kdsearch.search import make_storage
-from kdsearch.workers import ERROR_ATTR, RETRY_ATTR
+from kdsearch.models.students.registry import FAMILIES
+from kdsearch.runs.storage import make_storage
+from kdsearch.search.supervise import describe_exit, family_modules
+from kdsearch.search.workers import ERROR_ATTR, RETRY_ATTR
 
 CRASHY = '''
 """A student family whose students kill their process with SIGSEGV as soon as they train."""
@@ -22,7 +23,8 @@ import signal
 
 import torch
 
-from kdsearch.students import build_plain, register_family
+from kdsearch.models.students.plain import build_plain
+from kdsearch.models.students.registry import register_family
 
 
 class Crashy(torch.nn.Module):
@@ -49,7 +51,7 @@ def crashy(tmp_path, monkeypatch):
     src.mkdir()
     (src / "crashy_family.py").write_text(CRASHY)
     monkeypatch.syspath_prepend(str(src))
-    monkeypatch.setattr(students, "FAMILIES", dict(students.FAMILIES))
+    monkeypatch.setattr("kdsearch.models.students.registry.FAMILIES", dict(FAMILIES))
     monkeypatch.delitem(sys.modules, "crashy_family", raising=False)
     import crashy_family  # noqa: F401
 
@@ -70,7 +72,7 @@ def argv(folder, run_dir, *extra):
 
 def test_a_trial_that_kills_its_process_fails_named_and_the_study_goes_on(folder, tmp_path, monkeypatch, crashy):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    assert supervise.family_modules() == [crashy]  # what the workers import
+    assert family_modules() == [crashy]  # what the workers import
     known = tmp_path / "known.json"
     known.write_text(json.dumps([{"spec": {"family": "crashy", "channels": [8], "kernel_size": 3},
                                   "temperature": 4.0, "alpha": 0.5, "lr": 0.01}]))
@@ -118,7 +120,7 @@ def test_retries_zero_fails_at_once_and_retries_is_no_resume_setting(folder, tmp
 
 
 def test_describe_exit_names_the_signal():
-    assert supervise.describe_exit(-signal.SIGSEGV) == "process killed by SIGSEGV (signal 11)"
-    assert supervise.describe_exit(-signal.SIGABRT) == "process killed by SIGABRT (signal 6)"
-    assert supervise.describe_exit(-signal.SIGKILL) == "process killed by SIGKILL (signal 9)"
-    assert supervise.describe_exit(1) == "process exited with status 1"
+    assert describe_exit(-signal.SIGSEGV) == "process killed by SIGSEGV (signal 11)"
+    assert describe_exit(-signal.SIGABRT) == "process killed by SIGABRT (signal 6)"
+    assert describe_exit(-signal.SIGKILL) == "process killed by SIGKILL (signal 9)"
+    assert describe_exit(1) == "process exited with status 1"

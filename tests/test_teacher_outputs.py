@@ -8,12 +8,12 @@ from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
 
-from kdsearch import search, teachers
 from kdsearch.cli import app
 from kdsearch.errors import KDSearchError
-from kdsearch.layout import logits_path
-from kdsearch.logits import build_or_load
-from kdsearch.teachers import chance_note
+from kdsearch.runs.layout import logits_path
+from kdsearch.search.objective import teacher_logits_finite
+from kdsearch.training.logit_cache import build_or_load
+from kdsearch.training.teacher import chance_note
 
 
 class Scaled(nn.Module):
@@ -65,10 +65,10 @@ def test_a_non_finite_loss_names_the_teacher_when_its_logits_are_the_cause():
         return SimpleNamespace(teacher_finite=None, cache=cache, teacher=SimpleNamespace(model=model),
                                x_train=images())
 
-    assert not search.teacher_logits_finite(ctx(Scaled(float("inf"))))  # online teacher
-    assert search.teacher_logits_finite(ctx(Scaled(1.0)))
+    assert not teacher_logits_finite(ctx(Scaled(float("inf"))))  # online teacher
+    assert teacher_logits_finite(ctx(Scaled(1.0)))
     cached = SimpleNamespace(logits=torch.tensor([[[1.0, float("nan")]]]))
-    assert not search.teacher_logits_finite(ctx(None, cached))
+    assert not teacher_logits_finite(ctx(None, cached))
 
 
 def test_chance_is_judged_against_the_most_common_class_on_enough_images():
@@ -82,7 +82,7 @@ def test_chance_is_judged_against_the_most_common_class_on_enough_images():
 def test_a_teacher_at_chance_after_training_stops_the_study_unless_asked(tmp_path, monkeypatch):
     """As `--teacher inception_v3 --teacher-epochs 3` on digits, ending at 10.42%: here training is skipped."""
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(teachers, "_train", lambda *a, **k: None)  # 'trained', still random: at chance
+    monkeypatch.setattr("kdsearch.training.teacher._train", lambda *a, **k: None)  # 'trained', still random: at chance
     cmd = ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1",
            "--trials", "1", "--epochs", "1", "--views", "2", "--subset", "200", "--device", "cpu",
            "--run-dir", str(tmp_path / "run")]

@@ -12,10 +12,16 @@ import torch
 import torchvision
 from torch import nn
 
-from kdsearch import teachers
 from kdsearch.config import TeacherConfig
-from kdsearch.data import DataSplits, Split
+from kdsearch.data.splits import DataSplits, Split
 from kdsearch.errors import KDSearchError
+from kdsearch.models.teachers.build import build_teacher, create_teacher
+from kdsearch.models.teachers.cifar_resnet import CifarResNet
+from kdsearch.models.teachers.normalization import IMAGENET_MEAN, IMAGENET_STD
+from kdsearch.models.teachers.registry import teacher_names
+from kdsearch.models.teachers.wrapper import TeacherNet
+from kdsearch.training import distill
+from kdsearch.training.teacher import prepare_teacher
 
 SHARED_TEACHERS = Path(__file__).resolve().parents[2] / "shared" / "teachers"
 
@@ -38,7 +44,7 @@ def offline(monkeypatch):
     """ImageNet downloads fail, as on a machine without internet (and the tests stay fast)."""
     def no_download(name):
         raise urllib.error.URLError("Name or service not known")
-    monkeypatch.setattr(teachers, "_imagenet_body", no_download)
+    monkeypatch.setattr("kdsearch.models.teachers.from_registry._imagenet_body", no_download)
 
 
 @pytest.fixture
@@ -46,24 +52,24 @@ def fake_imagenet(monkeypatch):
     """'Pretrained' bodies: torchvision models with random weights and 1000 classes."""
     def body(name):
         return torchvision.models.get_model(name, weights=None)
-    monkeypatch.setattr(teachers, "_imagenet_body", body)
+    monkeypatch.setattr("kdsearch.models.teachers.from_registry._imagenet_body", body)
 
 
 @pytest.fixture
 def no_latency(monkeypatch):
     """Skip the (timed, so slow) latency measurement where a test is about something else."""
-    monkeypatch.setattr(teachers, "latency_ms", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", lambda *args, **kwargs: 1.0)
 
 
 # ------------------------------------------------------------------------------ registry
 
 
-@pytest.mark.parametrize("name", teachers.teacher_names())
+@pytest.mark.parametrize("name", teacher_names())
 def test_every_registered_teacher_builds_and_runs(name, offline):
     if name in ("resnet101", "resnet110"):
         pytest.skip("same builder as resnet50 / resnet56, only bigger")
-    model = teachers.create_teacher(name, num_classes=10, in_channels=3, image_size=32, pretrained=False).eval()
-    assert isinstance(model, teachers.TeacherNet)
+    model = create_teacher(name, num_classes=10, in_channels=3, image_size=32, pretrained=False).eval()
+    assert isinstance(model, TeacherNet)
     with torch.no_grad():
         out = model(torch.rand(1, 3, 32, 32))
     assert out.shape == (1, 10)
@@ -74,7 +80,7 @@ def test_every_registered_teacher_builds_and_runs(name, offline):
 
 
 def test_cifar_resnet_layout_matches_akamaster():
-    body = teachers.CifarResNet(20)
+    body = CifarResNet(20)
     keys = list(body.state_dict())
     assert keys[0] == "conv1.weight" and keys[-1] == "linear.bias"
     assert "layer3.2.bn2.running_var" in keys and not any("shortcut" in k for k in keys)
@@ -82,7 +88,7 @@ def test_cifar_resnet_layout_matches_akamaster():
 
 
 def test_small_image_stem_from_scratch(offline):
-    model, info = teachers.build_teacher("resnet18", num_classes=10, in_channels=3, image_size=32, pretrained=True)
+    model, info = build_teacher("resnet18", num_classes=10, in_channels=3, image_size=32, pretrained=True)
     assert info.source == "random" and any("ImageNet weights" in n for n in info.notes)
     assert model.body.conv1.kernel_size == (3, 3) and isinstance(model.body.maxpool, nn.Identity)
     assert model.input_size == 32
@@ -91,37 +97,37 @@ def test_small_image_stem_from_scratch(offline):
 
 def test_unknown_name():
     with pytest.raises(KDSearchError, match="resnet20"):
-        teachers.create_teacher("vgg16", 10)
+        create_teacher("vgg16", 10)
 
 
 def test_inception_input_size_too_small():
     with pytest.raises(KDSearchError, match="75"):
-        teachers.build_teacher("inception_v3", num_classes=10, input_size=64)
+        build_teacher("inception_v3", num_classes=10, input_size=64)
 
 
 # ------------------------------------------------------------------------------ grayscale
 
 
 def test_grayscale_small_stem_resnet():
-    model, info = teachers.build_teacher("resnet20", num_classes=10, in_channels=1, image_size=28,
+    model, info = build_teacher("resnet20", num_classes=10, in_channels=1, image_size=28,
                                          mean=(0.13,), std=(0.31,))
     assert model.in_channels_repeat == 1 and model.body.conv1.in_channels == 1
     assert model.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_grayscale_pretrained_stem_is_repeated(fake_imagenet):
-    model, info = teachers.build_teacher("resnet18", num_classes=10, in_channels=1, image_size=28, pretrained=True)
+    model, info = build_teacher("resnet18", num_classes=10, in_channels=1, image_size=28, pretrained=True)
     assert info.source == "imagenet" and info.head_replaced
     assert any("head replaced (1000 -> 10 classes)" in n for n in info.notes)
     assert model.in_channels_repeat == 3 and model.input_size == 224
     assert model.body.conv1.kernel_size == (7, 7)
-    assert torch.allclose(model.mean.flatten(), torch.tensor(teachers.IMAGENET_MEAN))
+    assert torch.allclose(model.mean.flatten(), torch.tensor(IMAGENET_MEAN))
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_pretrained_input_size_override(fake_imagenet):
-    model, info = teachers.build_teacher("resnet18", num_classes=10, image_size=32, pretrained=True, input_size=64)
+    model, info = build_teacher("resnet18", num_classes=10, image_size=32, pretrained=True, input_size=64)
     assert model.input_size == 64 and info.input_size == 64
 
 
@@ -130,7 +136,7 @@ def test_pretrained_input_size_override(fake_imagenet):
 
 def resnet20_checkpoint(path: Path, num_classes: int = 10, extra: dict | None = None) -> nn.Module:
     torch.manual_seed(1)
-    body = teachers.CifarResNet(20, num_classes)
+    body = CifarResNet(20, num_classes)
     for m in body.modules():  # non-trivial BN statistics, so a loading slip shows in the outputs
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
@@ -143,11 +149,11 @@ def resnet20_checkpoint(path: Path, num_classes: int = 10, extra: dict | None = 
 def test_load_checkpoint_with_module_prefix(tmp_path):
     path = tmp_path / "r20.th"
     original = resnet20_checkpoint(path)
-    model, info = teachers.build_teacher("resnet20", num_classes=10, image_size=32, weights=str(path))
+    model, info = build_teacher("resnet20", num_classes=10, image_size=32, weights=str(path))
     assert info.source == "file" and not info.head_replaced and info.fits_data and not info.notes
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
-        mean, std = torch.tensor(teachers.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(teachers.IMAGENET_STD).view(1, 3, 1, 1)
+        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         expected = original((x - mean) / std)
         assert torch.allclose(model.eval()(x), expected, atol=1e-5)
 
@@ -155,9 +161,9 @@ def test_load_checkpoint_with_module_prefix(tmp_path):
 def test_load_safetensors(tmp_path):
     from safetensors.torch import save_file
 
-    body = teachers.CifarResNet(20)
+    body = CifarResNet(20)
     save_file({k: v.contiguous() for k, v in body.state_dict().items()}, str(tmp_path / "r20.safetensors"))
-    model, info = teachers.build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "r20.safetensors"))
+    model, info = build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "r20.safetensors"))
     assert torch.equal(model.body.linear.weight, body.linear.weight)
 
 
@@ -166,32 +172,32 @@ def test_corrupt_file(tmp_path):
         path = tmp_path / f"bad{i}.pt"
         path.write_bytes(content)
         with pytest.raises(KDSearchError, match="corrupt|not a"):
-            teachers.build_teacher("resnet20", num_classes=10, weights=str(path))
+            build_teacher("resnet20", num_classes=10, weights=str(path))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"nope")
     with pytest.raises(KDSearchError, match="safetensors"):
-        teachers.build_teacher("resnet20", num_classes=10, weights=str(bad))
+        build_teacher("resnet20", num_classes=10, weights=str(bad))
     with pytest.raises(KDSearchError, match="not found"):
-        teachers.build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "missing.pt"))
+        build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "missing.pt"))
 
 
 def test_not_a_state_dict(tmp_path):
     torch.save({"epoch": 3, "acc": 0.9}, tmp_path / "meta.pt")
     with pytest.raises(KDSearchError, match="no state dict"):
-        teachers.build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "meta.pt"))
+        build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "meta.pt"))
 
 
 def test_wrong_architecture(tmp_path):
     resnet20_checkpoint(tmp_path / "r20.th")
     with pytest.raises(KDSearchError, match=r"resnet32.*missing layer1\.3"):
-        teachers.build_teacher("resnet32", num_classes=10, weights=str(tmp_path / "r20.th"))
+        build_teacher("resnet32", num_classes=10, weights=str(tmp_path / "r20.th"))
     with pytest.raises(KDSearchError, match="does not fit the resnet18"):
-        teachers.build_teacher("resnet18", num_classes=10, weights=str(tmp_path / "r20.th"))
+        build_teacher("resnet18", num_classes=10, weights=str(tmp_path / "r20.th"))
 
 
 def test_other_class_count_replaces_head(tmp_path):
     original = resnet20_checkpoint(tmp_path / "r20c100.th", num_classes=100)
-    model, info = teachers.build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "r20c100.th"))
+    model, info = build_teacher("resnet20", num_classes=10, weights=str(tmp_path / "r20c100.th"))
     assert info.head_replaced and not info.fits_data
     assert any("head replaced (100 -> 10 classes)" in n for n in info.notes)
     assert model.body.linear.out_features == 10
@@ -202,8 +208,8 @@ def test_unsafe_pickle_needs_trust(tmp_path):
     path = tmp_path / "with_args.th"
     original = resnet20_checkpoint(path, extra={"args": argparse.Namespace(lr=0.1)})
     with pytest.raises(KDSearchError, match="--trust-pickle"):
-        teachers.build_teacher("resnet20", num_classes=10, weights=str(path))
-    model, _ = teachers.build_teacher("resnet20", num_classes=10, weights=str(path), trust_pickle=True)
+        build_teacher("resnet20", num_classes=10, weights=str(path))
+    model, _ = build_teacher("resnet20", num_classes=10, weights=str(path), trust_pickle=True)
     assert torch.equal(model.body.linear.weight, original.linear.weight)
 
 
@@ -213,7 +219,7 @@ def test_unsafe_pickle_needs_trust(tmp_path):
 def test_prepare_teacher_trains_then_caches(tmp_path, monkeypatch):
     data = make_data()
     cfg = TeacherConfig(name="resnet20", pretrained=False, epochs=1, batch_size=16)
-    first = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    first = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
     assert not first.from_cache and first.epochs_trained == 1
     assert 0.0 <= first.val_accuracy <= 1.0 and 0.0 <= first.test_accuracy <= 1.0
     assert first.params > 0 and first.macs > 0 and first.latency_ms > 0
@@ -228,8 +234,8 @@ def test_prepare_teacher_trains_then_caches(tmp_path, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained although the teacher was cached")
-    monkeypatch.setattr(teachers.distill, "train_epoch", no_training)
-    second = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    monkeypatch.setattr(distill, "train_epoch", no_training)
+    second = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
     assert second.from_cache and second.key == first.key
     assert second.val_accuracy == first.val_accuracy and second.test_accuracy == first.test_accuracy
     x = torch.rand(3, 3, 8, 8)
@@ -241,7 +247,7 @@ def test_prepare_teacher_trains_then_caches(tmp_path, monkeypatch):
 def test_a_damaged_teacher_cache_is_prepared_again_with_a_note(tmp_path, no_latency, damage):
     data = make_data(n_train=16, n_val=4, n_test=4)
     cfg = TeacherConfig(name="resnet20", pretrained=False, epochs=1, batch_size=8)
-    first = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    first = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
     meta, weights = (tmp_path / "teachers" / f"{first.key}{ext}" for ext in (".json", ".safetensors"))
     if damage == "metadata":
         meta.write_text("{}")
@@ -250,12 +256,12 @@ def test_a_damaged_teacher_cache_is_prepared_again_with_a_note(tmp_path, no_late
     else:  # readable weights of another model: nothing of them may leak into the teacher
         from safetensors.torch import save_file
         save_file({"w": torch.zeros(3)}, str(weights))
-    again = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    again = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
     assert not again.from_cache and again.key == first.key and any("unusable" in n for n in again.notes)
     x = torch.rand(3, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(first.model(x), again.model(x), rtol=1e-4, atol=1e-4)  # same start, same training
-    third = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    third = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
     assert third.from_cache and not any("unusable" in n for n in third.notes)
 
 
@@ -264,14 +270,14 @@ def test_a_truncated_checkpoint_is_one_clear_error(tmp_path):
     resnet20_checkpoint(path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(KDSearchError, match="corrupt|not a"):
-        teachers.build_teacher("resnet20", num_classes=10, weights=str(path))
+        build_teacher("resnet20", num_classes=10, weights=str(path))
 
 
 def test_prepare_teacher_key_changes_with_settings(tmp_path, no_latency):
     data = make_data(n_train=16, n_val=4, n_test=4)
     cfg = TeacherConfig(name="resnet20", pretrained=False, epochs=0)
-    a = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
-    b = teachers.prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=1)
+    a = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0)
+    b = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=1)
     assert a.key != b.key
     assert a.epochs_trained == 0 and any("untrained on this data" in n for n in a.notes)
 
@@ -280,7 +286,7 @@ def test_prepare_teacher_auto_epochs_for_fitting_checkpoint(tmp_path, no_latency
     resnet20_checkpoint(tmp_path / "r20.th", num_classes=2)
     data = make_data(n_train=16, n_val=4, n_test=4)
     cfg = TeacherConfig(name="resnet20", weights=str(tmp_path / "r20.th"))  # epochs=None: auto
-    result = teachers.prepare_teacher(cfg, data, tmp_path / "run", torch.device("cpu"), seed=0)
+    result = prepare_teacher(cfg, data, tmp_path / "run", torch.device("cpu"), seed=0)
     assert result.epochs_trained == 0 and not result.notes
 
 
@@ -293,7 +299,7 @@ def test_shared_akamaster_checkpoints(depth):
     path = SHARED_TEACHERS / f"cifar10-resnet{depth}-akamaster.th"
     if not path.is_file():
         pytest.skip(f"{path} is absent")
-    model, info = teachers.build_teacher(f"resnet{depth}", num_classes=10, image_size=32, weights=str(path))
+    model, info = build_teacher(f"resnet{depth}", num_classes=10, image_size=32, weights=str(path))
     assert info.fits_data and not info.notes  # weights_only=True loads them: no --trust-pickle needed
     with torch.no_grad():
         out = model.eval()(torch.rand(2, 3, 32, 32))

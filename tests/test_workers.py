@@ -18,10 +18,14 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from kdsearch import search
+from safetensors.torch import save_file
 from kdsearch.cli import app
-from kdsearch.layout import trial_dir
-from kdsearch.workers import ERROR_ATTR, RETRY_ATTR
+from kdsearch.runs.layout import trial_dir
+from kdsearch.runs.storage import make_storage
+from kdsearch.search.study import make_sampler
+from kdsearch.search.trials import MAX_CONSECUTIVE_FAILURES
+from kdsearch.search.workers import ERROR_ATTR, RETRY_ATTR
+from kdsearch.training.distill import fit
 
 KDSEARCH = str(Path(sys.executable).with_name("kdsearch"))
 POSTGRES = os.environ.get("KDSEARCH_TEST_POSTGRES")
@@ -48,7 +52,7 @@ def storage_url(kind, tmp_path):
 
 def load(run_dir):
     info = json.loads((run_dir / "run.json").read_text())
-    return optuna.load_study(study_name=info["study_name"], storage=search.make_storage(info["storage"]))
+    return optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
 
 
 def finished(study):
@@ -157,7 +161,7 @@ def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp
 
 def test_any_error_fails_only_its_trial_and_a_full_disk_damages_nothing(folder, tmp_path, monkeypatch):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    real = search.save_file
+    real = save_file
     calls = {"n": 0}
 
     def flaky_disk(tensors, path, metadata=None):
@@ -167,7 +171,7 @@ def test_any_error_fails_only_its_trial_and_a_full_disk_damages_nothing(folder, 
             raise OSError(28, "No space left on device")
         return real(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(search, "save_file", flaky_disk)
+    monkeypatch.setattr("kdsearch.models.students.io.save_file", flaky_disk)
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "3", "--epochs", "1", "--pruner", "none",
                                           "--in-process"))  # the patched disk is this process's
@@ -188,10 +192,10 @@ def test_a_systematic_error_stops_the_study_with_one_clear_line(folder, tmp_path
     def broken(*a, **k):
         raise ValueError("a bug in every trial")
 
-    monkeypatch.setattr(search, "fit", broken)
+    monkeypatch.setattr("kdsearch.search.objective.fit", broken)
     result = CliRunner().invoke(app, argv(folder, tmp_path / "run", "--trials", "20", "--epochs", "1", "--in-process"))
     assert result.exit_code == 2
-    assert f"the last {search.MAX_CONSECUTIVE_FAILURES} trials failed (last error: ValueError: a bug in every trial)" \
+    assert f"the last {MAX_CONSECUTIVE_FAILURES} trials failed (last error: ValueError: a bug in every trial)" \
         in result.output
 
 
@@ -211,7 +215,7 @@ def test_resume_with_settings_that_change_a_trial_exits_2_and_names_them(folder,
 
 def test_trial_seeded_sampler_differs_per_trial_and_repeats():
     def draws(seed, numbers):
-        study = optuna.create_study(sampler=search.make_sampler("tpe", seed))
+        study = optuna.create_study(sampler=make_sampler("tpe", seed))
         out = []
         for _ in numbers:
             t = study.ask()
@@ -223,7 +227,7 @@ def test_trial_seeded_sampler_differs_per_trial_and_repeats():
     assert a == b and len(set(a)) == 4  # repeatable, and no two trials alike
     assert draws(1, range(4)) != a
     for name in ("tpe", "nsga2", "gp", "random"):
-        search.make_sampler(name, 0)  # every sampler exposes a random state to seed per trial
+        make_sampler(name, 0)  # every sampler exposes a random state to seed per trial
 
 
 def test_status_shows_states_running_workers_failures_and_teacher(folder, tmp_path, monkeypatch):
@@ -251,7 +255,7 @@ def test_out_of_memory_fails_only_its_trial(folder, tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    real, calls = search.fit, {"n": 0}
+    real, calls = fit, {"n": 0}
 
     def oom_once(*a, **k):
         calls["n"] += 1
@@ -259,7 +263,7 @@ def test_out_of_memory_fails_only_its_trial(folder, tmp_path, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*a, **k)
 
-    monkeypatch.setattr(search, "fit", oom_once)
+    monkeypatch.setattr("kdsearch.search.objective.fit", oom_once)
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "2", "--epochs", "1", "--in-process"))
     assert result.exit_code == 0, result.output

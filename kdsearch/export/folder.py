@@ -1,0 +1,119 @@
+"""Export a chosen student: spec JSON, weights (safetensors) and ONNX, checked against PyTorch.
+
+An exported folder stands alone: `load_student(folder)` rebuilds the PyTorch model from
+spec.json + student.safetensors, and student.onnx runs anywhere ONNX Runtime does. Both take
+float32 images in [0, 1], N x C x H x W (normalization is inside the model), and return
+logits. The ONNX file is verified at export: ONNX Runtime's logits on a batch of images must
+match PyTorch's, or the export fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..analysis.final import chosen_trial
+from ..analysis.holdout import load_test_accuracies
+from ..errors import KDSearchError
+from ..models.students.io import load_student
+from ..runs.files import write_text_atomic
+from ..runs.layout import SPEC_FILE, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
+from ..runs.run import Run
+from ..search.pruners import CURVE
+from .int8 import Int8Inputs, int8_files, int8_inputs
+from .onnx_file import ONNX_FILE, verify_onnx, write_onnx
+
+
+INFO_FILE = "export.json"
+
+
+@dataclass
+class Exported:
+    folder: Path
+    source: str  # "search" or "final"
+    max_abs_diff: float
+    info: dict[str, Any]
+
+
+def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 18,
+                   int8: Int8Inputs | None = None) -> Exported:
+    """Copy spec and weights from `source`, write and verify student.onnx, and describe it in export.json.
+
+    Written into a temporary folder first and swapped in at the end: a failed export leaves no half
+    folder, and an earlier export stays in place until the new one is complete.
+    """
+    model, spec = load_student(source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old = out.with_name(f".{out.name}.old")
+    try:
+        shutil.copyfile(source / SPEC_FILE, tmp / SPEC_FILE)
+        shutil.copyfile(source / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        write_onnx(model, spec, tmp / ONNX_FILE, opset)
+        diff = verify_onnx(model, spec, tmp / ONNX_FILE)
+        info = {**info, "input": {"name": "images", "shape": ["batch", spec.in_channels, spec.image_size,
+                                                               spec.image_size],
+                                  "dtype": "float32", "range": [0.0, 1.0], "normalized_inside": True},
+                "output": {"name": "logits", "shape": ["batch", spec.num_classes]},
+                "onnx": {"opset": opset, "max_abs_diff_vs_torch": diff, "bytes": (tmp / ONNX_FILE).stat().st_size}}
+        if int8 is not None:
+            info["int8"] = int8_files(tmp, spec, int8)
+        write_text_atomic(tmp / INFO_FILE, json.dumps(info, indent=2) + "\n")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)  # the old export is moved aside, not deleted, until the new one is in place
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+    return Exported(out, info.get("weights", "search"), diff, info)
+
+
+def pick_source(run_dir: Path, number: int, weights: str) -> tuple[Path, str, dict[str, Any]]:
+    """Where the weights to export are: the search trial's, or the best (by val) final KD model's."""
+    if weights not in ("auto", "search", "final"):
+        raise KDSearchError(f"--weights: {weights!r} is not one of auto, search, final")
+    results = final_results(run_dir, number)
+    stored = json.loads(results.read_text()) if results.is_file() else {}
+    arm = stored.get("summary", {}).get("arms", {}).get("kd")  # the distilled arm at its chosen lr
+    kd = [r for r in stored.get("runs", []) if arm and r["mode"] == "kd" and r["lr"] == arm["lr"]]
+    if weights == "final" and not kd:
+        raise KDSearchError(f"trial {number} has no final training yet: run `kdsearch train {run_dir} --trial {number}`")
+    if kd and weights != "search":
+        best = max(kd, key=lambda r: r["curve"][-1])
+        return (model_dir(run_dir, number, "kd", best["seed"], best["lr"]), "final",
+                {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
+                 "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]})
+    return trial_dir(run_dir, number), "search", {}
+
+
+def export_trial(run: Run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18,
+                 int8: bool = False) -> Exported:
+    """Export trial `number` of a run to `out` (default RUN/export/<number>); with `int8`, also its
+    statically quantized int8 model, checked on the validation split (and test for final weights)."""
+    if run.run_dir is None:
+        raise KDSearchError("export needs the run folder (it holds the students' weights)")
+    chosen_trial(run.study, number)  # a clear error for a missing trial or one without a student
+    source, kind, final = pick_source(run.run_dir, number, weights)
+    trial = run.study.get_trials(deepcopy=False)[number]
+    attrs = trial.user_attrs
+    curve = attrs.get(CURVE) or [None]
+    info = {"study": run.study.study_name, "trial": number, "weights": kind, "arch": attrs.get("arch"),
+            "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get("latency_ms"),
+            "temperature": attrs.get("temperature"), "alpha": attrs.get("alpha"), "lr": attrs.get("lr"),
+            "val_accuracy": curve[-1], "test_accuracy": load_test_accuracies(run.run_dir).get(number),
+            **final, "classes": run.study.user_attrs.get("data", {}).get("classes"),
+            "teacher": {k: run.study.user_attrs.get("teacher", {}).get(k) for k in ("name", "test_accuracy")}}
+    inputs = int8_inputs(run, kind) if int8 else None
+    try:
+        return export_student(source, out or export_dir(run.run_dir, number), info, opset, inputs)
+    except KDSearchError as exc:
+        if str(exc).startswith("cannot quantize"):
+            raise KDSearchError(f"trial {number}: {exc} (the float export works without --int8)") from None
+        raise

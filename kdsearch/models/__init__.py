@@ -1,0 +1,1 @@
+"""Models: the students a study searches over and the teachers they learn from."""

@@ -1,0 +1,328 @@
+"""`kdsearch results`: one Markdown document from finished runs, every number read from their files.
+
+Per run: the teacher; the search's Pareto front (validation accuracy; test accuracy only for
+students that went through final training); the final training of each retrained student
+(distilled and baseline test accuracy over seeds, the paired gains with their 95% intervals,
+accuracy retained as a fraction of the teacher's, the search's rank fidelity); a figure
+of test accuracy against params; the commands, the study file, machine and software. A run
+folder may hold a hand-written `notes.md` (discussion, no numbers): it is included as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from rich.console import Console
+from scipy.stats import kendalltau, spearmanr
+
+from ..analysis.final import MODES, gain_sentence, headline
+from ..analysis.front import pareto_trials
+from ..analysis.stats import excludes_zero
+from ..errors import KDSearchError
+from ..runs.files import write_text_atomic
+from ..runs.layout import RESULTS_FILE, notes_file, run_file
+from ..runs.run import Run, open_run
+from .figures import log_ticks
+from .images import export_images
+
+
+AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's params, within 3 points of it
+ARM_STYLE = {"kd": ("#d62728", "circle", 0.96), "ce": ("#1f77b4", "square", 1.0), "ce-all": ("#7f7f7f", "diamond", 1.04)}
+# (colour, marker, x offset factor: the arms of one student sit side by side instead of on top of each other)
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
+
+
+def fraction(part: float, whole: float) -> str:
+    """'6.1%, 1/16': a share of the teacher's size, as a percentage and as 1/N."""
+    if not part or not whole:
+        return ""
+    return f"{part / whole:.1%}, 1/{whole / part:.0f}" if part < whole else f"{part / whole:.1%}"
+
+
+def arm_cell(arm: dict[str, Any] | None) -> str:
+    """An arm's test accuracy as a table cell: mean ± sd over seeds, in percent."""
+    if not arm:
+        return ""
+    sd = "" if math.isnan(arm["test_sd"]) else f" ± {100 * arm['test_sd']:.2f}"
+    return f"{pct(arm['test_mean'])}{sd}"
+
+
+def gain_cell(g: dict[str, Any] | None) -> str:
+    if not g:
+        return ""
+    if g["n"] < 2:
+        return f"{100 * g['mean']:+.2f} (1 seed)"
+    mark = "" if excludes_zero(g["low"], g["high"]) else " (spans 0)"
+    return f"{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]{mark}"
+
+
+def load_finals(run_dir: Path) -> list[dict[str, Any]]:
+    """Every RUN/final/<trial>/results.json with at least one finished model, by trial number."""
+    out = []
+    for path in sorted((run_dir / "final").glob(f"*/{RESULTS_FILE}")):
+        try:
+            body = json.loads(path.read_text())
+        except ValueError as exc:
+            raise KDSearchError(f"{path} is not valid JSON ({exc})") from None
+        if body.get("summary", {}).get("arms"):
+            out.append(body)
+    return sorted(out, key=lambda b: b["setup"]["trial"])
+
+
+def figure(finals: list[dict[str, Any]], teacher: dict[str, Any], title: str) -> go.Figure:
+    """Test accuracy against params: each arm's mean over seeds (bars: sd), the teacher as a star and line."""
+    fig = go.Figure()
+    for mode, (color, symbol, shift) in ARM_STYLE.items():
+        rows = [(b["trial"]["params"], b["summary"]["arms"][mode], b["setup"]["trial"]) for b in finals
+                if mode in b["summary"]["arms"]]
+        if not rows:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r[0] * shift for r in rows], y=[r[1]["test_mean"] for r in rows], mode="markers+text",
+            text=[f"#{r[2]}" if mode == "kd" else "" for r in rows], textposition="top center",
+            error_y=dict(type="data", array=[0 if math.isnan(r[1]["test_sd"]) else r[1]["test_sd"] for r in rows]),
+            name=MODES[mode], marker=dict(color=color, symbol=symbol, size=10)))
+    fig.add_trace(go.Scatter(x=[teacher["params"]], y=[teacher["test_accuracy"]], mode="markers",
+                             name=f"teacher {teacher['name']}", marker=dict(symbol="star", size=16, color="#222")))
+    fig.add_hline(y=teacher["test_accuracy"], line=dict(color="#222", dash="dot", width=1))
+    fig.update_layout(title=title, template="plotly_white", height=480, width=900,
+                      xaxis=dict(type="log", title="params (log scale)", tickformat="~s",
+                                 tickvals=log_ticks([b["trial"]["params"] for b in finals] + [teacher["params"]])),
+                      yaxis=dict(title="test accuracy (mean over seeds, bars: sd)", tickformat=".0%"))
+    return fig
+
+
+def teacher_section(teacher: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    return [f"**Teacher** {teacher['name']}: test accuracy **{pct(teacher['test_accuracy'])}** (validation "
+            f"{pct(teacher['val_accuracy'])}), {teacher['params']:,} params, {teacher.get('macs', 0):,} MACs, "
+            f"{teacher.get('latency_ms', math.nan):.2f} ms at batch 1; "
+            f"trained or fine-tuned here for {teacher.get('epochs_trained', 0)} epoch(s)"
+            + (" (loaded from the run's cache)" if teacher.get("from_cache") else "") + ".",
+            "",
+            f"**Data** {data.get('name', '')}: {data.get('train', 0):,} images for the search's students, "
+            f"{data.get('val', 0):,} validation (carved from the training data), {data.get('test', 0):,} test "
+            f"(read only for the tables below, never by the search).", ""]
+
+
+def front_section(run: Run, teacher: dict[str, Any], finals: list[dict[str, Any]]) -> list[str]:
+    """The search's front by validation accuracy (what the search chose on); test accuracy only for the
+    students that went through final training, as their distilled arm scored there."""
+    members = pareto_trials(run.study)
+    final_test = {b["setup"]["trial"]: b["summary"]["arms"]["kd"]["test_mean"] for b in finals
+                  if "kd" in b["summary"]["arms"]}
+    cfg = run.config
+    lines = [f"### The search's Pareto front ({len(members)} of {len(run.study.trials)} trials; "
+             f"{cfg.get('epochs')} epochs each on the search's training images)", "",
+             "| trial | val acc (search) | test acc (final training) | params | of teacher | MACs | latency ms | T "
+             "| alpha | architecture |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in sorted(members, key=lambda t: t.user_attrs.get("params", 0)):
+        a = t.user_attrs
+        lines.append(f"| {t.number} | {pct(t.values[0])} | {pct(final_test.get(t.number))} | {a.get('params', 0):,} | "
+                     f"{fraction(a.get('params', 0), teacher['params'])} | {a.get('macs', 0):,} | "
+                     f"{a.get('latency_ms', math.nan):.3f} | {a.get('temperature', math.nan):.2f} | "
+                     f"{a.get('alpha', math.nan):.2f} | `{a.get('arch', '')}` |")
+    runtime = {"onnxruntime": "ONNX Runtime", "torch": "eager PyTorch"}.get(cfg.get("latency_runtime", "torch"), "?")
+    return lines + ["", "Validation accuracy is what the search optimized; the test split is read only for "
+                    "students retrained below (their distilled arm's mean over seeds). Latency: median per call "
+                    f"through {runtime} on the CPU, batch {cfg.get('latency_batch', 1)}, "
+                    f"{cfg.get('latency_threads', 1)} thread(s).", ""]
+
+
+BASELINES = {"ce-all": "ordinary training (fresh views)", "ce": "control (teacher's views)"}
+
+
+def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
+    if not finals:
+        return ["No final training yet (`kdsearch train RUN --front` or `--trials ...`).", ""]
+    bases = [base for base in BASELINES if any(base in b["summary"]["arms"] for b in finals)]
+    head = ["trial", "params (of teacher)", "MACs (of teacher)", "seeds", "epochs", "distilled test"]
+    for base in bases:
+        head += [f"{BASELINES[base]} test", f"gain vs {BASELINES[base].split(' (')[0]}, points [95% CI]"]
+    head += ["distilled / teacher"]
+    lines = ["### Final training", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in finals:
+        arms, gain, trial = b["summary"]["arms"], b["summary"]["gain"], b["trial"]
+        kd = arms.get("kd")
+        row = [str(b["setup"]["trial"]), f"{trial['params']:,} ({fraction(trial['params'], teacher['params'])})",
+               f"{trial['macs']:,} ({fraction(trial['macs'], teacher.get('macs', 0))})",
+               str(len(kd["seeds"]) if kd else 0), str(b["setup"]["epochs"]), arm_cell(kd)]
+        for base in bases:
+            row += [arm_cell(arms.get(base)), gain_cell(gain.get(base))]
+        row += [pct(kd["retained"], 1) if kd else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"Test accuracy: mean ± sd over seeds, teacher {pct(teacher['test_accuracy'])}. Gain: the "
+              "distilled minus the baseline test accuracy of each seed (same initialization and batches; the "
+              "control also sees the distilled student's views), mean and 95% t-interval over the seeds both "
+              "arms finished, in points.", ""]
+    for b in finals:
+        s, lr = b["setup"], b["lr_policy"]["text"]
+        chosen = ", ".join(f"{m} {a['lr']:.3g}" for m, a in b["summary"]["arms"].items())
+        failed = "".join(f" {MODES[m]} failed at seed(s) {', '.join(map(str, f))}: {next(iter(f.values()))}."
+                         for m, f in b["summary"].get("failed", {}).items())
+        lines.append(f"- Trial {s['trial']} (`{b['trial']['arch']}`, T {s['temperature']:.2f}, alpha {s['alpha']:.2f}, "
+                     f"{s['epochs']} epoch(s) on {s['train_images']:,} images): distillation adds "
+                     f"{gain_sentence(b['summary']['gain'])}. Learning rates: {lr}; chosen: {chosen}.{failed}")
+    return lines + [""] + fidelity_lines(finals)
+
+
+def int8_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]:
+    """int8 accuracy and bytes of the final-trained students that were exported with --int8 (their final weights)."""
+    rows = []
+    for b in finals:
+        path = Path(run_dir) / "export" / f"{b['setup']['trial']:05d}" / "export.json"
+        try:
+            info = json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:
+            continue
+        q = info.get("int8")
+        if q and info.get("weights") == "final" and info.get("trial") == b["setup"]["trial"]:
+            rows.append((b["setup"]["trial"], info, q))
+    if not rows:
+        return []
+    lines = ["### int8 students (exported with `kdsearch export --int8`)", "",
+             "| trial | float bytes | int8 bytes | float test | int8 test | change, points | float val | int8 val "
+             "| float ms | int8 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for number, info, q in rows:
+        f, i = q.get("float_test_accuracy"), q.get("int8_test_accuracy")
+        change = "" if f is None or i is None else f"{100 * (i - f):+.2f}"
+        lines.append(f"| {number} | {q['float_bytes']:,} | {q['int8_bytes']:,} | {pct(f)} | {pct(i)} | {change} | "
+                     f"{pct(q.get('float_val_accuracy'))} | {pct(q.get('int8_val_accuracy'))} | "
+                     f"{q['float_latency_ms']:.3f} | {q['int8_latency_ms']:.3f} |")
+    return lines + ["", "The exported model of the best seed of each student's distilled arm (by validation "
+                    "accuracy), run by ONNX Runtime on the CPU: int8 is static QDQ quantization, weights per channel, "
+                    f"calibrated on {rows[0][2].get('calibration_images')} training images; latency at batch 1, "
+                    f"{rows[0][2].get('latency_threads', 1)} thread(s).", ""]
+
+
+def fidelity_lines(finals: list[dict[str, Any]]) -> list[str]:
+    """How well the search's short training ranked the retrained students: rank correlations of their
+    search validation accuracy with their final (distilled) test accuracy."""
+    pairs = [(b["trial"]["search_val_accuracy"], b["summary"]["arms"]["kd"]["test_mean"]) for b in finals
+             if "kd" in b["summary"]["arms"] and b["trial"].get("search_val_accuracy") is not None]
+    if len(pairs) < 3:
+        return []
+    search, final = zip(*pairs)
+    rho, tau = spearmanr(search, final).statistic, kendalltau(search, final).statistic
+    return [f"Search fidelity: over the {len(pairs)} retrained students, the search's validation accuracy ranks "
+            f"them against their final test accuracy with Spearman {rho:.2f} and Kendall {tau:.2f}.", ""]
+
+
+def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
+    """The aim, checked against the numbers: a student at <= 1/10 of the params within 3 points, a gain that excludes 0."""
+    small = [b for b in finals if "kd" in b["summary"]["arms"] and b["trial"]["params"] <= AIM_FRACTION * teacher["params"]]
+    lines = ["### Against the aim", ""]
+    if small:
+        best = max(small, key=lambda b: b["summary"]["arms"]["kd"]["test_mean"])
+        gap = 100 * (teacher["test_accuracy"] - best["summary"]["arms"]["kd"]["test_mean"])
+        met = "met" if gap <= AIM_POINTS else "not met"
+        lines.append(f"- A student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params within "
+                     f"{AIM_POINTS:g} points of its test accuracy: **{met}**. The best such student here, trial "
+                     f"{best['setup']['trial']} ({fraction(best['trial']['params'], teacher['params'])} of the params), "
+                     + (f"is {gap:.2f} points below the teacher." if gap >= 0 else
+                        f"is {-gap:.2f} points above the teacher."))
+    else:
+        lines.append(f"- No student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params was retrained.")
+    gains = [(str(b["setup"]["trial"]), b["summary"]["gain"].get(headline(b["summary"]["gain"]) or "")) for b in finals]
+    shown = [n for n, g in gains if g and g["n"] >= 2 and excludes_zero(g["low"], g["high"])]
+    positive = [n for n, g in gains if g and g["n"] >= 2 and g["low"] > 0]
+    lines.append("- A distillation gain whose 95% interval excludes zero: "
+                 + (f"**met** for trial(s) {', '.join(positive)}." if positive else "**not met**: ")
+                 + ("" if positive else ("no interval excludes zero." if not shown else
+                                         f"the intervals of trial(s) {', '.join(shown)} exclude zero below it "
+                                         "(the teacher hurt).")))
+    tested = sum(1 for _, g in gains if g and g["n"] >= 2)
+    if tested > 1:
+        lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.1f} of {tested} intervals would "
+                     "exclude zero by chance alone, so a lone exclusion among many is a lead to retest with more "
+                     "seeds, not a finding.")
+    return lines + [""]
+
+
+def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]:
+    info = json.loads(run_file(run_dir).read_text())
+    lines = ["### How it was made", ""]
+    commands = [info.get("command")] + list(dict.fromkeys(b.get("command") for b in finals))
+    commands = [c for c in commands if c]
+    if commands:
+        lines += ["```", *commands, "```", ""]
+    if info.get("kdsearch"):
+        lines += [f"- The search ran with kdsearch {info['kdsearch']}.", ""]
+    envs = list(dict.fromkeys(json.dumps(b["environment"], sort_keys=True) for b in finals if b.get("environment")))
+    for env in map(json.loads, envs):
+        lines.append(f"- Final training ran on {env['machine']}, device {env['device']}, {env['threads']} threads, "
+                     f"torch {env['torch']}, Python {env['python']}, kdsearch {env.get('kdsearch', '?')}, "
+                     f"finished {env['date']}.")
+    if envs:
+        lines.append("")
+    if info.get("study_text"):
+        lines += [f"Study file `{info['study_file']}`:", "", "```toml", info["study_text"].rstrip(), "```", ""]
+    else:
+        lines += ["The resolved study configuration (run.json):", "", "```json",
+                  json.dumps(info.get("config", {}), indent=2), "```", ""]
+    return lines
+
+
+def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool = False) -> list[str]:
+    """One run's part of the document, titled by its study name, and its run folder's name too when
+    another run of the same study is in the document (say, the same search retrained otherwise)."""
+    run = open_run(run_dir)
+    study = run.study
+    title = f"{study.study_name} ({run_dir.name})" if same_study_twice else study.study_name
+    stem = f"{study.study_name}-{run_dir.name}" if same_study_twice else study.study_name
+    teacher, data = study.user_attrs.get("teacher"), study.user_attrs.get("data", {})
+    if not teacher:
+        raise KDSearchError(f"{run_dir}: the study records no teacher (was the run ever started?)")
+    finals = load_finals(run_dir)
+    lines = [f"## {title}", "", f"Run folder `{run_dir}`.", ""]
+    lines += teacher_section(teacher, data)
+    lines += front_section(run, teacher, finals)
+    lines += finals_section(finals, teacher)
+    lines += int8_section(run_dir, finals)
+    if finals:
+        fig = figure(finals, teacher, f"{title}: test accuracy vs params")
+        written, message = export_images({f"{stem}-accuracy-vs-params": fig}, figures)
+        if written:
+            rel = Path(*written[0].resolve().parts[len(out.parent.resolve().parts):]) \
+                if written[0].resolve().is_relative_to(out.parent.resolve()) else written[0].resolve()
+            lines += [f"![test accuracy vs params]({rel.as_posix()})", ""]
+        else:
+            lines += [f"*(No figure: {message}.)*", ""]
+        lines += aim_section(finals, teacher)
+    notes = notes_file(run_dir)
+    if notes.is_file():
+        lines += ["### Notes", "", notes.read_text().rstrip(), ""]
+    return lines + provenance_section(run_dir, finals)
+
+
+def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, command: str = "",
+                  console: Console | None = None, preface: Path | None = None) -> Path:
+    """Write the Markdown document for `run_dirs` to `out` (figures as PNG under `figures`), after an
+    optional hand-written `preface` (the question, what is not run here: text, no numbers)."""
+    console = console or Console()
+    if not run_dirs:
+        raise KDSearchError("give at least one run folder")
+    out = Path(out)
+    figures = Path(figures) if figures else out.with_name(out.stem + "-figures")
+    lines = ["# Results", "",
+             f"Generated by `{command}` from the run folders below: every number is read from their files "
+             "(the study, `final/*/results.json`); rerun the command to regenerate. "
+             "Accuracy is top-1; params and MACs are exact counts; latency is a median on the CPU (each run's front says "
+             "through which runtime).", ""]
+    if preface is not None:
+        if not Path(preface).is_file():
+            raise KDSearchError(f"--preface: {preface} not found")
+        lines += [Path(preface).read_text().rstrip(), ""]
+    names = [open_run(Path(d)).study.study_name for d in run_dirs]
+    for run_dir, name in zip(run_dirs, names):
+        lines += run_section(Path(run_dir), figures, out, same_study_twice=names.count(name) > 1)
+    write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
+    console.print(f"results: {out}", highlight=False)
+    return out

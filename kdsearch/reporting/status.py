@@ -1,0 +1,65 @@
+"""`kdsearch status`: where a study stands, without touching it.
+
+Trials by state, the running ones with their worker, age and last heartbeat (and whether that
+worker is alive, when it runs on this machine), recent failures with their reasons, the front so
+far, and whether the teacher and its logit cache are ready in the run folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.table import Table
+
+from ..analysis.front import trial_state
+from ..runs.layout import teachers_dir
+from ..runs.run import Run
+from ..search.workers import ERROR_ATTR, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
+from .tables import pareto_table
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def show_status(run: Run, console: Console) -> None:
+    study = run.study
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter("waiting" if t.state == TrialState.WAITING else trial_state(t) for t in trials)
+    target = run.config.get("trials")
+    done = counts["complete"] + counts["pruned"]  # as --trials counts: over-budget rejections do not
+    console.print(f"study [cyan]{study.study_name}[/]: {done} of {target or '?'} trials finished ("
+                  + ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "rejected", "failed", "running",
+                                                            "waiting") if counts[k]) + ")", highlight=False)
+    now = time.time()
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        table = Table(title="running trials")
+        for col in ("trial", "worker", "alive", "started", "heartbeat", "epochs done", "architecture"):
+            table.add_column(col)
+        for t in running:
+            worker = t.user_attrs.get(WORKER_ATTR)
+            alive = is_alive(run.run_dir, worker)
+            beat = t.user_attrs.get(HEARTBEAT_ATTR)
+            start = t.datetime_start.timestamp() if t.datetime_start else now  # Optuna stores local time
+            table.add_row(str(t.number), worker or "?", {True: "yes", False: "no (dead)", None: "?"}[alive],
+                          _ago(now - start) + " ago", _ago(now - beat) + " ago" if beat else "",
+                          str(len(t.user_attrs.get("curve", []))), t.user_attrs.get("arch", ""))
+        console.print(table)
+    failed = [t for t in trials if t.state == TrialState.FAIL][-5:]
+    for t in failed:
+        console.print(f"failed trial {t.number}: {t.user_attrs.get(ERROR_ATTR, 'no reason recorded')}", highlight=False)
+    teacher = study.user_attrs.get("teacher")
+    if run.run_dir is not None:
+        ready = teacher and (teachers_dir(run.run_dir) / f"{teacher['key']}.json").is_file()
+        caches = sorted((run.run_dir / "logits").glob("*.safetensors")) if (run.run_dir / "logits").is_dir() else []
+        console.print(f"teacher: {teacher['name'] + ', test ' + format(teacher['test_accuracy'], '.2%') if teacher else 'not prepared yet'}"
+                      f"{' (weights ready in the run folder)' if ready else ''}; teacher-logit cache: "
+                      + (", ".join(f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in caches) or "not built yet"),
+                      highlight=False)
+    if counts["complete"]:
+        console.print(pareto_table(study))

@@ -1,0 +1,48 @@
+"""How long the remaining trials may take, printed before they start."""
+
+from __future__ import annotations
+
+import optuna
+import torch
+from rich.console import Console
+
+from ..measure.costs import wall_seconds
+from ..models.students.registry import build
+from ..models.students.space import sample_spec
+from ..progress import SLOW_S, minutes
+from ..training import distill
+from ..training.distill import recipe_from
+from .inputs import TrialContext
+from .stand_ins import Middle
+
+
+def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float | None:
+    """Time a few training steps of a mid-space student and print what the remaining trials may take
+    (an upper bound: pruning and smaller students take less); returns the estimate in seconds, or None
+    when the probe itself fails (an estimate is never worth stopping a run for)."""
+    try:
+        return _estimate_search(ctx, trials, console)
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"(no estimate of the trials: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})",
+                      highlight=False)
+        return None
+
+
+def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
+    cfg, data = ctx.cfg, ctx.data
+    study = optuna.create_study(sampler=Middle({}))
+    spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
+                       list(data.mean), list(data.std))
+    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+        model = build(spec).to(ctx.device)
+        n = min(len(ctx.y_train), cfg.train.batch_size * 3)
+        recipe = recipe_from(cfg.train, epochs=1, lr=min(cfg.space["lr"]) if isinstance(cfg.space["lr"], list)
+                             else cfg.space["lr"])
+        per_image = wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
+                                                             pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
+    total = per_image * len(ctx.y_train) * cfg.epochs * trials
+    console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
+                  "(pruning and smaller students take less)"
+                  + ("  (to shorten it: --subset, fewer --epochs or --trials, --workers, or a GPU)"
+                     if total > SLOW_S else ""), highlight=False)
+    return total

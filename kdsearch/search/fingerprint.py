@@ -1,0 +1,48 @@
+"""The resume guard: a study resumes only with the settings that change what its trials mean.
+
+Which settings those are is said where each is defined (CHANGES_TRIALS in config.schema); others
+(trials, timeout, threads, device, storage, seed, sampler, paths) may change between runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..config import LEGACY_STUDY, LEGACY_TRAIN, StudyConfig, TrainConfig, trial_meaning_keys
+from ..errors import KDSearchError
+from ..models.students.space import effective_space
+
+
+MEANING = tuple(trial_meaning_keys())  # dotted keys: "epochs", "data.subset", ..., "pruner", "space"
+FINGERPRINT_ATTR = "fingerprint"
+
+
+def fingerprint(cfg: StudyConfig) -> dict[str, Any]:
+    """The settings in MEANING, as JSON values (a checkpoint by its file name: folders may move)."""
+    values = cfg.to_dict()
+    out = {}
+    for dotted in MEANING:
+        section, _, key = dotted.rpartition(".")
+        value = (values[section] if section else values)[key]
+        out[dotted] = Path(value).name if dotted == "teacher.weights" and value else value
+    out["space"] = effective_space(out["space"])  # a space stored before a key existed compares as it ran
+    return json.loads(json.dumps(out))
+
+
+def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
+    """Refuse to add trials under other settings than the study's first ones, naming each difference."""
+    stored, now = study.user_attrs.get(FINGERPRINT_ATTR), fingerprint(cfg)
+    if stored is None:
+        return
+    legacy = StudyConfig(**LEGACY_STUDY)
+    legacy.train = TrainConfig(**LEGACY_TRAIN)
+    stored = {**fingerprint(legacy), **stored}  # settings added since the study began: the values it ran with
+    stored["space"] = json.loads(json.dumps(effective_space(stored.get("space", {}))))
+    diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
+    if diff:
+        raise KDSearchError(f"study {cfg.name!r} was run with other settings: {'; '.join(diff)}. Resume with the "
+                            "original settings, or start another study (--study-name or --run-dir)")

@@ -1,0 +1,277 @@
+"""Early stopping of weak trials in a multi-objective study.
+
+Optuna's `trial.report` and its pruners do not work in multi-objective studies, so each trial
+keeps its per-epoch validation accuracy in the user attribute "curve" and a kdsearch pruner
+decides from those curves. A pruner is anything with
+`should_prune(history, curve, epochs, costs) -> bool`, where `costs` (params, MACs, latency) are
+known before training starts: that is what lets the Pareto pruner compare a trial only with
+trials that are no larger and no slower.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..config import PrunerConfig
+
+
+CURVE = "curve"  # user attribute: validation accuracy after each epoch
+PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was stopped
+
+
+def rejected(trial: FrozenTrial) -> bool:
+    """An over-budget student, stopped before it trained: PRUNED at epoch 0 (search.reject_over_budget).
+    It does not count toward --trials, and the report lists it apart from pruned trials."""
+    return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
+
+
+COST_ATTRS = {"params": "params", "macs": "macs", "latency": "latency_ms", "bytes": "bytes"}  # objective -> attribute
+
+
+class Pruner(Protocol):
+    def should_prune(self, history: Sequence[FrozenTrial], curve: Sequence[float], epochs: int,
+                     costs: dict[str, float]) -> bool:
+        """Stop the trial whose validation curve so far is `curve` (costs known up front)?"""
+
+
+def _peers(history: Sequence[FrozenTrial], epoch: int) -> list[FrozenTrial]:
+    """Trials whose curve reached `epoch`."""
+    return [t for t in history if len(t.user_attrs.get(CURVE, [])) >= epoch]
+
+
+def rung_at(rung: float, epochs: int) -> int:
+    """A rung as an epoch: a number below 1 is a fraction of the trial's epochs (0.25 of 12 is 3)."""
+    return max(1, int(rung * epochs + 0.5)) if rung < 1 else int(rung)  # half rounds up
+
+
+def _checks(epoch: int, epochs: int, warmup: int, rungs: Sequence[float]) -> bool:
+    """Whether a pruner looks at this epoch: after warm-up, before the last epoch, on a rung."""
+    return warmup < epoch < epochs and (not rungs or epoch in {rung_at(r, epochs) for r in rungs})
+
+
+@dataclass
+class NoPruner:
+    def should_prune(self, history, curve, epochs, costs) -> bool:
+        return False
+
+
+@dataclass
+class MedianPruner:
+    """Prune when accuracy is below the median of finished trials at the same epoch.
+
+    Checks only after `warmup_epochs`, only when at least `min_trials` finished trials reached
+    that epoch, and never at a trial's last epoch (stopping then would save nothing).
+    """
+
+    warmup_epochs: int = 1
+    min_trials: int = 4
+    rungs: Sequence[float] = ()
+
+    def should_prune(self, history, curve, epochs, costs) -> bool:
+        epoch = len(curve)
+        if not _checks(epoch, epochs, self.warmup_epochs, self.rungs):
+            return False
+        peers = [t.user_attrs[CURVE][epoch - 1] for t in _peers(history, epoch)]
+        return len(peers) >= self.min_trials and curve[-1] < statistics.median(peers)
+
+
+def rung_epochs(min_epochs: int, eta: int, rungs: Sequence[float], epochs: int) -> list[int]:
+    """Successive halving's rungs: `rungs` when given, else min_epochs·eta^k below `epochs`."""
+    if rungs:
+        return sorted({rung_at(r, epochs) for r in rungs})
+    out, e = [], min_epochs
+    while e < epochs:
+        out.append(e)
+        e *= eta
+    return out
+
+
+@dataclass
+class AshaPruner:
+    """Successive halving on accuracy alone: at rung epochs min_epochs·eta^k keep the top 1/eta.
+
+    A trial is pruned at a rung when fewer than 1/eta of the trials that reached it (itself
+    included) are at most as good as it, once `min_trials` others reached the rung.
+    """
+
+    min_epochs: int = 1
+    eta: int = 3
+    min_trials: int = 4
+    rungs: Sequence[float] = ()
+
+    def rung_epochs(self, epochs: int) -> list[int]:
+        return rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)
+
+    def should_prune(self, history, curve, epochs, costs) -> bool:
+        epoch = len(curve)
+        if not _checks(epoch, epochs, 0, self.rung_epochs(epochs)):
+            return False
+        peers = [t.user_attrs[CURVE][epoch - 1] for t in _peers(history, epoch)]
+        if len(peers) < self.min_trials:
+            return False
+        keep = max(1, (len(peers) + 1) // self.eta)
+        better = sum(p > curve[-1] for p in peers)
+        return better >= keep
+
+
+@dataclass
+class ParetoPruner:
+    """Size-aware pruning: a trial continues only while it earns its size.
+
+    At each checked epoch (after `warmup_epochs`, on `rungs`: by default at a quarter and at half
+    of the trial's epochs), a trial is pruned when another trial that is no larger and no slower
+    (every cost in `cost_keys` <=) had, at the same epoch, a validation accuracy above this one's
+    by more than `margin`. The default margin, -0.01, prunes a trial unless it is at least one
+    point more accurate than every such trial: a student that is not better than a cheaper one is
+    unlikely to join the front. A trial with no cheaper competitor is never pruned, so small
+    students are not killed for learning more slowly than big ones: they are only compared with
+    students at least as small. Two checks rather than one per epoch: each check of a noisy
+    early curve is a chance to kill a future front member (BENCHMARKS.md, "Search quality per
+    pruner").
+    """
+
+    cost_keys: Sequence[str] = ("params", "latency")
+    margin: float = -0.01
+    warmup_epochs: int = 1
+    rungs: Sequence[float] = (0.25, 0.5)
+
+    def dominated_by(self, history, curve, costs) -> FrozenTrial | None:
+        """The first no-larger, no-slower trial that beat `curve` at its last epoch by > margin."""
+        epoch = len(curve)
+        for t in _peers(history, epoch):
+            cheaper = all(t.user_attrs.get(COST_ATTRS[k], float("inf")) <= costs[k] for k in self.cost_keys)
+            if cheaper and t.user_attrs[CURVE][epoch - 1] > curve[-1] + self.margin:
+                return t
+        return None
+
+    def should_prune(self, history, curve, epochs, costs) -> bool:
+        if not _checks(len(curve), epochs, self.warmup_epochs, self.rungs):
+            return False
+        return self.dominated_by(history, curve, costs) is not None
+
+
+def nondominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting (all objectives minimized): 0 for the Pareto front, 1 for the front of
+    the rest, and so on. O(n^2) per front: rungs hold at most a few hundred trials."""
+    ranks = [-1] * len(points)
+    left, rank = set(range(len(points))), 0
+    while left:
+        front = {i for i in left if not any(_dominates(points[j], points[i]) for j in left if j != i)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II's crowding distance within one front: boundary points get infinity."""
+    n = len(points)
+    dist = [0.0] * n
+    for k in range(len(points[0]) if n else 0):
+        order = sorted(range(n), key=lambda i: points[i][k])
+        low, high = points[order[0]][k], points[order[-1]][k]
+        dist[order[0]] = dist[order[-1]] = float("inf")
+        if high > low:
+            for a, i, b in zip(order, order[1:], order[2:]):
+                dist[i] += (points[b][k] - points[a][k]) / (high - low)
+    return dist
+
+
+@dataclass
+class MoAshaPruner:
+    """Multi-objective asynchronous successive halving (Schmucker et al. 2021, MO-ASHA).
+
+    At rung epochs min_epochs·eta^k (or `rungs`), the trials that reached the rung are ranked by
+    non-dominated sorting on (accuracy at that epoch, costs), ties within a front broken by
+    NSGA-II crowding distance; a trial continues only if it is in the top 1/eta, once `min_trials`
+    others reached the rung. Unlike ASHA on accuracy alone, a small student is kept when nothing
+    as small is more accurate, since it sits on the rung's first front.
+    """
+
+    cost_keys: Sequence[str] = ("params", "latency")
+    min_epochs: int = 1
+    eta: int = 3
+    min_trials: int = 4
+    rungs: Sequence[float] = ()
+
+    def should_prune(self, history, curve, epochs, costs) -> bool:
+        epoch = len(curve)
+        if not _checks(epoch, epochs, 0, rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)):
+            return False
+        peers = _peers(history, epoch)
+        if len(peers) < self.min_trials:
+            return False
+        points = [(-t.user_attrs[CURVE][epoch - 1], *(t.user_attrs.get(COST_ATTRS[k], float("inf"))
+                                                      for k in self.cost_keys)) for t in peers]
+        points.append((-curve[-1], *(costs[k] for k in self.cost_keys)))  # this trial: the last point
+        ranks = nondominated_ranks(points)
+        crowd = [0.0] * len(points)
+        for r in set(ranks):
+            members = [i for i, x in enumerate(ranks) if x == r]
+            for i, d in zip(members, crowding_distances([points[i] for i in members])):
+                crowd[i] = d
+        order = sorted(range(len(points)), key=lambda i: (ranks[i], -crowd[i], i != len(points) - 1))
+        keep = max(1, len(points) // self.eta)
+        return order.index(len(points) - 1) >= keep
+
+
+def make_pruner(cfg: PrunerConfig, objectives: Sequence[str] = ("accuracy", "params", "latency")) -> Pruner:
+    rungs = tuple(cfg.rungs or ())
+    if cfg.name == "none":
+        return NoPruner()
+    if cfg.name == "median":
+        return MedianPruner(warmup_epochs=cfg.warmup_epochs, min_trials=cfg.min_trials, rungs=rungs)
+    if cfg.name == "asha":
+        return AshaPruner(min_epochs=max(cfg.warmup_epochs, 1), eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
+    if cfg.name == "moasha":
+        return MoAshaPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), min_epochs=max(cfg.warmup_epochs, 1),
+                            eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
+    return ParetoPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), margin=cfg.margin,
+                        warmup_epochs=cfg.warmup_epochs, rungs=ParetoPruner.rungs if cfg.rungs is None else rungs)
+
+
+def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int) -> list[FrozenTrial]:
+    """The trials of a study run without pruning, as they would have ended under `pruner`.
+
+    A trial's training does not depend on what happened to earlier trials (its seed comes from
+    the study seed and its number), so under any pruner its curve is a prefix of its unpruned
+    curve. When its student does not depend on earlier results either (the random sampler,
+    seeded per trial number), replaying the trials in order, each against the history replayed
+    before it, gives exactly what a sequential study with that pruner would have run
+    (tests/test_pruning.py checks it against live studies), at no training cost. With a model-based
+    sampler (TPE) the live study would have sampled other students after the first pruned trial,
+    so there the replay estimates the savings on the same students. Trials that never trained
+    (rejected, failed) pass through unchanged.
+    """
+    out: list[FrozenTrial] = []
+    for t in sorted(trials, key=lambda t: t.number):
+        curve = list(t.user_attrs.get(CURVE, []))
+        if t.state != TrialState.COMPLETE or not curve:
+            out.append(t)
+            continue
+        costs = {k: t.user_attrs[a] for k, a in COST_ATTRS.items() if a in t.user_attrs}
+        history = [h for h in out if h.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        stop = next((e for e in range(1, len(curve) + 1) if pruner.should_prune(history, curve[:e], epochs, costs)), None)
+        if stop is None:
+            out.append(t)
+        else:
+            out.append(optuna.trial.create_trial(state=TrialState.PRUNED, params=t.params, distributions=t.distributions,
+                                                 user_attrs={**t.user_attrs, CURVE: curve[:stop], PRUNED_AT: stop},
+                                                 system_attrs=t.system_attrs))
+    return out
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete and pruned trials: the history pruners compare against."""
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))

@@ -1,0 +1,95 @@
+"""`kdsearch run`: prepare the study and its inputs once, then run the trials until the study has enough.
+
+Data flows one way: config -> data -> teacher -> study. Everything a run produces lives in its
+run folder (storage, teacher cache, per-trial weights), so re-running the same command resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import torch
+from rich.console import Console
+
+from ..config import StudyConfig
+from ..errors import KDSearchError
+from ..progress import progress_bar
+from ..runs.run_file import check_run_folder, make_run_folder, write_run_file
+from .budgets import check_budgets_reachable
+from .enqueue import enqueue_students, load_enqueue
+from .estimate import estimate_search
+from .fingerprint import FINGERPRINT_ATTR, fingerprint
+from .inputs import TrialContext, check_teacher_teaches, prepare_inputs
+from .study import n_finished, open_study
+from .supervise import supervise
+from .trials import run_trials
+from .workers import alive, recover_dead_trials, run_lock
+
+
+def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
+            record: bool = True) -> tuple[TrialContext, optuna.Study]:
+    """Everything before the first trial: the study (opened first: a bad storage URL fails before
+    any teacher work), the training inputs, then the run's facts recorded in the study."""
+    make_run_folder(cfg.run_path)
+    check_run_folder(cfg)
+    with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
+        study = open_study(cfg)
+    ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data),
+                         check_teacher=lambda teacher, data: check_teacher_teaches(cfg, teacher, data))
+    if record:  # the command and study file (a worker process started by --workers has its parent's)
+        with run_lock(cfg.run_path, console, "writing run.json"):
+            write_run_file(cfg, study_file)
+    data = ctx.data
+    if FINGERPRINT_ATTR not in study.user_attrs:  # prepared without error: these settings are the study's now
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint(cfg))
+    for key, value in {"teacher": ctx.teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": torch.get_num_threads(),
+                       "latency_threads": cfg.latency_threads, "device": str(ctx.device),
+                       "data": {"name": data.name, "train": len(ctx.train), "val": len(data.val),
+                                "test": len(data.test), "classes": data.classes}}.items():
+        study.set_user_attr(key, value)
+    return ctx, study
+
+
+def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
+               workers: int = 1, record: bool = True, enqueue: str | Path | None = None,
+               in_process: bool = False) -> optuna.Study:
+    """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
+
+    The study, teacher and teacher-logit cache are prepared here; then the trials run in
+    `workers` supervised worker processes (kdsearch.supervise; one GPU each when several are
+    visible), so a trial that kills its process fails alone. `in_process` runs them in this
+    process instead (for debugging: breakpoints work; a crash then ends the run).
+    """
+    console = console or Console()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported in one line, below
+    if in_process and workers > 1:
+        raise KDSearchError("--in-process runs the trials in one process: drop --workers or --in-process")
+    entries = load_enqueue(enqueue) if enqueue else []
+    ctx, study = prepare(cfg, console, study_file, record)
+    if entries:
+        new = enqueue_students(study, entries, ctx.data)
+        console.print(f"{new} known student(s) queued from {enqueue} (evaluated first)" if new else
+                      f"the students in {enqueue} are queued already", highlight=False)
+    with alive(cfg.run_path):
+        recovered = recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
+        if recovered:
+            console.print(f"[yellow]trial(s) {', '.join(map(str, recovered))} of stopped workers marked failed; "
+                          "their parameters are queued again unless they were retried already[/]", highlight=False)
+        done = n_finished(study)
+        if done >= cfg.trials:
+            console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
+            return study
+        console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
+        if in_process:
+            estimate_search(ctx, cfg.trials - done, console)
+            with progress_bar(console) as progress:
+                ctx.progress = progress
+                run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
+            return study
+        device = ctx.device
+        del ctx  # the workers load the prepared data, teacher and cache themselves
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+        supervise(cfg, study, workers, console)
+    return study

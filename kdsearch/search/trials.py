@@ -1,0 +1,92 @@
+"""The trial loop, in this process or in a supervised worker process."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+
+from ..config import StudyConfig
+from ..errors import KDSearchError
+from ..progress import progress_bar
+from .estimate import estimate_search
+from .inputs import TrialContext, prepare_inputs
+from .objective import Surplus, objective
+from .pruners import CURVE, rejected
+from .study import counts, n_finished, open_study
+from .workers import ERROR_ATTR, alive, recover_dead_trials
+
+
+MAX_CONSECUTIVE_FAILURES = 5  # then the study stops with the last error: something systematic is wrong
+
+
+MAX_REJECTIONS_PER_TRIAL = 50  # over-budget students resampled per trial before the study gives up
+
+
+def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, estimate: bool) -> None:
+    """The work of one supervised worker process: open the study, load the inputs its supervisor
+    prepared (data, teacher and teacher-logit cache, from the run folder's caches), run trials."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(cfg)
+    ctx = prepare_inputs(cfg, Console(quiet=True))
+    with alive(cfg.run_path):
+        done = n_finished(study)
+        if estimate and done < cfg.trials:
+            estimate_search(ctx, cfg.trials - done, console)
+        with progress_bar(console) as progress:
+            ctx.progress = progress
+            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline)
+
+
+def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall,
+               deadline: float | None = None) -> None:
+    """Start trials one at a time while finished plus running ones (every worker's) fall short of the
+    target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row.
+    No trial starts after `deadline` (time.time(); default: --timeout from now)."""
+    cfg = ctx.cfg
+    if deadline is None and cfg.timeout:
+        deadline = time.time() + cfg.timeout
+    failures: list[str] = []
+    over_budget = {"n": 0, "since": 0}
+
+    def tick(study: optuna.Study, trial: FrozenTrial) -> None:
+        progress.update(overall, completed=n_finished(study))
+        error = trial.user_attrs.get(ERROR_ATTR)
+        if error and error.startswith(Surplus.__name__):
+            return
+        if rejected(trial):  # over budget, untrained
+            over_budget["n"] += 1
+            over_budget["since"] += 1
+            return  # counted and reported, not listed: a tight budget may reject many samples
+        acc = trial.user_attrs.get(CURVE, [float("nan")])[-1]
+        line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
+                f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
+        if over_budget["since"]:
+            line += f"  ({over_budget['since']} over-budget student(s) resampled first)"
+            over_budget["since"] = 0
+        progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
+        failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
+
+    while deadline is None or time.time() < deadline:
+        recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(counts(t) for t in trials)
+        if finished >= cfg.trials:
+            if over_budget["n"]:
+                progress.console.print(f"{over_budget['n']} over-budget student(s) were rejected untrained and resampled "
+                                       "(recorded as constraints for the sampler)", highlight=False)
+            return
+        if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
+            time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
+            continue
+        study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,), callbacks=[tick])
+        if over_budget["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
+            raise KDSearchError(f"stopped: {over_budget['n']} sampled students were over budget; the space rarely "
+                                "meets it (narrow [space] toward smaller students)")
+        if len(failures) >= MAX_CONSECUTIVE_FAILURES:
+            raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "
+                                "finished trials are kept")

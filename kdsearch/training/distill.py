@@ -1,0 +1,309 @@
+"""Response-based distillation (Hinton et al. 2015) and the lean training loop it runs in.
+
+loss = alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · CE(student, labels), with the KL
+averaged per sample (`batchmean`). alpha weighs the distillation term, as in Hinton et al. and
+RepDistiller (torchdistill uses the opposite convention).
+
+The loop keeps a whole split as one uint8 tensor on the device and augments batches with tensor
+ops (kdsearch.augment): no DataLoader, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
+from ..data.augment import apply_views, random_views, to_float
+from ..errors import KDSearchError
+from ..models.students.init import zero_init_last_bn
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the trial fails, the study goes on."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KDSearchError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise KDSearchError("--device mps: MPS is not available (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slower for small convs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fast_memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """The memory format that trains `model` faster on `device`.
+
+    channels_last on CUDA (tensor-core convolutions); on the CPU only when every convolution's
+    channel counts are multiples of 4: oneDNN's channels_last kernels are 20-30% faster there and
+    up to 30% slower on odd widths such as conv[10,13,29] (benchmarks/bench_epoch.py --formats).
+    A rule, not a timing, so that a seeded run repeats bit for bit.
+    """
+    if device.type == "cuda":
+        return torch.channels_last
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    aligned = all(c % 4 == 0 for m in convs for c in (m.in_channels, m.out_channels) if c > 3)
+    return torch.channels_last if convs and aligned else torch.contiguous_format
+
+
+def memory_format_of(model: nn.Module) -> torch.memory_format:
+    """The memory format `model`'s convolution weights are in (its inputs are given the same)."""
+    for p in model.parameters():
+        if p.ndim == 4 and not p.is_contiguous():
+            return torch.channels_last
+    return torch.contiguous_format
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, targets: torch.Tensor,
+            temperature: float, alpha: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """alpha·T²·KL(teacher_T ‖ student_T) + (1−alpha)·CE; plain CE when there is no teacher."""
+    ce = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
+    if teacher_logits is None or alpha == 0.0:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), F.log_softmax(teacher_logits.float() / t, dim=1),
+                  reduction="batchmean", log_target=True)
+    return alpha * t * t * kl + (1.0 - alpha) * ce
+
+
+# weight decay when the recipe leaves it unset: L2 for SGD (added to the gradient), decoupled for AdamW
+# (shrinks weights by lr * wd per step, so it needs a far larger value to regularize at all)
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv and linear weights only: decaying batch-norm scales and biases only hurts small nets."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
+    """The lr multiplier after `step` optimizer steps: a linear warm-up over the first `warmup` of the
+    steps to the peak, then a linear ("linear") or cosine ("cosine") decay to zero at the last step."""
+    up = max(1, round(warmup * total_steps))
+    down = max(1, total_steps - up)
+
+    def factor(step: int) -> float:
+        if step < up:
+            return (step + 1) / up
+        left = max(0.0, (total_steps - step) / down)
+        return left if schedule == "linear" else 0.5 * (1.0 - math.cos(math.pi * left))
+    return factor
+
+
+def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float | None, total_steps: int,
+                   schedule: str = "onecycle", warmup: float = 0.25):
+    """SGD (Nesterov momentum 0.9) or AdamW over param_groups, and a per-step schedule: "onecycle"
+    (torch's OneCycleLR, warm-up fraction `warmup`; kdsearch's schedule before it had a choice),
+    "linear" or "cosine" (lr_factor)."""
+    if kind not in OPTIMIZERS or schedule not in SCHEDULES:
+        raise ValueError(f"unknown optimizer {kind!r} or schedule {schedule!r}")
+    groups = param_groups(model, DEFAULT_WEIGHT_DECAY[kind] if weight_decay is None else weight_decay)
+    if kind == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    else:
+        opt = torch.optim.AdamW(groups, lr=lr)
+    if schedule != "onecycle":
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, warmup, total_steps))
+    if total_steps < 8:  # too short for warm-up and annealing phases (OneCycleLR divides by zero)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=warmup)
+    return opt, sched
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and batch-norm statistics (torch's AveragedModel),
+    updated after every step; None when decay is 0 (off)."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(n // batch_size, 1)  # the last, partial batch is dropped (stable batch norm)
+
+
+def train_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch in a seeded random order (CPU generator: repeatable anywhere)."""
+    order = torch.randperm(n, generator=generator)
+    for i in range(steps_per_epoch(n, batch_size)):
+        yield order[i * batch_size:(i + 1) * batch_size]
+
+
+def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                scheduler, *, batch_size: int, pad: int, flip: bool, generator: torch.Generator,
+                teacher: nn.Module | None = None, temperature: float = 1.0, alpha: float = 0.0,
+                label_smoothing: float = 0.0, cache=None, ema: AveragedModel | None = None,
+                on_step: Callable[[int], None] | None = None) -> float:
+    """One epoch over (x, y) (uint8 images and labels already on the device); returns mean loss.
+
+    With a logit cache (kdsearch.logits.LogitCache), each image is shown as one of its cached
+    views, and with alpha > 0 trained against exactly that view's teacher logits. The views are
+    drawn the same way whatever alpha is, so a distilled student and its no-teacher baseline
+    built with the same generator see the same views in the same order. Without a cache, views
+    are drawn from all of them and the teacher (if any) runs online on exactly the view shown.
+    With `ema`, the weight average is updated after every step.
+    """
+    model.train()
+    device, fmt = x.device, memory_format_of(model)
+    total = torch.zeros((), device=device)
+    steps = 0
+    for idx in train_batches(len(y), batch_size, generator):
+        t_logits = None
+        if cache is not None:
+            views, cached = cache.draw(idx, generator)
+            t_logits = cached if alpha > 0 else None
+        else:
+            views = random_views(len(idx), pad, flip, generator)
+        idx_d = idx.to(device, non_blocking=True)
+        images = apply_views(to_float(x[idx_d]), views, pad, flip).contiguous(memory_format=fmt)
+        with autocast(device):
+            if t_logits is None and cache is None and teacher is not None and alpha > 0:
+                with torch.no_grad():
+                    t_logits = teacher(images)
+            logits = model(images)
+        loss = kd_loss(logits, t_logits, y[idx_d], temperature, alpha, label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total += loss.detach()
+        steps += 1
+        if on_step is not None:
+            on_step(steps)
+    mean = float(total) / max(steps, 1)  # one device sync per epoch
+    if not math.isfinite(mean):
+        raise NonFiniteLoss(f"training loss became {mean} (try a lower learning rate)")
+    return mean
+
+
+@dataclass
+class Recipe:
+    """How a model is trained: everything but the model, the data and the teacher.
+
+    The defaults are kdsearch's recipe before it had these settings (AdamW, one-cycle); studies get
+    theirs from [train] (config.TrainConfig, recipe_from).
+    """
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float | None = 5e-4  # None: DEFAULT_WEIGHT_DECAY of the optimizer
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum 0.9)
+    schedule: str = "onecycle"  # or "linear", "cosine" (after a linear warm-up)
+    warmup: float = 0.25  # fraction of the steps spent warming up
+    ema: float = 0.0  # per-step decay of a weight average that is evaluated and kept (0 = off)
+    zero_init_residual: bool = False  # residual blocks start as identities (their last BN scale 0)
+    temperature: float = 1.0
+    alpha: float = 0.0  # weight of the distillation term; 0 = labels only
+    label_smoothing: float = 0.0  # on the CE term
+
+
+def recipe_from(train: TrainConfig, epochs: int, lr: float, temperature: float = 1.0, alpha: float = 0.0) -> Recipe:
+    """A student's Recipe from a study's [train] settings and its own lr, T and alpha."""
+    return Recipe(epochs=epochs, lr=lr, batch_size=train.batch_size, weight_decay=train.weight_decay,
+                  optimizer=train.optimizer, schedule=train.schedule, warmup=train.warmup, ema=train.ema,
+                  zero_init_residual=train.zero_init_residual, temperature=temperature, alpha=alpha,
+                  label_smoothing=train.label_smoothing)
+
+
+EpochCallback = Callable[[int, float, list[float]], None]  # (epoch from 1, mean loss, val curve so far)
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, pad: int, flip: bool, seed: int,
+        teacher: nn.Module | None = None, cache=None, x_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None, on_epoch: EpochCallback | None = None,
+        progress: Progress | None = None, description: str = "train") -> list[float]:
+    """Train `model` on (x, y) by `recipe`; returns validation accuracy after each epoch.
+
+    The one training loop of kdsearch: search trials (on_epoch prunes by raising), final
+    training and teacher fine-tuning all run it. Batch order and views come from a CPU
+    generator seeded with `seed`, so two calls with the same seed and data see the same batches
+    and views, whatever their alpha (see train_epoch). The model's initialization is the
+    caller's: seed torch before building it; fit puts it in the memory format that trains it fastest
+    on the data's device (fast_memory_format). With recipe.ema the weight average is what each epoch
+    evaluates, and it is copied into `model` at the end (also when on_epoch stops training early).
+    """
+    steps = steps_per_epoch(len(y), recipe.batch_size)
+    model.to(memory_format=fast_memory_format(model, x.device))
+    if recipe.zero_init_residual:
+        zero_init_last_bn(model)
+    opt, sched = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs * steps,
+                                recipe.schedule, recipe.warmup)
+    ema = weight_average(model, recipe.ema)
+    evaluated = model if ema is None else ema.module
+    generator = torch.Generator().manual_seed(seed)
+    task = progress.add_task(description, total=recipe.epochs * steps) if progress is not None else None
+    curve: list[float] = []
+    try:
+        for epoch in range(recipe.epochs):
+            if task is not None:
+                progress.update(task, description=f"{description} epoch {epoch + 1}/{recipe.epochs}")
+            loss = train_epoch(
+                model, x, y, opt, sched, batch_size=recipe.batch_size, pad=pad, flip=flip, generator=generator,
+                teacher=teacher, temperature=recipe.temperature, alpha=recipe.alpha,
+                label_smoothing=recipe.label_smoothing, cache=cache, ema=ema,
+                on_step=None if task is None else (lambda s, e=epoch: progress.update(task, completed=e * steps + s)))
+            if x_val is not None and y_val is not None:
+                curve.append(accuracy(evaluated, x_val, y_val))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, loss, curve)
+    finally:
+        if ema is not None:  # the average is the model: what was evaluated is what is kept
+            model.load_state_dict(ema.module.state_dict())
+        if task is not None:
+            progress.remove_task(task)
+    return curve
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, progress: Progress | None = None,
+            description: str = "evaluating") -> torch.Tensor:
+    """Logits for uint8 images x (on the model's device), unaugmented, in eval mode (with a progress
+    task when given: scoring a large teacher on a CPU takes minutes)."""
+    model.eval()
+    fmt = memory_format_of(model)
+    out = []
+    task = progress.add_task(description, total=len(x)) if progress is not None else None
+    for i in range(0, len(x), batch_size):
+        images = to_float(x[i:i + batch_size]).contiguous(memory_format=fmt)
+        with autocast(x.device):
+            out.append(model(images).float())
+        if task is not None:
+            progress.update(task, completed=min(i + batch_size, len(x)))
+    if task is not None:
+        progress.remove_task(task)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+             progress: Progress | None = None, description: str = "evaluating") -> float:
+    """Top-1 accuracy in [0, 1]."""
+    if len(y) == 0:
+        return float("nan")
+    return float((predict(model, x, batch_size, progress, description).argmax(1) == y).float().mean())
