@@ -2,7 +2,7 @@
 
 For each seed, the study runs once without pruning (the random sampler, seeded per trial
 number, so trial i is the same student whatever happened before it, and its training seed
-comes from the study seed and its number). `kdsearch.pruning.replay` then gives exactly what a
+comes from the study seed and its number). `kdsearch.search.pruners.replay` then gives exactly what a
 study with each pruner would have run (tests/test_pruning.py checks replay against live
 studies), so every pruner and setting is compared on the very same trials, at the cost of one
 study per seed. The unpruned studies are kept in OUT/unpruned.db (resumable: an interrupted

@@ -78,7 +78,7 @@ def run(study_file: str | Path | None = None, *, workers: int = 1, console: Cons
 
 
 def open_run(path: str | Path | Run | None = None, storage: str | None = None, study_name: str | None = None) -> Run:
-    """A run folder (or a storage URL and study name): its study, folder and config (`report.Run`)."""
+    """A run folder (or a storage URL and study name): its study, folder and config (`kdsearch.runs.run.Run`)."""
     from .runs.run import Run, open_run as open_
 
     if isinstance(path, Run):

@@ -183,7 +183,7 @@ def _float_list(flag: str, text: str) -> tuple[float, ...]:
         raise KDSearchError(f"{flag}: {text!r} is not a comma list of numbers") from None
 
 
-RULE_HELP = {  # picking rules: `train` and `export` take one instead of trial numbers (kdsearch/pick.py)
+RULE_HELP = {  # picking rules: `train` and `export` take one instead of trial numbers (kdsearch/analysis/pick.py)
     "min_accuracy": "Rule: the smallest Pareto student with val accuracy >= A (a fraction, e.g. 0.9).",
     "max_params": "Rule: the most accurate Pareto student with at most N params (limits combine).",
     "max_macs": "Rule: the most accurate Pareto student with at most N MACs (limits combine).",

@@ -1,5 +1,5 @@
 """torch 2.14.1's CPU crash in the backward pass of 1x1, stride-2 convolutions on channels_last input
-with odd batch sizes: kdsearch steps around it (kdsearch.kernels), and the reported example finishes."""
+with odd batch sizes: kdsearch steps around it (kdsearch.models.kernels), and the reported example finishes."""
 
 import copy
 import json

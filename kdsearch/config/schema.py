@@ -17,7 +17,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import KDSearchError
-from .rules import FINITE, FRACTION, NAME, NON_NEGATIVE, OneOf, POSITIVE, Bound, at_least, is_int, number, refusal
+from ..models.teachers.normalization import NORMALIZE
+from .rules import Bound, FINITE, FRACTION, NAME, NON_NEGATIVE, OneOf, POSITIVE, at_least, is_int, number, refusal
 from .space import DEFAULT_SPACE, validate_space
 
 
@@ -28,8 +29,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 OBJECTIVES = ("accuracy", "params", "latency", "macs", "bytes")
 LATENCY_RUNTIMES = ("onnxruntime", "torch")  # where a student's latency is measured (measure/latency.py)
 BYTES_FORMATS = ("float", "int8")  # which ONNX file's size is the "bytes" cost
-# [teacher] normalize: how the teacher's input is normalized (values: models.teachers.normalization.NORMALIZE_PRESETS)
-NORMALIZE = ("auto", "imagenet", "cifar10", "cifar100", "data", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("linear", "cosine", "onecycle")
 

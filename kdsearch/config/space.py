@@ -11,43 +11,10 @@ from typing import Any
 
 from ..errors import KDSearchError
 from ..models.students import registry  # registry.FAMILIES, looked up when checked (the dict may be swapped)
-from .rules import FRACTION, POSITIVE, Bound, at_least, is_int, number
+from ..models.students.space import DEFAULT_SPACE, SPACE_KINDS  # noqa: F401  (the space is the students')
+from .rules import Bound, FRACTION, POSITIVE, at_least, is_int, number
 
 
-SPACE_KINDS: dict[str, str] = {
-    "family": "choice",  # student families (models.students.registry.FAMILIES): plain, residual, inverted
-    "stages": "int",
-    "convs_per_stage": "int",
-    "width": "int_log",  # channels of the first stage; stage i has round(width * growth**i)
-    "growth": "choice",  # width multiplier from one stage to the next
-    "channels": "int_log",  # instead of width and growth: sampled per stage as channels_0, channels_1, ...
-    "kernel_size": "choice",
-    "batch_norm": "choice",  # plain only (residual and inverted always use batch norm)
-    "expand_ratio": "int",  # inverted only: width multiplier of the 1x1 expansion
-    "fc_layers": "int",
-    "fc_width": "int_log",  # sampled per layer as fc_width_0, ...
-    "dropout": "float",
-    "temperature": "float",
-    "alpha": "float",
-    "lr": "float_log",
-}
-
-DEFAULT_SPACE: dict[str, Any] = {
-    "family": ["plain", "residual", "inverted"],
-    "stages": [1, 4],
-    "convs_per_stage": [1, 2],
-    "width": [8, 64],
-    "growth": [1.0, 1.5, 2.0],
-    "kernel_size": [3, 5],
-    "batch_norm": [True, False],
-    "expand_ratio": [2, 6],
-    "fc_layers": [0, 2],
-    "fc_width": [16, 256],
-    "dropout": [0.0, 0.5],
-    "temperature": [1.0, 10.0],
-    "alpha": [0.0, 1.0],
-    "lr": [1e-3, 1e-2],
-}
 # [space] lr when the study file leaves it out: a peak-lr range that suits the optimizer
 DEFAULT_LR: dict[str, list[float]] = {"sgd": [0.05, 0.5], "adamw": [1e-3, 1e-2]}
 

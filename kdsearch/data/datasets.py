@@ -77,7 +77,7 @@ def _source(cfg: DataConfig, root: Path):
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> Arrays:
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # slow to import: only torchvision datasets need it
 
     try:
         if name == "svhn":
@@ -109,7 +109,7 @@ def _missing_message(name: str, root: Path, download: bool, exc: BaseException) 
 
 def _load_digits() -> Arrays:
     """sklearn's bundled 8x8 digits (0..16 scaled to 0..255) with a fixed stratified 20% test split."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn is slow to import: only digits needs it
 
     digits = load_digits()
     x = torch.from_numpy(np.rint(digits.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)

@@ -64,8 +64,6 @@ def _extract(archive: Path, root: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
     try:
-        from rich.console import Console
-
         with Console(stderr=True).status(f"extracting {archive.name}"), tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")  # "data" refuses absolute paths and links out of tmp
         os.rename(tmp, dest)  # a half-extracted folder is never mistaken for a finished one

@@ -16,18 +16,18 @@ from ..runs.run import Run
 from .onnx_file import ONNX_FILE
 
 
-INT8_FILE = "student.int8.onnx"  # with --int8: the statically quantized model (kdsearch/quantize.py)
+INT8_FILE = "student.int8.onnx"  # with --int8: the statically quantized model (kdsearch/measure/quantize.py)
 
 
 @dataclass
 class Int8Inputs:
     """What `export --int8` needs besides the student: images to calibrate on, splits to check on."""
 
-    calibration: Any  # float32 images in [0, 1], N x C x H x W (quantize.calibration_images)
+    calibration: Any  # float32 images in [0, 1], N x C x H x W (measure.quantize.calibration_images)
     val: Any  # data.Split
     test: Any | None  # data.Split, for students that went through final training; else None
     threads: int = 1  # ONNX Runtime threads for the latency of both files
-    run_dir: Path | None = None  # timing waits for a search's other workers there (latency.quiet_cpu)
+    run_dir: Path | None = None  # timing waits for a search's other workers there (measure.latency.quiet_cpu)
 
 
 def int8_files(folder: Path, spec: StudentSpec, inputs: Int8Inputs) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def write_onnx(model: nn.Module, spec: StudentSpec, path: Path, opset: int = 18)
 def verify_onnx(model: nn.Module, spec: StudentSpec, path: Path, batch: int = 8, seed: int = 0) -> float:
     """Max |ONNX Runtime - PyTorch| over the logits of a random batch; raises above TOLERANCE."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # slow to import: only the check needs it
     except ImportError:
         raise KDSearchError("verifying the ONNX file needs onnxruntime (pip install onnxruntime)") from None
     x = torch.rand(batch, spec.in_channels, spec.image_size, spec.image_size,

@@ -102,7 +102,7 @@ def clock(threads: int) -> Callable[[], float]:
 def ort_session(graph: bytes | str | Path, threads: int = 1):
     """An ONNX Runtime CPU session with `threads` intra-op threads, sequential, quiet."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # slow to import: only ONNX Runtime timing needs it
     except ImportError:  # a core dependency; a broken install still gets one line
 
         raise KDSearchError("latency through ONNX Runtime needs onnxruntime (pip install onnxruntime)") from None

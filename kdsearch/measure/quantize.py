@@ -55,8 +55,8 @@ def quantize_int8(float_model: Path | bytes, out: Path, calibration: np.ndarray,
                   batch: int = CALIBRATION_BATCH) -> None:
     """Write the int8 (QDQ, per-channel) model of `float_model` to `out`; a failure is one KDSearchError."""
     try:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # slow to import: int8 only
+        from onnxruntime.quantization.shape_inference import quant_pre_process  # (the same)
     except ImportError as exc:
         raise KDSearchError(f"int8 quantization needs onnxruntime's quantization tools ({exc})") from None
     if not len(calibration):

@@ -98,7 +98,7 @@ class QuietHandler(WSGIRequestHandler):
 def dashboard_app(run: Run, console: Console):
     """Attach the students, save the figures, and return the optuna-dashboard WSGI app."""
     try:
-        import optuna_dashboard
+        import optuna_dashboard  # slow to import: only `kdsearch dashboard` needs it
     except ImportError:
         raise KDSearchError("the dashboard needs optuna-dashboard: pip install optuna-dashboard") from None
     store = None

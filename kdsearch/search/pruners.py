@@ -26,7 +26,7 @@ PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was sto
 
 
 def rejected(trial: FrozenTrial) -> bool:
-    """An over-budget student, stopped before it trained: PRUNED at epoch 0 (search.reject_over_budget).
+    """An over-budget student, stopped before it trained: PRUNED at epoch 0 (search.budgets.reject_over_budget).
     It does not count toward --trials, and the report lists it apart from pruned trials."""
     return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
 

@@ -56,7 +56,7 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
     """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
 
     The study, teacher and teacher-logit cache are prepared here; then the trials run in
-    `workers` supervised worker processes (kdsearch.supervise; one GPU each when several are
+    `workers` supervised worker processes (kdsearch.search.supervise; one GPU each when several are
     visible), so a trial that kills its process fails alone. `in_process` runs them in this
     process instead (for debugging: breakpoints work; a crash then ends the run).
     """

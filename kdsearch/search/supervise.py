@@ -7,7 +7,7 @@ trials run in worker processes (started with "spawn"; one by default, `--workers
 that load what it prepared from the run folder's caches and run trial after trial. The
 supervisor prints what they print. When one dies, it fails the trial the worker was running
 with the signal named in its `error` attribute ("process killed by SIGSEGV (signal 11)"),
-queues its parameters again at most `retries` times (kdsearch.workers.fail_dead_trial), and
+queues its parameters again at most `retries` times (kdsearch.search.workers.fail_dead_trial), and
 starts a new worker. Only a death costs a restart: a worker lives for many trials.
 
 Ctrl-C reaches the supervisor (the workers run in their own process group), which passes one

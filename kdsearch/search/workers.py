@@ -15,7 +15,7 @@
   (`[study] retries`, 1 by default): a student that kills its process every time (a crashing
   native kernel) stays failed, and its reason says so, instead of killing every rerun.
 - **Supervision.** Trials run in worker processes supervised by the `kdsearch run` process
-  (kdsearch.supervise): the supervisor names the signal that killed a worker on its trial, so
+  (kdsearch.search.supervise): the supervisor names the signal that killed a worker on its trial, so
   other workers leave a dead worker's trial to its supervisor while that one is alive.
 """
 

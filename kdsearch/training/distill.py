@@ -5,7 +5,7 @@ averaged per sample (`batchmean`). alpha weighs the distillation term, as in Hin
 RepDistiller (torchdistill uses the opposite convention).
 
 The loop keeps a whole split as one uint8 tensor on the device and augments batches with tensor
-ops (kdsearch.augment): no DataLoader, no per-sample Python.
+ops (kdsearch.data.augment): no DataLoader, no per-sample Python.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
                 on_step: Callable[[int], None] | None = None) -> float:
     """One epoch over (x, y) (uint8 images and labels already on the device); returns mean loss.
 
-    With a logit cache (kdsearch.logits.LogitCache), each image is shown as one of its cached
+    With a logit cache (kdsearch.training.logit_cache.LogitCache), each image is shown as one of its cached
     views, and with alpha > 0 trained against exactly that view's teacher logits. The views are
     drawn the same way whatever alpha is, so a distilled student and its no-teacher baseline
     built with the same generator see the same views in the same order. Without a cache, views

@@ -4,7 +4,7 @@ The teacher is frozen, so its logits on a given view of a given image never chan
 them once for K views per image and sharing them across all trials and workers removes the
 teacher's forward pass from every student step. Caches keyed by image index alone reuse the
 logits of one augmented view for another (teaching the wrong targets); here every entry is
-tied to a view id (kdsearch.augment), and the student trains on exactly that view.
+tied to a view id (kdsearch.data.augment), and the student trains on exactly that view.
 """
 
 from __future__ import annotations

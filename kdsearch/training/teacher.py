@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import distill
@@ -93,8 +93,6 @@ def _load_cache(model: nn.Module, folder: Path, key: str) -> tuple[dict[str, Any
     if not (meta_path.is_file() and weights_path.is_file()):
         return None, ""
     try:
-        from safetensors.torch import load_file
-
         meta = json.loads(meta_path.read_text())
         missing = [k for k in CACHE_META if k not in meta]
         if missing:

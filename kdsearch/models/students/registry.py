@@ -36,4 +36,4 @@ def build(spec: StudentSpec) -> nn.Module:
     builder = FAMILIES.get(spec.family)
     if builder is None:
         raise KDSearchError(f"unknown student family {spec.family!r} (known: {', '.join(FAMILIES)})")
-    return avoid_crashing_kernels(builder(spec))  # a torch CPU crash (kdsearch.kernels)
+    return avoid_crashing_kernels(builder(spec))  # a torch CPU crash (kdsearch.models.kernels)

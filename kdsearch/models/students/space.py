@@ -6,8 +6,46 @@ from typing import Any
 
 import optuna
 
-from ...config import DEFAULT_SPACE, SPACE_KINDS
 from .spec import StudentSpec
+
+
+# The search space: each entry is a fixed value (not searched) or a list. For int/float entries a
+# two-element list is a [low, high] range; for "choice" entries a list is the set of choices.
+SPACE_KINDS: dict[str, str] = {
+    "family": "choice",  # student families (models.students.registry.FAMILIES): plain, residual, inverted
+    "stages": "int",
+    "convs_per_stage": "int",
+    "width": "int_log",  # channels of the first stage; stage i has round(width * growth**i)
+    "growth": "choice",  # width multiplier from one stage to the next
+    "channels": "int_log",  # instead of width and growth: sampled per stage as channels_0, channels_1, ...
+    "kernel_size": "choice",
+    "batch_norm": "choice",  # plain only (residual and inverted always use batch norm)
+    "expand_ratio": "int",  # inverted only: width multiplier of the 1x1 expansion
+    "fc_layers": "int",
+    "fc_width": "int_log",  # sampled per layer as fc_width_0, ...
+    "dropout": "float",
+    "temperature": "float",
+    "alpha": "float",
+    "lr": "float_log",
+}
+
+
+DEFAULT_SPACE: dict[str, Any] = {
+    "family": ["plain", "residual", "inverted"],
+    "stages": [1, 4],
+    "convs_per_stage": [1, 2],
+    "width": [8, 64],
+    "growth": [1.0, 1.5, 2.0],
+    "kernel_size": [3, 5],
+    "batch_norm": [True, False],
+    "expand_ratio": [2, 6],
+    "fc_layers": [0, 2],
+    "fc_width": [16, 256],
+    "dropout": [0.0, 0.5],
+    "temperature": [1.0, 10.0],
+    "alpha": [0.0, 1.0],
+    "lr": [1e-3, 1e-2],
+}
 
 
 # [space] keys that only some families use: sampled only for those, irrelevant to a space without them.

@@ -12,14 +12,13 @@ from typing import Any
 
 import torch
 
-from ...config import NORMALIZE
 from ...errors import KDSearchError
 from ..kernels import avoid_crashing_kernels
 from .checkpoints import short
 from .from_factory import factory_body
 from .from_registry import registry_body
 from .from_timm import timm_body
-from .normalization import IMAGENET_MEAN, IMAGENET_STD, format_values, resolve_normalization
+from .normalization import IMAGENET_MEAN, IMAGENET_STD, NORMALIZE, format_values, resolve_normalization
 from .wrapper import TeacherInfo, TeacherNet, as_floats
 
 

@@ -31,7 +31,7 @@ def _replace_head(body: nn.Module, arch: TeacherArch, num_classes: int) -> int:
 
 def _imagenet_body(name: str) -> nn.Module:
     """torchvision ImageNet weights (downloads them; raises when offline)."""
-    import torchvision
+    import torchvision  # slow to import: only torchvision architectures need it
 
     body = torchvision.models.get_model(name, weights="DEFAULT")
     if name == "inception_v3":  # weights force the auxiliary head; it is training-only dead weight
@@ -42,7 +42,7 @@ def _imagenet_body(name: str) -> nn.Module:
 
 def _weights_url(name: str) -> str:
     try:
-        import torchvision
+        import torchvision  # slow to import: only torchvision architectures need it
 
         return torchvision.models.get_model_weights(name).DEFAULT.url
     except Exception:  # noqa: BLE001  (only for a hint)

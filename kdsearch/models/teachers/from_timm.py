@@ -19,7 +19,7 @@ _TIMM_HUB = ("hf-hub:", "hf_hub:", "local-dir:")  # timm names that are not in i
 
 def _import_timm() -> Any:
     try:
-        import timm
+        import timm  # an optional extra: pip install 'kdsearch[timm]'
     except ImportError:
         raise KDSearchError("timm teachers need timm, which is not installed: pip install 'kdsearch[timm]' "
                             "(or pip install timm)") from None

@@ -21,7 +21,8 @@ NORMALIZE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {  #
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}  # with "auto", "data" and "none": config.NORMALIZE
+}
+NORMALIZE = ("auto", *NORMALIZE_PRESETS, "data", "none")  # the values of [teacher] normalize
 
 
 def resolve_normalization(normalize: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None,

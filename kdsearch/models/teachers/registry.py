@@ -29,7 +29,7 @@ def _cifar_resnet(depth: int, num_classes: int, in_channels: int, small_stem: bo
 
 def _tv_resnet(name: str, num_classes: int, in_channels: int, small_stem: bool) -> nn.Module:
     """torchvision ResNet; the small-image stem is a 3x3 stride-1 conv1 and no max-pool."""
-    import torchvision
+    import torchvision  # slow to import: only torchvision architectures need it
 
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if small_stem:
@@ -43,7 +43,7 @@ def _tv_resnet(name: str, num_classes: int, in_channels: int, small_stem: bool) 
 
 def _inception_v3(num_classes: int, in_channels: int, small_stem: bool) -> nn.Module:
     """Inception v3 without the auxiliary head (3 input channels; grayscale is repeated)."""
-    import torchvision
+    import torchvision  # slow to import: only torchvision architectures need it
 
     return torchvision.models.get_model("inception_v3", weights=None, num_classes=num_classes,
                                         aux_logits=False, init_weights=True, transform_input=False)

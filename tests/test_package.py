@@ -1,0 +1,96 @@
+"""The package's shape: every module imports on its own, no import cycle, no module past 450 lines, and
+imports at the top of a module except where a comment says why (start-up time, an optional extra)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kdsearch"
+MAX_LINES = 450
+LAZY_BY_DESIGN = {"api.py", "cli.py"}  # each command imports what it needs: `import kdsearch` and --help stay fast
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def module_imports(name: str, path: Path) -> set[str]:
+    """The package's modules that `name` imports at module level (what runs when it is imported)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                out.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kdsearch"):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("kdsearch")}
+    return {m for m in out if m in MODULES and m != name}
+
+
+def test_no_import_cycle():
+    graph = {name: module_imports(name, path) for name, path in MODULES.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(name):] + [name]))
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, path + [name])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_every_module_imports_on_its_own():
+    """One fresh interpreter imports each module with no other module of the package loaded before it
+    (third-party packages stay loaded between them: only the package's own import order is tested)."""
+    script = (
+        "import importlib, sys\n"
+        f"for name in {sorted(m for m in MODULES if not m.endswith('__main__'))!r}:\n"  # __main__ runs the CLI
+        "    for loaded in [m for m in sys.modules if m == 'kdsearch' or m.startswith('kdsearch.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        print(f'{name}: {type(exc).__name__}: {exc}')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                            cwd=PACKAGE.parent)
+    failures = [line for line in result.stdout.splitlines() if line.startswith("kdsearch")]
+    assert result.returncode == 0 and not failures, "\n".join(failures) or result.stderr[-2000:]
+
+
+def test_no_module_is_long():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def test_imports_inside_functions_say_why():
+    unexplained = []
+    for name, path in MODULES.items():
+        if path.name in LAZY_BY_DESIGN:
+            continue
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)) and "#" not in lines[inner.lineno - 1]:
+                        unexplained.append(f"{name}:{inner.lineno}: {lines[inner.lineno - 1].strip()}")
+    assert not unexplained, unexplained
+
+
+def test_the_data_flow_has_its_sub_packages():
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert {"config", "data", "models", "training", "search", "runs", "analysis", "reporting", "export"} <= packages
