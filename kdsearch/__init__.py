@@ -2,7 +2,7 @@
 
 The Python API (kdsearch/api.py) is re-exported here: run, open_run, trials, front,
 load_student and retrain. Its export function is `kdsearch.api.export`: the name
-`kdsearch.export` is the export module. Importing kdsearch stays cheap: torch, optuna and
+`kdsearch.export` is the export package. Importing kdsearch stays cheap: torch, optuna and
 pandas are imported when a function is called.
 """
 

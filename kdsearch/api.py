@@ -10,7 +10,8 @@ of another section as `section__key` (`data__subset=500`, `teacher__name="resnet
 same thing, dotted through a dict (`**{"data.subset": 500}`). Mistakes raise KDSearchError.
 
 `trials` and `front` return pandas DataFrames; pandas is imported only when they are called.
-`export` is `kdsearch.api.export` (the package's `kdsearch.export` is the export module).
+`export` is `kdsearch.api.export` (the package's `kdsearch.export` is the export package).
+Each function imports what it needs when called (torch, optuna, pandas): `import kdsearch` stays cheap.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from rich.markup import escape
 
 from .errors import KDSearchError
 
+# Each command imports what it needs when it runs (torch, optuna, plotly take seconds): `kdsearch --help`
+# and a mistyped flag answer at once.
 app = typer.Typer(help="Find small, fast student CNNs by knowledge distillation and Optuna search.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 # Wide when piped to a log: the Pareto table's architecture column stays on one line.

@@ -2,7 +2,8 @@
 
 It is stored in RUN/test_accuracy.json, not on the trials: Optuna's RDB storage refuses to update a
 finished trial (UpdateFinishedTrialError), user attributes included. The search never sees the
-test split, and a second report does not evaluate again."""
+test split, and a second report does not evaluate again.
+"""
 
 from __future__ import annotations
 

@@ -22,10 +22,7 @@ from .splits import DataSplits, Split, channel_stats, split_val, stratified_pick
 
 
 DIGITS_TEST_SEED = 0  # fixed, so the carved digits test split never depends on the study seed
-
-
 TORCHVISION = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn")
-
 
 # (pad, flip) when the config leaves them None; flip only where a mirror image keeps its label.
 AUGMENT_DEFAULTS: dict[str, tuple[int, bool]] = {

@@ -16,8 +16,6 @@ from ..runs.files import atomic_path
 
 
 CACHE_FORMAT = 1  # bump when the cached dict changes: old cache files then never match a key
-
-
 Arrays = dict  # train_x, train_y, test_x, test_y (tensors), classes (list[str]), format (int)
 
 

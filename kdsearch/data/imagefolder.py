@@ -1,7 +1,8 @@
 """An image folder (or a .tar.gz of one) as arrays: train/<class>/ and test/<class>/ (or val/), decoded once.
 
 Images are listed, decoded to one size and mode, and the listing's digest keys the on-disk decode
-cache (data.datasets), so an unchanged folder is never decoded twice."""
+cache (data.datasets), so an unchanged folder is never decoded twice.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from .decode_cache import Arrays, make_arrays
 
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
 LAYOUT = "expected train/<class>/<images> and test/<class>/<images> (or val/ instead of test/)"
 
 

@@ -1,7 +1,8 @@
 """The splits a study uses: uint8 image tensors with labels, stratified subsets, validation carved off.
 
 A `DataSplits` holds train, val and test as `Split`s (uint8 N x C x H x W and int64 labels), the
-classes, the per-channel statistics and the augmentation settings of the dataset."""
+classes, the per-channel statistics and the augmentation settings of the dataset.
+"""
 
 from __future__ import annotations
 

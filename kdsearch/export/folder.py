@@ -4,7 +4,8 @@ An exported folder stands alone: `load_student(folder)` rebuilds the PyTorch mod
 spec.json + student.safetensors, and student.onnx runs anywhere ONNX Runtime does. Both take
 float32 images in [0, 1], N x C x H x W (normalization is inside the model), and return
 logits. The ONNX file is verified at export: ONNX Runtime's logits on a batch of images must
-match PyTorch's, or the export fails."""
+match PyTorch's, or the export fails.
+"""
 
 from __future__ import annotations
 

@@ -18,17 +18,9 @@ from .tables import percent
 
 
 MIN_IMPORTANCE_TRIALS = 5  # completed trials needed before parameter importances mean anything
-
-
 COST_LABELS = {"params": "params", "macs": "MACs", "latency_ms": "latency (ms)", "bytes": "bytes (ONNX file)"}
-
-
 FADED = "rgba(120, 120, 120, 0.45)"
-
-
 PARETO_COLOR = "#d62728"
-
-
 TEACHER_COLOR = "#222222"
 
 
@@ -128,7 +120,6 @@ def hypervolume_figure(points: Sequence[Point], teacher: dict[str, Any] | None) 
 
 
 PALETTE = plotly.colors.qualitative.D3
-
 
 CURVE_STYLES = {  # group -> (legend name, line style)
     "Pareto": ("", dict(width=2)),

@@ -17,7 +17,6 @@ from .tables import percent
 TEST_SENTENCE = ("Test accuracy is measured once, when the first report is made, on the held-out test split. "
                  "The search never used it: it chose and pruned students on validation accuracy only.")
 
-
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #fafafa; color: #222; }
 main { max-width: 1300px; margin: 0 auto; padding: 16px 28px 48px; }
@@ -34,7 +33,6 @@ table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hove
 .note { color: #666; font-size: 0.9em; } .scroll { max-height: 640px; overflow: auto; border: 1px solid #e4e4e4; }
 """
 
-
 _SORT_JS = """
 document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {
   const body = th.closest("table").tBodies[0], num = th.dataset.type === "num";
@@ -48,7 +46,6 @@ document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventL
   rows.forEach(r => body.appendChild(r));
 }));
 """
-
 
 _PLOT_JS = """
 document.querySelectorAll("div.figure").forEach(div => {

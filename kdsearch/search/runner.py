@@ -1,7 +1,8 @@
 """`kdsearch run`: prepare the study and its inputs once, then run the trials until the study has enough.
 
 Data flows one way: config -> data -> teacher -> study. Everything a run produces lives in its
-run folder (storage, teacher cache, per-trial weights), so re-running the same command resumes."""
+run folder (storage, teacher cache, per-trial weights), so re-running the same command resumes.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Two stand-in samplers that draw one typical student without searching: the cheapest and a mid-space one.
 
 The budget check (search.budgets) walks the cheapest students of the space; the time estimate
-(search.estimate) times a mid-space one."""
+(search.estimate) times a mid-space one.
+"""
 
 from __future__ import annotations
 

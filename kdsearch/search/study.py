@@ -16,7 +16,6 @@ from .pruners import rejected
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs", "bytes": "bytes"}
 
-
 DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize",
               "bytes": "minimize"}
 

@@ -22,8 +22,6 @@ from .workers import ERROR_ATTR, alive, recover_dead_trials
 
 
 MAX_CONSECUTIVE_FAILURES = 5  # then the study stops with the last error: something systematic is wrong
-
-
 MAX_REJECTIONS_PER_TRIAL = 50  # over-budget students resampled per trial before the study gives up
 
 

@@ -42,8 +42,6 @@ SUPERVISOR_ATTR = "supervisor"  # the worker id of the process supervising the t
 CARRY_ON_RETRY = ("enqueued",)  # user attributes a retry keeps (a known student from --enqueue has no params)
 HEARTBEAT_S = 30.0  # how often a running trial says it is alive
 GRACE_S = 180.0  # silence after which a trial of a worker on another machine counts as dead
-
-
 _supervisor: str | None = None  # set in a supervised worker process: its supervisor's worker id
 
 

@@ -3,7 +3,8 @@
 `prepare_teacher` builds the teacher (models.teachers), fine-tunes or trains it on the full
 training split when needed, scores it, and caches it under `<run_dir>/teachers/<key>.safetensors`
 keyed by a hash of its initial weights, the data and the training settings, so a second run costs
-nothing."""
+nothing.
+"""
 
 from __future__ import annotations
 

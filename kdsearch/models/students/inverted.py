@@ -2,7 +2,8 @@
 
 A 3x3 conv-BN-ReLU6 stem, then stages of inverted-residual blocks (1x1 expansion conv-BN-ReLU6 by
 expand_ratio, skipped at ratio 1; k x k depthwise conv-BN-ReLU6; 1x1 projection conv-BN), added to
-the input where stride is 1 and the width is unchanged."""
+the input where stride is 1 and the width is unchanged.
+"""
 
 from __future__ import annotations
 

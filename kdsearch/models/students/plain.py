@@ -2,7 +2,8 @@
 
 Stages of convs (optional batch norm, ReLU) each closed by a 2x2 max-pool while the feature map is
 at least 2 pixels wide. The spec format and the module names of this family predate the others,
-so students saved before families existed load as they were."""
+so students saved before families existed load as they were.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 As timm registers models: a family is a name and a builder of nn.Modules from a StudentSpec. The
 built-in families (plain, residual, inverted) register themselves when kdsearch.models.students is
-imported; a user's module registers its own the same way."""
+imported; a user's module registers its own the same way.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from .spec import StudentSpec
 
 
 Builder = Callable[[StudentSpec], nn.Module]
-
-
 FAMILIES: dict[str, Builder] = {}  # family name -> builder, in registration order
 
 

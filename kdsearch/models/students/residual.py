@@ -1,7 +1,8 @@
 """The residual family: a ResNet-8/14-style CIFAR net.
 
 A 3x3 conv-BN-ReLU stem, then stages of basic blocks (two k x k conv-BN with a ReLU between, added
-to an identity shortcut, or to a 1x1 conv-BN projection where the shape changes, then ReLU)."""
+to an identity shortcut, or to a 1x1 conv-BN projection where the shape changes, then ReLU).
+"""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ SPACE_KINDS: dict[str, str] = {
     "lr": "float_log",
 }
 
-
 DEFAULT_SPACE: dict[str, Any] = {
     "family": ["plain", "residual", "inverted"],
     "stages": [1, 4],
@@ -47,10 +46,8 @@ DEFAULT_SPACE: dict[str, Any] = {
     "lr": [1e-3, 1e-2],
 }
 
-
 # [space] keys that only some families use: sampled only for those, irrelevant to a space without them.
 FAMILY_KEYS: dict[str, tuple[str, ...]] = {"batch_norm": ("plain",), "expand_ratio": ("inverted",)}
-
 
 # The value of a [space] key missing from a space stored before the key existed (an old run's run.json).
 LEGACY_SPACE: dict[str, Any] = {"family": "plain"}

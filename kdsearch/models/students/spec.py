@@ -1,7 +1,8 @@
 """StudentSpec: what a student is (its family, stages, widths, head, normalization), as JSON.
 
 Specs are saved beside every student's weights (spec.json, and in the safetensors metadata) and in
-the study's trial attributes; a spec saved before a field existed loads with the field's default."""
+the study's trial attributes; a spec saved before a field existed loads with the field's default.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 A name is a registered architecture (models.teachers.registry), `timm:NAME` or
 `package.module:function`; the normalization setting (`normalize`, or explicit mean/std, which
-win) is resolved once for all of them. Only settings other than the default add a note."""
+win) is resolved once for all of them. Only settings other than the default add a note.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@
   Offline, the download fails: that is a note, and the teacher falls back to random init.
 - random init: small images (<= 64 px) get the small-image ResNet stem at native size, and the
   dataset's own mean/std.
-A classifier with another class count is replaced (to fine-tune)."""
+A classifier with another class count is replaced (to fine-tune).
+"""
 
 from __future__ import annotations
 

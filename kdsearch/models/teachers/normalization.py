@@ -9,13 +9,8 @@ from .wrapper import Body
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 DATA_STATISTICS = "the data's statistics"  # the normalization a teacher gets from the training split
-
 
 NORMALIZE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {  # [teacher] normalize = NAME
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),

@@ -2,7 +2,8 @@
 
 The wrapper takes float images in [0, 1] at the dataset's native size and returns logits: it repeats
 grayscale channels, normalizes and resizes for the body, so callers (the logit cache, the training
-loop) never need to know where a teacher came from."""
+loop) never need to know where a teacher came from.
+"""
 
 from __future__ import annotations
 
