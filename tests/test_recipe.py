@@ -10,7 +10,7 @@ import torch
 from kdsearch.config import LEGACY_TRAIN, StudyConfig, TrainConfig, config_from_dict, load_config
 from kdsearch.errors import KDSearchError
 from kdsearch.measure.costs import count_params
-from kdsearch.models.students.init import zero_init_last_bn
+from kdsearch.models.students.zero_init import zero_init_last_bn
 from kdsearch.models.students.inverted import InvertedResidual
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.residual import BasicBlock

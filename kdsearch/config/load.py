@@ -24,6 +24,8 @@ from .space import DEFAULT_LR, DEFAULT_SPACE
 
 def type_name(annotation: Any) -> str:
     """'int', 'float | None', 'list[float]': a setting's type as a user reads it."""
+    if annotation is type(None):
+        return "None"
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     args = typing.get_args(annotation)
@@ -51,7 +53,8 @@ def _known(model: type[BaseModel]) -> str:
 def one_line(exc: ValidationError, raw: dict[str, Any]) -> KDSearchError:
     """The first error of a validation as one line: '<setting>: <what is wrong>, got <value>'."""
     err = exc.errors()[0]
-    loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))  # ('train', 'batch_size'); list items: the list
+    raw_loc = [str(p) for p in err["loc"]]  # ('train', 'batch_size', ...): past the setting, list items and union members
+    loc = tuple(raw_loc[:2] if raw_loc[0] in SECTIONS and len(raw_loc) > 1 else raw_loc[:1])
     dotted = ".".join(loc)
     if err["type"] == ERROR_TYPE:
         return KDSearchError(f"{dotted}: {err['msg']}")

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..data.augment import apply_views, random_views, to_float
 from ..errors import KDSearchError
-from ..models.students.init import zero_init_last_bn
+from ..models.students.zero_init import zero_init_last_bn
 
 
 class NonFiniteLoss(RuntimeError):
