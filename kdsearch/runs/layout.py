@@ -1,0 +1,82 @@
+"""The run folder: every path kdsearch reads or writes inside it, named in one place.
+
+    RUN/run.json                  study name, storage, resolved config, command, study file
+    RUN/study.db                  the default Optuna storage (SQLite)
+    RUN/teachers/<key>.*          the prepared teacher, keyed by weights, data and training settings
+    RUN/logits/<key>.safetensors  the teacher-logit cache, keyed by teacher, images and views
+    RUN/trials/<number>/          each trial's student (spec.json, student.safetensors)
+    RUN/test_accuracy.json        test accuracy of the Pareto members, measured once
+    RUN/final/<trial>/            final training: results.json and <arm>-lr<lr>-seed<S>/ models
+    RUN/export/<trial>/           exports
+    RUN/artifacts/                optuna-dashboard's artifact store
+    RUN/notes.md                  hand-written discussion that `kdsearch results` includes
+    RUN/.lock                     held by the worker that prepares the study, teacher and cache
+
+One run folder holds one study: a second study name is refused (its trial folders would collide).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+RUN_FILE = "run.json"
+STUDY_DB = "study.db"
+TEST_FILE = "test_accuracy.json"
+RESULTS_FILE = "results.json"
+NOTES_FILE = "notes.md"
+LOCK_FILE = ".lock"
+SPEC_FILE, WEIGHTS_FILE = "spec.json", "student.safetensors"  # a saved student (models.students.io)
+STUDENT_FILES = (SPEC_FILE, WEIGHTS_FILE)
+
+
+def run_file(run_dir: Path) -> Path:
+    return Path(run_dir) / RUN_FILE
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(Path(run_dir) / STUDY_DB).resolve()}"
+
+
+def teachers_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "teachers"
+
+
+def logits_path(run_dir: Path, key: str) -> Path:
+    return Path(run_dir) / "logits" / f"{key}.safetensors"
+
+
+def trial_dir(run_dir: Path, number: int) -> Path:
+    return Path(run_dir) / "trials" / f"{number:05d}"
+
+
+def test_file(run_dir: Path) -> Path:
+    return Path(run_dir) / TEST_FILE
+
+
+def final_dir(run_dir: Path, number: int) -> Path:
+    return Path(run_dir) / "final" / f"{number:05d}"
+
+
+def final_results(run_dir: Path, number: int) -> Path:
+    return final_dir(run_dir, number) / RESULTS_FILE
+
+
+def model_dir(run_dir: Path, number: int, mode: str, seed: int, lr: float) -> Path:
+    return final_dir(run_dir, number) / f"{mode}-lr{lr:.4g}-seed{seed}"
+
+
+def export_dir(run_dir: Path, number: int) -> Path:
+    return Path(run_dir) / "export" / f"{number:05d}"
+
+
+def artifacts_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "artifacts"
+
+
+def notes_file(run_dir: Path) -> Path:
+    return Path(run_dir) / NOTES_FILE
+
+
+def lock_file(run_dir: Path) -> Path:
+    return Path(run_dir) / LOCK_FILE

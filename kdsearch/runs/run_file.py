@@ -1,0 +1,54 @@
+"""The run folder and its run.json: made once, owned by one study, the first command kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import StudyConfig
+from ..errors import KDSearchError
+from .files import write_text_atomic
+from .layout import run_file
+from .provenance import code_version, command_line
+
+
+def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
+    """run.json: how `report`, `train` and `results` find the study again, and how it was made
+    (the first command is kept; later ones, e.g. resumes, are listed after it)."""
+    path = run_file(cfg.run_path)
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        old = {}  # a damaged run.json is written anew
+    command = command_line()
+    later = old.get("later_commands", []) + ([command] if old.get("command") and command != old["command"] else [])
+    run = {"study_name": cfg.name, "storage": cfg.storage_url, "config": cfg.to_dict(),
+           "command": old.get("command") or command, "later_commands": list(dict.fromkeys(later)),
+           "study_file": old.get("study_file") or (str(study_file) if study_file else None),
+           "study_text": old.get("study_text") or (Path(study_file).read_text() if study_file else None),
+           "kdsearch": old.get("kdsearch") or code_version()}
+    write_text_atomic(path, json.dumps(run, indent=2) + "\n")
+
+
+def make_run_folder(path: Path) -> None:
+    """The run folder, made when missing; a path that is (or lies under) a file is one line."""
+    if path.exists() and not path.is_dir():
+        raise KDSearchError(f"run folder {path} is a file, not a folder: give --run-dir a new folder or a run's folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KDSearchError(f"run folder {path} cannot be made: part of its path is a file") from None
+    except PermissionError:
+        raise KDSearchError(f"run folder {path} cannot be made: permission denied") from None
+
+
+def check_run_folder(cfg: StudyConfig) -> None:
+    """One run folder holds one study: another study's trial folders would overwrite its files."""
+    path = run_file(cfg.run_path)
+    try:
+        owner = json.loads(path.read_text()).get("study_name") if path.is_file() else None
+    except ValueError:
+        owner = None  # a damaged run.json is rewritten below
+    if owner and owner != cfg.name:
+        raise KDSearchError(f"run folder {cfg.run_path} holds study {owner!r}, not {cfg.name!r}: "
+                            "give this study its own --run-dir")
