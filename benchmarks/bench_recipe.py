@@ -22,7 +22,6 @@ on this data if missing), students also train distilled (`--arms kd`) at the giv
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
@@ -53,7 +52,7 @@ def variant_settings(name: str) -> dict:
     """[train] settings plus lr of a named variant."""
     if name == "old":
         return dict(OLD)
-    base = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in LEGACY_TRAIN} | {"lr": DEFAULT_LR}
+    base = {k: v for k, v in TrainConfig().model_dump().items() if k in LEGACY_TRAIN} | {"lr": DEFAULT_LR}
     if name == "default":
         return base
     for item in name.split(","):
