@@ -158,6 +158,17 @@ def test_every_inline_command_names_its_own_flags():
             parse(span, name, shlex.split(span)[2:], strict=True)
 
 
+def test_the_readmes_picking_example_is_what_the_committed_run_picks():
+    """The quick start quotes `kdsearch export results/digits-demo --min-accuracy 0.95`'s first line."""
+    from kdsearch.analysis.pick import Rule, choose
+    from kdsearch.runs.run import open_run
+
+    text = " ".join(README.read_text().split())
+    quoted = re.search(r"`kdsearch export (\S+) --min-accuracy ([\d.]+)` prints `(picked trial [^`]+)`", text)
+    run = open_run(ROOT / quoted.group(1))
+    assert choose(run.study, Rule(min_accuracy=float(quoted.group(2)))).sentence == quoted.group(3)
+
+
 def test_every_flag_the_readme_names_exists():
     """Every `--flag` in the README (tables and prose too) is an option of a kdsearch command."""
     known = {opt for cmd in COMMANDS.values() for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
