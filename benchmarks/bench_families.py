@@ -4,7 +4,8 @@ Reads two folders written by bench_pruners.py for the same study, trials, epochs
 over the default space (plain, residual and inverted students) and one with
 `--set space.family="plain"`. For each seed it replays both unpruned studies under the shipped
 default pruner (or `--pruner`), and prints each front of validation accuracy vs params with its
-hypervolume (the report's, on log10 params), then the mean hypervolume per space.
+hypervolume (bench_pruners.hypervolume: on log10 params, reference 1e6 params, not the report's teacher
+size), then the mean hypervolume per space.
 
     python benchmarks/bench_families.py benchmarks/results/pruners-cifar10 benchmarks/results/pruners-cifar10-plain
 """

@@ -61,7 +61,8 @@ def front(study: optuna.Study) -> list[Point]:
 
 
 def hypervolume(members: list[Point]) -> float:
-    """The report's hypervolume on log10 params (from 100 to 1e6), reference point (1e6 params, accuracy 0)."""
+    """Hypervolume on log10 params (from 100 to 1e6), reference point (1e6 params, accuracy 0): the report's
+    function with a fixed reference, where the report uses the teacher's size."""
     return hypervolume_log([(p.cost("params"), p.accuracy) for p in members], 1e6)
 
 

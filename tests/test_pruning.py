@@ -173,7 +173,7 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
 
 
 def test_the_readmes_worked_example():
-    """README, "Pruning": the shipped defaults at epoch 3 of 12, decision by decision."""
+    """docs/search.md, "Pruning": the shipped defaults at epoch 3 of 12, decision by decision."""
     p = make_pruner(PrunerConfig(), ["accuracy", "params", "latency"])
     history = [trial([0.5, 0.7, 0.910] + [0.95] * 9, params=40_000, latency=0.60),  # A
                trial([0.5, 0.7, 0.800] + [0.85] * 9, params=3_000, latency=0.30)]  # B

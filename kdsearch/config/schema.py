@@ -70,7 +70,7 @@ class TeacherConfig(Section):
     epochs: Annotated[int | None, at_least(0), CHANGES_TRIALS] = None  # None = auto: 0 if the weights fit, else 10
     lr: Annotated[float | None, POSITIVE, CHANGES_TRIALS] = None  # None = default (fine-tune vs from scratch)
     batch_size: Annotated[int, at_least(1), CHANGES_TRIALS] = 128
-    # input normalization: one of NORMALIZE ("auto": per weights source, see README)
+    # input normalization: one of NORMALIZE ("auto": per weights source, see docs/teachers.md)
     normalize: Annotated[str, OneOf(NORMALIZE), CHANGES_TRIALS] = "auto"
     allow_chance: bool = False  # distill from a teacher that scores at chance on validation (else: stop, exit 2)
     # explicit per-channel mean/std (both or neither): win over normalize; empty = not given

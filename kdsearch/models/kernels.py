@@ -1,4 +1,4 @@
-"""Native-kernel faults that kdsearch steps around (README, "Known issues").
+"""Native-kernel faults that kdsearch steps around (docs/faults.md, "Known issues").
 
 torch 2.14.1, CPU: the backward pass of a 1x1, stride-2 convolution on a channels_last input
 crashes the process with some odd batch sizes (a segmentation fault, or glibc's "double free or

@@ -19,15 +19,16 @@ import plotly.graph_objects as go
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
-from ..analysis.final import MODES, gain_sentence, headline
+from ..analysis.final import MODES, headline
 from ..analysis.front import pareto_trials
 from ..analysis.stats import excludes_zero
 from ..errors import KDSearchError
 from ..runs.files import write_text_atomic
-from ..runs.layout import RESULTS_FILE, notes_file, run_file
+from ..runs.layout import RESULTS_FILE, notes_file
 from ..runs.run import Run, open_run
 from .figures import log_ticks
 from .images import export_images
+from .results_provenance import provenance_section
 
 
 AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's params, within 3 points of it
@@ -46,6 +47,10 @@ def fraction(part: float, whole: float) -> str:
     return f"{part / whole:.1%}, 1/{whole / part:.0f}" if part < whole else f"{part / whole:.1%}"
 
 
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def arm_cell(arm: dict[str, Any] | None) -> str:
     """An arm's test accuracy as a table cell: mean ± sd over seeds, in percent."""
     if not arm:
@@ -54,13 +59,15 @@ def arm_cell(arm: dict[str, Any] | None) -> str:
     return f"{pct(arm['test_mean'])}{sd}"
 
 
-def gain_cell(g: dict[str, Any] | None) -> str:
+def gain_cell(g: dict[str, Any] | None, pairs: int | None = None) -> str:
+    """The paired gain in points with its interval; its seed count when it differs from the row's `pairs`."""
     if not g:
         return ""
     if g["n"] < 2:
         return f"{100 * g['mean']:+.2f} (1 seed)"
     mark = "" if excludes_zero(g["low"], g["high"]) else " (spans 0)"
-    return f"{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]{mark}"
+    over = f" over {g['n']} seeds" if pairs is not None and g["n"] != pairs else ""
+    return f"{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]{mark}{over}"
 
 
 def load_finals(run_dir: Path) -> list[dict[str, Any]]:
@@ -137,13 +144,51 @@ def front_section(run: Run, teacher: dict[str, Any], finals: list[dict[str, Any]
 
 
 BASELINES = {"ce-all": "ordinary training (fresh views)", "ce": "control (teacher's views)"}
+SHORT = {"kd": "distilled", "ce": "control", "ce-all": "ordinary"}  # arm names in the lr column
+
+
+def paired(b: dict[str, Any]) -> int | None:
+    """How many seeds the headline gain's interval is over (pairs of a distilled and a baseline model)."""
+    g = b["summary"]["gain"].get(headline(b["summary"]["gain"]) or "")
+    return g["n"] if g else None
+
+
+def seeds_cell(b: dict[str, Any]) -> str:
+    """The seeds the interval uses; where the distilled arm finished more, its count beside them."""
+    kd = b["summary"]["arms"].get("kd")
+    done, pairs = len(kd["seeds"]) if kd else 0, paired(b)
+    if pairs is None or pairs == done:
+        return str(done)
+    return f"{pairs} (distilled: {done})"
+
+
+def lr_cell(arms: dict[str, Any]) -> str:
+    """The learning rate each arm trained at: one number when they agree."""
+    rates = {mode: arm["lr"] for mode, arm in arms.items()}
+    if len(set(rates.values())) == 1:
+        return f"{next(iter(rates.values())):.3g}"
+    return ", ".join(f"{SHORT.get(mode, mode)} {lr:.3g}" for mode, lr in rates.items())
+
+
+def policy_text(policy: dict[str, Any]) -> str:
+    """How the learning rates were set, without the trial's own rate (the table's lr column has that)."""
+    if policy.get("fixed") is not None:
+        return f"one fixed learning rate for every arm (`--lr {policy['fixed']:g}`)"
+    grid = policy.get("grid") or []
+    if len(grid) == 1:
+        times = "" if grid[0] == 1 else f" x {grid[0]:g}"
+        return f"every arm at the trial's own learning rate{times} (`--lr-grid {grid[0]:g}`)"
+    return ("each arm chose its learning rate on validation accuracy (first seed) from the trial's lr x "
+            f"{', '.join(f'{m:g}' for m in grid)}")
 
 
 def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
+    """The final-training table, then in prose only what the table does not say: the data and learning-rate
+    policy (once, when every student shares them) and each student's failures or differences."""
     if not finals:
         return ["No final training yet (`kdsearch train RUN --front` or `--trials ...`).", ""]
     bases = [base for base in BASELINES if any(base in b["summary"]["arms"] for b in finals)]
-    head = ["trial", "params (of teacher)", "MACs (of teacher)", "seeds", "epochs", "distilled test"]
+    head = ["trial", "params (of teacher)", "MACs (of teacher)", "paired seeds", "epochs", "lr", "distilled test"]
     for base in bases:
         head += [f"{BASELINES[base]} test", f"gain vs {BASELINES[base].split(' (')[0]}, points [95% CI]"]
     head += ["distilled / teacher"]
@@ -153,24 +198,34 @@ def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> lis
         kd = arms.get("kd")
         row = [str(b["setup"]["trial"]), f"{trial['params']:,} ({fraction(trial['params'], teacher['params'])})",
                f"{trial['macs']:,} ({fraction(trial['macs'], teacher.get('macs', 0))})",
-               str(len(kd["seeds"]) if kd else 0), str(b["setup"]["epochs"]), arm_cell(kd)]
+               seeds_cell(b), str(b["setup"]["epochs"]), lr_cell(arms), arm_cell(kd)]
         for base in bases:
-            row += [arm_cell(arms.get(base)), gain_cell(gain.get(base))]
+            row += [arm_cell(arms.get(base)), gain_cell(gain.get(base), paired(b))]
         row += [pct(kd["retained"], 1) if kd else ""]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Test accuracy: mean ± sd over seeds, teacher {pct(teacher['test_accuracy'])}. Gain: the "
-              "distilled minus the baseline test accuracy of each seed (same initialization and batches; the "
-              "control also sees the distilled student's views), mean and 95% t-interval over the seeds both "
-              "arms finished, in points.", ""]
+    images = {b["setup"]["train_images"] for b in finals}
+    policies = {json.dumps({k: b["lr_policy"].get(k) for k in ("grid", "fixed")}, sort_keys=True) for b in finals}
+    common = []
+    if len(images) == 1:
+        common.append(f"every student trained from scratch on {next(iter(images)):,} images")
+    if len(policies) == 1:
+        common.append(policy_text(json.loads(next(iter(policies)))))
+    lines += ["", f"Test accuracy: mean ± sd over the seeds each arm finished, teacher {pct(teacher['test_accuracy'])}. "
+              "Gain: the distilled minus the baseline test accuracy of each seed (same initialization and batches; "
+              "the control also sees the distilled student's views), mean and 95% t-interval over the paired seeds "
+              "(both arms finished), in points." + (f" {sentence('; '.join(common))}." if common else ""), ""]
+    notes = []
     for b in finals:
-        s, lr = b["setup"], b["lr_policy"]["text"]
-        chosen = ", ".join(f"{m} {a['lr']:.3g}" for m, a in b["summary"]["arms"].items())
-        failed = "".join(f" {MODES[m]} failed at seed(s) {', '.join(map(str, f))}: {next(iter(f.values()))}."
-                         for m, f in b["summary"].get("failed", {}).items())
-        lines.append(f"- Trial {s['trial']} (`{b['trial']['arch']}`, T {s['temperature']:.2f}, alpha {s['alpha']:.2f}, "
-                     f"{s['epochs']} epoch(s) on {s['train_images']:,} images): distillation adds "
-                     f"{gain_sentence(b['summary']['gain'])}. Learning rates: {lr}; chosen: {chosen}.{failed}")
-    return lines + [""] + fidelity_lines(finals)
+        s, says = b["setup"], []
+        if len(images) > 1:
+            says.append(f"{s['train_images']:,} training images")
+        if len(policies) > 1:
+            says.append(policy_text(b["lr_policy"]))
+        says += [f"{MODES[m]} failed at seed(s) {', '.join(map(str, f))}: {next(iter(f.values()))}"
+                 for m, f in b["summary"].get("failed", {}).items()]
+        if says:
+            notes.append(f"- Trial {s['trial']}: {'; '.join(says)}.")
+    return lines + notes + ([""] if notes else []) + fidelity_lines(finals)
 
 
 def int8_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]:
@@ -246,30 +301,6 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
     return lines + [""]
 
 
-def provenance_section(run_dir: Path, finals: list[dict[str, Any]]) -> list[str]:
-    info = json.loads(run_file(run_dir).read_text())
-    lines = ["### How it was made", ""]
-    commands = [info.get("command")] + list(dict.fromkeys(b.get("command") for b in finals))
-    commands = [c for c in commands if c]
-    if commands:
-        lines += ["```", *commands, "```", ""]
-    if info.get("kdsearch"):
-        lines += [f"- The search ran with kdsearch {info['kdsearch']}.", ""]
-    envs = list(dict.fromkeys(json.dumps(b["environment"], sort_keys=True) for b in finals if b.get("environment")))
-    for env in map(json.loads, envs):
-        lines.append(f"- Final training ran on {env['machine']}, device {env['device']}, {env['threads']} threads, "
-                     f"torch {env['torch']}, Python {env['python']}, kdsearch {env.get('kdsearch', '?')}, "
-                     f"finished {env['date']}.")
-    if envs:
-        lines.append("")
-    if info.get("study_text"):
-        lines += [f"Study file `{info['study_file']}`:", "", "```toml", info["study_text"].rstrip(), "```", ""]
-    else:
-        lines += ["The resolved study configuration (run.json):", "", "```json",
-                  json.dumps(info.get("config", {}), indent=2), "```", ""]
-    return lines
-
-
 def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool = False) -> list[str]:
     """One run's part of the document, titled by its study name, and its run folder's name too when
     another run of the same study is in the document (say, the same search retrained otherwise)."""
@@ -299,7 +330,7 @@ def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool 
     notes = notes_file(run_dir)
     if notes.is_file():
         lines += ["### Notes", "", notes.read_text().rstrip(), ""]
-    return lines + provenance_section(run_dir, finals)
+    return lines + provenance_section(run_dir, study, finals)
 
 
 def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, command: str = "",

@@ -50,7 +50,7 @@ def _import_factory(spec: str) -> Callable[..., Any]:
 def factory_body(spec: str, num_classes: int, in_channels: int, image_size: int, weights: str | Path | None,
                   trust_pickle: bool, input_size: int | None, data_mean: tuple[float, ...],
                   data_std: tuple[float, ...], notes: list[str]) -> Body:
-    """`package.module:factory`: factory(num_classes=, in_channels=) -> nn.Module (see the README's contract)."""
+    """`package.module:factory`: factory(num_classes=, in_channels=) -> nn.Module (the contract: docs/teachers.md)."""
     factory = _import_factory(spec)
     try:
         body = factory(num_classes=num_classes, in_channels=in_channels)
