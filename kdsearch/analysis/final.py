@@ -222,7 +222,7 @@ def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int
 def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = False, epochs: int | None = None,
                 seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
-                console: Console | None = None) -> dict[int, dict[str, Any]]:
+                batch_size: int | None = None, console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number."""
     console = console or Console()
@@ -237,6 +237,10 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         cfg.data.subset = 0
     if device:
         cfg.device = device
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise KDSearchError(f"--batch-size: must be an integer >= 1, got {batch_size!r}")
+        cfg.train.batch_size = batch_size  # recorded in results.json's setup: another value retrains
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
