@@ -90,6 +90,7 @@ def run(
     retries: Annotated[Optional[int], Opt(help="Times the parameters of a trial whose process died (a crash, the OOM killer) are tried again (default 1).")] = None,
     allow_chance_teacher: Annotated[Optional[bool], Opt("--allow-chance-teacher", help="Distill from a teacher that scores at chance on validation (default: stop).")] = None,
     in_process: Annotated[bool, Opt("--in-process", help="Run the trials in this process, unsupervised (debugging: breakpoints work; a crash ends the run).")] = False,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved settings, the data and teacher it would use and the time estimate, then exit (writes no run folder).")] = False,
     tracking: Annotated[Optional[str], Opt(help="Also log each trial (settings, curve, objectives) to mlflow, wandb or tensorboard (optional extras: pip install 'kdsearch[tracking-mlflow]').")] = None,
 ) -> None:
     """Run (or resume) a distillation search and print its Pareto front."""
@@ -122,6 +123,13 @@ def run(
     cfg = load_config(study_file, overrides)
     if workers < 1:
         raise KDSearchError(f"--workers: must be at least 1, got {workers}")
+    if dry_run:
+        from .search.dry_run import dry_run as describe
+        from .search.tracking import make_tracker
+
+        make_tracker(cfg, console)  # a missing tracker package: the run's one line
+        describe(cfg, console)
+        return
     study = run_search(cfg, console, study_file, workers=workers, enqueue=enqueue, in_process=in_process)
     with run_log(cfg.run_path, console):
         console.print(pareto_table(study))
