@@ -17,6 +17,9 @@ TINY = ["--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--te
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    # the teacher's timing probe (a warm-up and two timed steps, as a run's) takes seconds on a busy CPU
+    monkeypatch.setattr("kdsearch.search.dry_run.probe_speed",
+                        lambda *a, train, **kw: {"infer_s_per_image": 1e-4} | ({"train_s_per_step": 0.01} if train else {}))
 
 
 def settings_of(output: str) -> str:
@@ -34,7 +37,7 @@ def test_dry_run_prints_settings_data_teacher_and_estimate_and_touches_no_run_fo
     assert "run folder runs/kdsearch: new" in out
     assert "data digits: " in out and "10 classes, 1x10x10" in out
     assert "teacher resnet20: random initialization" in out and "trained 1 epoch(s)" in out
-    assert "estimate on cpu" in out and "teacher logits: 2 views x" in out and "estimate: 2 trials of a mid-size" in out
+    assert "estimate on cpu (" in out and "teacher training ≈ 0 s" in out and "teacher logits: 2 views x" in out and "estimate: 2 trials of a mid-size" in out
     study_file = tmp_path / "printed.toml"
     study_file.write_text(settings_of(out))
     printed = load_config(study_file)
