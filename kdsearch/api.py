@@ -146,11 +146,11 @@ def _pick(r: Run, trial: int | None, rules: dict[str, Any], console: Console | N
 
 
 def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, weights: str = "auto",
-                 console: Console | None = None, **rules: Any) -> nn.Module:
+                 arm: str = "kd", console: Console | None = None, **rules: Any) -> nn.Module:
     """A student as a torch module in eval mode: from a folder holding spec.json and student.safetensors
     (an export, a trial's or a final model's folder), or trial `trial` (or the one a picking rule such
-    as `knee=True` chooses) of a run. From a run, `weights` is as for `export`: auto (final training's
-    best by validation, when there is one, else the search's), search or final."""
+    as `knee=True` chooses) of a run. From a run, `weights` and `arm` are as for `export`: auto (final
+    training's best by validation, when there is one, else the search's), search or final; kd, ce or ce-all."""
     from .export.folder import pick_source
     from .models.students.io import load_student as load
     from .analysis.final import chosen_trial
@@ -162,7 +162,7 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
             raise KDSearchError("the run's folder (it holds the students' weights) was not found")
         number = _pick(r, trial, rules, console)
         chosen_trial(r.study, number)  # a clear error for a missing trial or one without a student
-        folder = pick_source(r.run_dir, number, weights)[0]
+        folder = pick_source(r.run_dir, number, weights, arm)[0]
     elif trial is not None or rules:
         raise KDSearchError(f"{path_or_folder} is not a run folder (no run.json): give a run folder with a trial")
     else:
@@ -193,14 +193,17 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
 
 
 def export(path: str | Path | Run, trial: int | None = None, *, out: str | Path | None = None, weights: str = "auto",
-           opset: int = 18, int8: bool = False, console: Console | None = None, **rules: Any) -> Path:
+           opset: int = 18, int8: bool = False, arm: str = "kd", console: Console | None = None,
+           **rules: Any) -> Path:
     """Export trial `trial` of a run, or the one a picking rule chooses (`knee=True`, `min_accuracy=0.9`,
     `max_params=5000`, `max_macs=...`, `max_latency_ms=...`), as `kdsearch export`: spec.json,
-    student.safetensors, a verified student.onnx and export.json (with `int8`, also student.int8.onnx,
-    checked as `export --int8` does). Returns the folder (default RUN/export/<trial>)."""
+    student.safetensors, a verified student.onnx, export.json and MODEL_CARD.md (with `int8`, also
+    student.int8.onnx, checked as `export --int8` does). `arm="ce"` (or "ce-all") exports final training's
+    baseline without a teacher instead of the distilled student. Returns the folder (default
+    RUN/export/<trial>, RUN/export/<trial>-<arm> for a baseline)."""
     from .export.folder import export_trial
 
     r = open_run(path)
     number = _pick(r, trial, rules, console)
     return export_trial(r, number, Path(out) if out is not None else None, weights=weights, opset=opset,
-                        int8=int8).folder
+                        int8=int8, arm=arm).folder

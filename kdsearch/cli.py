@@ -293,8 +293,9 @@ def export(
     max_latency_ms: Annotated[Optional[float], Opt(help=RULE_HELP["max_latency_ms"])] = None,
     knee: Annotated[bool, Opt("--knee", help=RULE_HELP["knee"])] = False,
     int8: Annotated[bool, Opt("--int8", help="Also write student.int8.onnx (static int8, calibrated on training images) and check its accuracy, size and latency.")] = False,
+    arm: Annotated[str, Opt(help="kd: the distilled student; ce or ce-all: final training's baseline without a teacher (on the teacher's cached views, or ordinary training).")] = "kd",
 ) -> None:
-    """Export a student: spec.json, student.safetensors and student.onnx (checked against PyTorch)."""
+    """Export a student: spec.json, student.safetensors, student.onnx (checked against PyTorch) and MODEL_CARD.md."""
     from .export.folder import export_trial
     from .analysis.pick import Rule
     from .runs.run import open_run
@@ -307,10 +308,11 @@ def export(
                             "--max-macs, --max-latency-ms, --knee)")
     run = open_run(run_dir)
     trial = _picked(run, rule, False) if rule.given else trial
-    done = export_trial(run, trial, out, weights=weights, opset=opset, int8=int8)
-    console.print(f"exported trial {trial} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
+    done = export_trial(run, trial, out, weights=weights, opset=opset, int8=int8, arm=arm)
+    what = f"trial {trial}" + (f" {arm} ({done.info['arm_label']})" if arm != "kd" else "")
+    console.print(f"exported {what} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
                   f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e})"
-                  + (", student.int8.onnx" if int8 else "") + ", export.json", highlight=False)
+                  + (", student.int8.onnx" if int8 else "") + ", export.json, MODEL_CARD.md", highlight=False)
     if int8:
         from .export.int8 import int8_lines
 
