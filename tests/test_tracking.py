@@ -157,3 +157,52 @@ def test_trial_record_leaves_out_rejected_students():
     for epoch in (0, 1):  # rejected over budget before training; pruned after an epoch
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={PRUNED_AT: epoch}))
     assert trial_record(study.trials[0]) is None and trial_record(study.trials[1])["state"] == "pruned"
+
+
+def toy_study():
+    """Two finished trials as a search stores them (one complete, one pruned after two epochs)."""
+    import optuna
+
+    study = optuna.create_study(study_name="toy", directions=["maximize", "minimize"])
+    for i, state in enumerate([optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]):
+        curve = [0.5, 0.6, 0.7][: 3 - i]
+        study.add_trial(optuna.trial.create_trial(
+            state=state, values=[curve[-1], 1000] if i == 0 else None, params={"width": 8 + i},
+            distributions={"width": optuna.distributions.IntDistribution(4, 64)},
+            user_attrs={"curve": curve, "params": 1000 + i, "arch": f"conv[{8 + i}]", "temperature": 2.0,
+                        "alpha": 0.5, "lr": 0.1, "latency_ms": 0.5, "pruned_at": 2 if i else None}))
+    return study
+
+
+def track(name, tmp_path):
+    from rich.console import Console
+
+    from kdsearch.config import load_config
+    from kdsearch.search.tracking import make_tracker
+
+    tracker = make_tracker(load_config(None, {"tracking": name, "run_dir": str(tmp_path), "name": "toy"}), Console())
+    study = toy_study()
+    for trial in study.trials:
+        tracker(study, trial)
+    tracker.close()
+    assert not tracker.warned
+    return study
+
+
+def test_tensorboard_logs_each_trial_where_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    study = track("tensorboard", tmp_path)
+    for t in study.trials:
+        events = EventAccumulator(str(tmp_path / "tensorboard" / f"trial-{t.number:05d}")).Reload()
+        curve = [(e.step, e.value) for e in events.Scalars("val_accuracy")]
+        assert curve == [(i, pytest.approx(v)) for i, v in enumerate(t.user_attrs["curve"], start=1)]
+        assert events.Scalars("params")[0].value == t.user_attrs["params"]
+
+
+def test_wandb_logs_each_trial_offline_where_installed(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    track("wandb", tmp_path)
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2

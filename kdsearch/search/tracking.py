@@ -154,7 +154,8 @@ class WandbTracker(Tracker):
     def log(self, study_name: str, record: dict[str, Any]) -> None:
         run = self.wandb.init(project=self.project, group=study_name, name=record["name"], job_type="trial",
                               config={**record["settings"], "state": record["state"]},
-                              dir=os.environ.get("WANDB_DIR") or str(self.cfg.run_path), reinit="create_new")
+                              dir=os.environ.get("WANDB_DIR") or str(self.cfg.run_path), reinit="create_new",
+                              settings=self.wandb.Settings(silent=True))  # not a screenful per trial
         try:
             for step, value in enumerate(record["curve"], start=1):
                 run.log({"val_accuracy": value, "epoch": step}, step=step)
