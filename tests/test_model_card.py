@@ -22,6 +22,7 @@ def trained(tiny_run, tmp_path_factory):
     """A copy of the tiny run (other tests' final training stays apart) with trial 1 retrained, all three arms."""
     run_dir = tmp_path_factory.mktemp("card") / "run"
     shutil.copytree(tiny_run, run_dir)
+    shutil.rmtree(run_dir / "final", ignore_errors=True)  # what other tests trained: only trial 1's, here
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
         result = runner.invoke(app, ["train", str(run_dir), "--trial", str(TRIAL), "--epochs", "1", "--lr", "0.05",

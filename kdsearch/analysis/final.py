@@ -42,6 +42,7 @@ from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
 from ..runs.files import write_text_atomic
 from ..runs.layout import RESULTS_FILE, final_dir, model_dir
+from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
@@ -248,20 +249,22 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     if (policy.fixed is not None and not policy.fixed > 0) or any(not m > 0 for m in policy.grid):
         raise KDSearchError("learning rates and --lr-grid factors must be positive")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx = prepare_inputs(cfg, console)
-    modes = ["kd"] + (["ce"] if baseline else []) + (["ce-all"] if all_views else [])
-    teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
-               "test_accuracy": ctx.teacher.test_accuracy, "params": ctx.teacher.params, "macs": ctx.teacher.macs,
-               "latency_ms": ctx.teacher.latency_ms}
-    if ctx.cache is None:
-        console.print("no teacher-logit cache (teacher_cache off): every arm draws from all views, in the same order")
-    x_test, y_test = ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)
-    out = {}
-    for number in numbers:
-        spec, hp = chosen[number]
-        out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
-                                   x_test, y_test, console)
-    return out
+    with run_log(run.run_dir, console):  # what it prints, also in RUN/run.log
+        LOGGER.info(f"$ {command_line()}")
+        ctx = prepare_inputs(cfg, console)
+        modes = ["kd"] + (["ce"] if baseline else []) + (["ce-all"] if all_views else [])
+        teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
+                   "test_accuracy": ctx.teacher.test_accuracy, "params": ctx.teacher.params, "macs": ctx.teacher.macs,
+                   "latency_ms": ctx.teacher.latency_ms}
+        if ctx.cache is None:
+            console.print("no teacher-logit cache (teacher_cache off): every arm draws from all views, in the same order")
+        x_test, y_test = ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)
+        out = {}
+        for number in numbers:
+            spec, hp = chosen[number]
+            out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
+                                       x_test, y_test, console)
+        return out
 
 
 def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float],
