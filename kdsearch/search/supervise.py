@@ -41,8 +41,8 @@ from rich.markup import escape
 
 from ..config import StudyConfig, config_from_dict
 from ..errors import KDSearchError
-from ..runs.log_file import run_log
 from ..models.students import registry  # registry.FAMILIES, looked up when read (the dict may be swapped)
+from ..runs.log_file import run_log
 from .callbacks import TrialFeed, stop_file
 from .study import n_finished
 from .trials import child_trials

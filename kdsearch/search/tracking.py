@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import TRACKERS, StudyConfig  # noqa: F401  (TRACKERS: the names, defined with the setting)
+from ..config import StudyConfig
 from ..errors import KDSearchError
 from .objective import Surplus
 from .pruners import CURVE, rejected

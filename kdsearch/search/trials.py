@@ -80,7 +80,10 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
     while deadline is None or time.time() < deadline:
-        if (feed is not None and feed.stopped) or (stop is not None and stop()):
+        if feed is not None and feed.stopped:
+            progress.console.print("a callback stopped the study: no new trial starts", highlight=False)
+            return
+        if stop is not None and stop():  # (the supervisor says so)
             return
         recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
         trials = study.get_trials(deepcopy=False)
