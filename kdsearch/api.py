@@ -16,7 +16,7 @@ Each function imports what it needs when called (torch, optuna, pandas): `import
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,10 +60,15 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(study_file: str | Path | None = None, *, workers: int = 1, console: Console | None = None,
-        in_process: bool = False, **overrides: Any) -> optuna.Study:
+        in_process: bool = False, callbacks: Iterable[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+        **overrides: Any) -> optuna.Study:
     """Run (or resume) a search, as `kdsearch run`, and return its Optuna study.
 
-    `overrides` are study-file keys: `trials=5`, `data__subset=500` or `**{"data.subset": 500}`.
+    `overrides` are study-file keys: `trials=5`, `data__subset=500` or `**{"data.subset": 500}`;
+    `tracking="mlflow"` (or wandb, tensorboard) logs each trial there, as --tracking.
+    `callbacks` are Optuna's callbacks, `f(study, frozen_trial)`: each is called in this process once for
+    every trial this run finishes (complete, pruned or failed), shortly after it finishes, wherever it ran;
+    `study.stop()` in one starts no new trial (kdsearch.search.callbacks).
     The trials run in supervised worker processes, which import the modules that registered
     custom student families (families registered in a notebook cell cannot be reached there:
     put them in a module, or pass `in_process=True`, as `--in-process`).
@@ -75,7 +80,7 @@ def run(study_file: str | Path | None = None, *, workers: int = 1, console: Cons
         raise KDSearchError(f"workers: must be at least 1, got {workers}")
     cfg = load_config(study_file, _overrides(overrides))
     return run_search(cfg, _console(console), Path(study_file) if study_file else None, workers=workers,
-                      in_process=in_process)
+                      in_process=in_process, callbacks=list(callbacks or []))
 
 
 def open_run(path: str | Path | Run | None = None, storage: str | None = None, study_name: str | None = None) -> Run:
@@ -141,11 +146,11 @@ def _pick(r: Run, trial: int | None, rules: dict[str, Any], console: Console | N
 
 
 def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, weights: str = "auto",
-                 console: Console | None = None, **rules: Any) -> nn.Module:
+                 arm: str = "kd", console: Console | None = None, **rules: Any) -> nn.Module:
     """A student as a torch module in eval mode: from a folder holding spec.json and student.safetensors
     (an export, a trial's or a final model's folder), or trial `trial` (or the one a picking rule such
-    as `knee=True` chooses) of a run. From a run, `weights` is as for `export`: auto (final training's
-    best by validation, when there is one, else the search's), search or final."""
+    as `knee=True` chooses) of a run. From a run, `weights` and `arm` are as for `export`: auto (final
+    training's best by validation, when there is one, else the search's), search or final; kd, ce or ce-all."""
     from .export.folder import pick_source
     from .models.students.io import load_student as load
     from .analysis.final import chosen_trial
@@ -157,7 +162,7 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
             raise KDSearchError("the run's folder (it holds the students' weights) was not found")
         number = _pick(r, trial, rules, console)
         chosen_trial(r.study, number)  # a clear error for a missing trial or one without a student
-        folder = pick_source(r.run_dir, number, weights)[0]
+        folder = pick_source(r.run_dir, number, weights, arm)[0]
     elif trial is not None or rules:
         raise KDSearchError(f"{path_or_folder} is not a run folder (no run.json): give a run folder with a trial")
     else:
@@ -168,8 +173,8 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
 def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *, front: bool = False,
             epochs: int | None = None, seeds: Iterable[int] | None = None, baseline: bool = True,
             all_views: bool = True, lr: float | None = None, lr_grid: Iterable[float] | None = None,
-            full_data: bool = True, device: str | None = None, console: Console | None = None,
-            **rules: Any) -> dict[int, dict[str, Any]]:
+            full_data: bool = True, device: str | None = None, batch_size: int | None = None,
+            console: Console | None = None, **rules: Any) -> dict[int, dict[str, Any]]:
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with
     `baseline`) without. Choose by trial number(s), `front=True`, or a picking rule (`knee=True`,
     `min_accuracy=0.9`, `max_params=5000`, ...). Returns the results.json contents by trial number."""
@@ -184,18 +189,21 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
     policy = LrPolicy(grid=tuple(lr_grid) if lr_grid is not None else DEFAULT_GRID, fixed=lr)
     return train_final(r, numbers, front=front, epochs=epochs, seeds=list(seeds) if seeds is not None else None,
                        baseline=baseline, all_views=all_views, policy=policy, full_data=full_data, device=device,
-                       console=_console(console))
+                       batch_size=batch_size, console=_console(console))
 
 
 def export(path: str | Path | Run, trial: int | None = None, *, out: str | Path | None = None, weights: str = "auto",
-           opset: int = 18, int8: bool = False, console: Console | None = None, **rules: Any) -> Path:
+           opset: int = 18, int8: bool = False, arm: str = "kd", console: Console | None = None,
+           **rules: Any) -> Path:
     """Export trial `trial` of a run, or the one a picking rule chooses (`knee=True`, `min_accuracy=0.9`,
     `max_params=5000`, `max_macs=...`, `max_latency_ms=...`), as `kdsearch export`: spec.json,
-    student.safetensors, a verified student.onnx and export.json (with `int8`, also student.int8.onnx,
-    checked as `export --int8` does). Returns the folder (default RUN/export/<trial>)."""
+    student.safetensors, a verified student.onnx, export.json and MODEL_CARD.md (with `int8`, also
+    student.int8.onnx, checked as `export --int8` does). `arm="ce"` (or "ce-all") exports final training's
+    baseline without a teacher instead of the distilled student. Returns the folder (default
+    RUN/export/<trial>, RUN/export/<trial>-<arm> for a baseline)."""
     from .export.folder import export_trial
 
     r = open_run(path)
     number = _pick(r, trial, rules, console)
     return export_trial(r, number, Path(out) if out is not None else None, weights=weights, opset=opset,
-                        int8=int8).folder
+                        int8=int8, arm=arm).folder

@@ -62,6 +62,7 @@ def run(
     data_dir: Annotated[Optional[str], Opt(help="Dataset root, or the imagefolder folder / .tar.gz.")] = None,
     val_fraction: Annotated[Optional[float], Opt(help="Validation split carved from the training data.")] = None,
     subset: Annotated[Optional[int], Opt(help="Train students on a stratified subset of N images.")] = None,
+    image_size: Annotated[Optional[int], Opt(help="Resize every image to N x N ([data] image_size; needed for image folders of mixed or non-square sizes).")] = None,
     trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
     sampler: Annotated[Optional[str], Opt(help="tpe, nsga2, gp or random.")] = None,
@@ -79,6 +80,7 @@ def run(
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps.")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (set once, recorded).")] = None,
     views: Annotated[Optional[int], Opt(help="Teacher logits cached for K augmentation views per image.")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Students' training batch size ([train] batch_size; a study resumes only with its first value).")] = None,
     teacher_cache: Annotated[Optional[str], Opt(help="on (cached teacher logits) or off (teacher runs online).")] = None,
     storage: Annotated[Optional[str], Opt(help="Optuna storage URL (default: SQLite in the run folder).")] = None,
     study_name: Annotated[Optional[str], Opt(help="Study name (default: from the study file, or 'kdsearch').")] = None,
@@ -88,16 +90,19 @@ def run(
     retries: Annotated[Optional[int], Opt(help="Times the parameters of a trial whose process died (a crash, the OOM killer) are tried again (default 1).")] = None,
     allow_chance_teacher: Annotated[Optional[bool], Opt("--allow-chance-teacher", help="Distill from a teacher that scores at chance on validation (default: stop).")] = None,
     in_process: Annotated[bool, Opt("--in-process", help="Run the trials in this process, unsupervised (debugging: breakpoints work; a crash ends the run).")] = False,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved settings, the data and teacher it would use and the time estimate, then exit (writes no run folder).")] = False,
+    tracking: Annotated[Optional[str], Opt(help="Also log each trial (settings, curve, objectives) to mlflow, wandb or tensorboard (optional extras: pip install 'kdsearch[tracking-mlflow]').")] = None,
 ) -> None:
     """Run (or resume) a distillation search and print its Pareto front."""
     from .config import load_config
     from .reporting.tables import pareto_table
+    from .runs.log_file import run_log
     from .search.runner import run_search
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
         "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
-        "retries": retries, "teacher.allow_chance": allow_chance_teacher,
+        "retries": retries, "teacher.allow_chance": allow_chance_teacher, "tracking": tracking,
         "objectives": objectives.split(",") if objectives else None,
         "pruner.name": pruner, "max_params": max_params, "max_macs": max_macs, "max_latency_ms": max_latency_ms,
         "max_bytes": max_bytes, "bytes_format": bytes_format, "latency_runtime": latency_runtime,
@@ -108,16 +113,26 @@ def run(
         "teacher.mean": list(_float_list("--teacher-mean", teacher_mean)) if teacher_mean else None,
         "teacher.std": list(_float_list("--teacher-std", teacher_std)) if teacher_std else None,
         "data.dataset": dataset, "data.data_dir": data_dir, "data.val_fraction": val_fraction, "data.subset": subset,
+        "data.image_size": image_size,
     }
     if teacher_cache not in (None, "on", "off"):
         raise KDSearchError(f"--teacher-cache: {teacher_cache!r} is not one of on, off")
     overrides["train.views"] = views
+    overrides["train.batch_size"] = batch_size
     overrides["train.teacher_cache"] = None if teacher_cache is None else teacher_cache == "on"
     cfg = load_config(study_file, overrides)
     if workers < 1:
         raise KDSearchError(f"--workers: must be at least 1, got {workers}")
+    if dry_run:
+        from .search.dry_run import dry_run as describe
+        from .search.tracking import make_tracker
+
+        make_tracker(cfg, console)  # a missing tracker package: the run's one line
+        describe(cfg, console)
+        return
     study = run_search(cfg, console, study_file, workers=workers, enqueue=enqueue, in_process=in_process)
-    console.print(pareto_table(study))
+    with run_log(cfg.run_path, console):
+        console.print(pareto_table(study))
 
 
 @app.command()
@@ -227,6 +242,7 @@ def train(
     lr_grid: Annotated[str, Opt(help="Each arm picks its lr on validation from the trial's lr times these.")] = "0.5,1,2",
     subset: Annotated[bool, Opt("--subset/--full-data", help="Keep the search's training subset instead of the full split.")] = False,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Training batch size of every arm (default: the run's [train] batch_size).")] = None,
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
     from .analysis.final import LrPolicy, train_final
@@ -245,7 +261,7 @@ def train(
     numbers = [picked] if picked is not None else numbers
     train_final(run, numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
-                console=console)
+                batch_size=batch_size, console=console)
 
 
 @app.command()
@@ -277,8 +293,9 @@ def export(
     max_latency_ms: Annotated[Optional[float], Opt(help=RULE_HELP["max_latency_ms"])] = None,
     knee: Annotated[bool, Opt("--knee", help=RULE_HELP["knee"])] = False,
     int8: Annotated[bool, Opt("--int8", help="Also write student.int8.onnx (static int8, calibrated on training images) and check its accuracy, size and latency.")] = False,
+    arm: Annotated[str, Opt(help="kd: the distilled student; ce or ce-all: final training's baseline without a teacher (on the teacher's cached views, or ordinary training).")] = "kd",
 ) -> None:
-    """Export a student: spec.json, student.safetensors and student.onnx (checked against PyTorch)."""
+    """Export a student: spec.json, student.safetensors, student.onnx (checked against PyTorch) and MODEL_CARD.md."""
     from .export.folder import export_trial
     from .analysis.pick import Rule
     from .runs.run import open_run
@@ -291,10 +308,11 @@ def export(
                             "--max-macs, --max-latency-ms, --knee)")
     run = open_run(run_dir)
     trial = _picked(run, rule, False) if rule.given else trial
-    done = export_trial(run, trial, out, weights=weights, opset=opset, int8=int8)
-    console.print(f"exported trial {trial} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
+    done = export_trial(run, trial, out, weights=weights, opset=opset, int8=int8, arm=arm)
+    what = f"trial {trial}" + (f" {arm} ({done.info['arm_label']})" if arm != "kd" else "")
+    console.print(f"exported {what} ({done.source} weights) to {done.folder}: spec.json, student.safetensors, "
                   f"student.onnx (ONNX Runtime matches PyTorch within {done.max_abs_diff:.1e})"
-                  + (", student.int8.onnx" if int8 else "") + ", export.json", highlight=False)
+                  + (", student.int8.onnx" if int8 else "") + ", export.json, MODEL_CARD.md", highlight=False)
     if int8:
         from .export.int8 import int8_lines
 

@@ -90,7 +90,7 @@ def test_export_by_number_or_rule(tiny_run, tmp_path, capsys):
 def test_run_overrides_take_dotted_or_double_underscore_keys(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_search(cfg, console, study_file, workers=1, in_process=False):
+    def fake_search(cfg, console, study_file, workers=1, in_process=False, callbacks=None):
         seen.update(cfg=cfg, study_file=study_file, workers=workers)
         return "study"
 

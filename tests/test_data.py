@@ -200,7 +200,7 @@ def test_imagefolder_content_errors(tmp_path):
     one_line_error(imagefolder(tmp_path / "m"), "different class folders", "bird")
     make_folder(tmp_path / "s")
     Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(tmp_path / "s" / "test" / "cat" / "big.png")
-    one_line_error(imagefolder(tmp_path / "s"), "one size", "resizing is not supported")
+    one_line_error(imagefolder(tmp_path / "s"), "big.png is 8x9 but", "pass --image-size N")
     make_folder(tmp_path / "c")
     (tmp_path / "c" / "train" / "dog" / "broken.png").write_bytes(b"not a png")
     one_line_error(imagefolder(tmp_path / "c"), "cannot decode", "broken.png")

@@ -21,7 +21,8 @@ def test_export_writes_a_verified_onnx_that_runs_like_pytorch(tiny_run, tmp_path
     out = tmp_path / "exp"
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--trial", "0", "--out", str(out), "--weights", "search"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "spec.json", "student.onnx", "student.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "export.json", "spec.json", "student.onnx",
+                                                    "student.safetensors"]
     info = json.loads((out / "export.json").read_text())
     trial = open_run(tiny_run).study.trials[0]
     assert info["trial"] == 0 and info["weights"] == "search" and info["params"] == trial.user_attrs["params"]

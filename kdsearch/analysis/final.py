@@ -42,6 +42,7 @@ from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
 from ..runs.files import write_text_atomic
 from ..runs.layout import RESULTS_FILE, final_dir, model_dir
+from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
@@ -222,7 +223,7 @@ def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int
 def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = False, epochs: int | None = None,
                 seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
-                console: Console | None = None) -> dict[int, dict[str, Any]]:
+                batch_size: int | None = None, console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number."""
     console = console or Console()
@@ -237,6 +238,10 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         cfg.data.subset = 0
     if device:
         cfg.device = device
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise KDSearchError(f"--batch-size: must be an integer >= 1, got {batch_size!r}")
+        cfg.train.batch_size = batch_size  # recorded in results.json's setup: another value retrains
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
@@ -244,20 +249,22 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     if (policy.fixed is not None and not policy.fixed > 0) or any(not m > 0 for m in policy.grid):
         raise KDSearchError("learning rates and --lr-grid factors must be positive")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx = prepare_inputs(cfg, console)
-    modes = ["kd"] + (["ce"] if baseline else []) + (["ce-all"] if all_views else [])
-    teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
-               "test_accuracy": ctx.teacher.test_accuracy, "params": ctx.teacher.params, "macs": ctx.teacher.macs,
-               "latency_ms": ctx.teacher.latency_ms}
-    if ctx.cache is None:
-        console.print("no teacher-logit cache (teacher_cache off): every arm draws from all views, in the same order")
-    x_test, y_test = ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)
-    out = {}
-    for number in numbers:
-        spec, hp = chosen[number]
-        out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
-                                   x_test, y_test, console)
-    return out
+    with run_log(run.run_dir, console):  # what it prints, also in RUN/run.log
+        LOGGER.info(f"$ {command_line()}")
+        ctx = prepare_inputs(cfg, console)
+        modes = ["kd"] + (["ce"] if baseline else []) + (["ce-all"] if all_views else [])
+        teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
+                   "test_accuracy": ctx.teacher.test_accuracy, "params": ctx.teacher.params, "macs": ctx.teacher.macs,
+                   "latency_ms": ctx.teacher.latency_ms}
+        if ctx.cache is None:
+            console.print("no teacher-logit cache (teacher_cache off): every arm draws from all views, in the same order")
+        x_test, y_test = ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)
+        out = {}
+        for number in numbers:
+            spec, hp = chosen[number]
+            out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
+                                       x_test, y_test, console)
+        return out
 
 
 def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float],

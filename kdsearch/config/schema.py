@@ -31,6 +31,7 @@ LATENCY_RUNTIMES = ("onnxruntime", "torch")  # where a student's latency is meas
 BYTES_FORMATS = ("float", "int8")  # which ONNX file's size is the "bytes" cost
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("linear", "cosine", "onecycle")
+TRACKERS = ("none", "mlflow", "wandb", "tensorboard")  # where each trial is logged besides the study (search.tracking)
 
 
 class ChangesTrials:
@@ -59,6 +60,9 @@ class DataConfig(Section):
     download: bool = True  # torchvision datasets: try to download when missing
     pad: Annotated[int | None, at_least(0), CHANGES_TRIALS] = None  # random-crop padding (None = dataset default)
     flip: Annotated[bool | None, CHANGES_TRIALS] = None  # horizontal flip (None = dataset default)
+    # every image resized to image_size x image_size (None = as stored; an image folder whose images differ
+    # in size, or are not square, needs it)
+    image_size: Annotated[int | None, at_least(1), CHANGES_TRIALS] = None
 
 
 class TeacherConfig(Section):
@@ -141,6 +145,7 @@ class StudyConfig(Section):
     threads: Annotated[int | None, at_least(1)] = None  # CPU threads for training, set once per run (None: torch's)
     latency_threads: Annotated[int, at_least(1)] = 1  # CPU threads for latency measurement (recorded in the study)
     retries: Annotated[int, at_least(0)] = 1  # times the parameters of a trial whose process died are tried again
+    tracking: Annotated[str, OneOf(TRACKERS)] = "none"  # also log each trial to mlflow, wandb or tensorboard
     # one of LATENCY_RUNTIMES: ONNX Runtime (CPU) or eager PyTorch (CPU)
     latency_runtime: Annotated[str, OneOf(LATENCY_RUNTIMES), CHANGES_TRIALS] = "onnxruntime"
     latency_batch: Annotated[int, at_least(1), CHANGES_TRIALS] = 1  # images per timed call

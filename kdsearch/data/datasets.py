@@ -44,7 +44,7 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) -> 
         raise KDSearchError(f"val_fraction: must lie strictly between 0 and 1, got {cfg.val_fraction}")
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     name, identity, decode = _source(cfg, root)
-    arrays = cached(cfg.dataset, identity, decode, root)
+    arrays = resized(cached(cfg.dataset, identity, decode, root), cfg.image_size)
     present = torch.unique(arrays["train_y"]).tolist()
     if len(present) < 2:
         names = ", ".join(str(arrays["classes"][i]) for i in present) or "none"
@@ -66,11 +66,26 @@ def _source(cfg: DataConfig, root: Path):
     if cfg.dataset == "digits":
         return "digits", "sklearn load_digits", _load_digits
     if cfg.dataset == "imagefolder":
-        return imagefolder_source(cfg.data_dir, root)
+        return imagefolder_source(cfg.data_dir, root, cfg.image_size)
     if cfg.dataset in TORCHVISION:
         tv_root = Path(cfg.data_dir).expanduser() if cfg.data_dir else root / "torchvision"
         return cfg.dataset, str(tv_root.resolve()), lambda: _load_torchvision(cfg.dataset, tv_root, cfg.download)
     raise KDSearchError(f"dataset: {cfg.dataset!r} is not one of {', '.join((*TORCHVISION, 'imagefolder', 'digits'))}")
+
+
+def resized(arrays: Arrays, image_size: int | None) -> Arrays:
+    """Arrays whose images are image_size x image_size ([data] image_size): an image folder is resized as it is
+    decoded; the other datasets' decoded arrays here, bilinearly with antialiasing (as torchvision's Resize)."""
+    if not image_size or arrays["train_x"].shape[-2:] == (image_size, image_size):
+        return arrays
+
+    def resize(x: torch.Tensor) -> torch.Tensor:
+        chunks = [torch.nn.functional.interpolate(part.float(), size=(image_size, image_size), mode="bilinear",
+                                                  antialias=True, align_corners=False).round().clamp(0, 255)
+                  .to(torch.uint8) for part in x.split(4096)]  # in chunks: float copies of every image at once are big
+        return torch.cat(chunks)
+
+    return {**arrays, "train_x": resize(arrays["train_x"]), "test_x": resize(arrays["test_x"])}
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> Arrays:

@@ -1,7 +1,9 @@
 """An image folder (or a .tar.gz of one) as arrays: train/<class>/ and test/<class>/ (or val/), decoded once.
 
-Images are listed, decoded to one size and mode, and the listing's digest keys the on-disk decode
-cache (data.datasets), so an unchanged folder is never decoded twice.
+Images are listed, decoded to one size and mode, and the listing's digest (with the size asked for)
+keys the on-disk decode cache (data.datasets), so an unchanged folder is never decoded twice. Images
+of mixed or non-square sizes need `image_size` ([data] image_size, --image-size): each is then
+resized to image_size x image_size (stretched, not cropped: the whole image is kept).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 LAYOUT = "expected train/<class>/<images> and test/<class>/<images> (or val/ instead of test/)"
 
 
-def imagefolder_source(data_dir: str | None, root: Path):
+def imagefolder_source(data_dir: str | None, root: Path, image_size: int | None = None):
+    """(name, cache identity, decode function) of an image folder or archive; `image_size` resizes every image."""
     if not data_dir:
         raise KDSearchError(f"imagefolder: give the folder or .tar.gz with --data-dir ({LAYOUT})")
     path = Path(data_dir).expanduser()
@@ -37,12 +40,17 @@ def imagefolder_source(data_dir: str | None, root: Path):
         if not tarfile.is_tarfile(path):
             raise KDSearchError(f"imagefolder: {path} is neither a folder nor a .tar.gz archive; {LAYOUT}")
         st = path.stat()
-        identity = f"archive|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        identity = f"archive|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}" + _size_key(image_size)
         return (f"imagefolder:{_archive_stem(path)}", identity,
-                lambda: _decode_listing(_list_splits(_extract(path, root), path)))
+                lambda: _decode_listing(_list_splits(_extract(path, root), path), image_size))
     listing = _list_splits(path, path)  # listed once: keys the cache and, on a miss, is decoded
-    return f"imagefolder:{path.resolve().name}", f"folder|{path.resolve()}|{_listing_digest(listing)}", \
-        lambda: _decode_listing(listing)
+    identity = f"folder|{path.resolve()}|{_listing_digest(listing)}" + _size_key(image_size)
+    return f"imagefolder:{path.resolve().name}", identity, lambda: _decode_listing(listing, image_size)
+
+
+def _size_key(image_size: int | None) -> str:
+    """The cache identity's part for resizing: none when images are kept as stored (old keys stay valid)."""
+    return f"|resized {image_size}" if image_size else ""
 
 
 def _archive_stem(path: Path) -> str:
@@ -136,23 +144,30 @@ def _listing_digest(listing: Listing) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-def _decode_listing(listing: Listing) -> Arrays:
+def _decode_listing(listing: Listing, image_size: int | None = None) -> Arrays:
     classes, train, test = listing
-    pixels = _decode_images([p for p, _ in train] + [p for p, _ in test])
+    pixels = _decode_images([p for p, _ in train] + [p for p, _ in test], image_size)
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     y = torch.tensor([label for _, label in train] + [label for _, label in test], dtype=torch.int64)
     n = len(train)
     return make_arrays(x[:n], y[:n], x[n:], y[n:], classes)
 
 
-def _decode_images(paths: list[str]) -> np.ndarray:
-    """PIL-decode into one N x H x W x C uint8 array; the first image sets the mode (L or RGB) and size."""
+def _decode_images(paths: list[str], image_size: int | None = None) -> np.ndarray:
+    """PIL-decode into one N x H x W x C uint8 array; the first image sets the mode (L or RGB) and, unless
+    `image_size` is given (every image resized to it), the size every other image must have."""
     mode, size = _open(paths[0], lambda img: ("L" if img.mode in ("1", "L", "LA") else "RGB", img.size))
+    if image_size:
+        size = (image_size, image_size)
+    elif size[0] != size[1]:
+        raise KDSearchError(f"imagefolder: {paths[0]} is {size[0]}x{size[1]}, not square: pass --image-size N "
+                            "([data] image_size = N) to resize every image to N x N")
     out = np.empty((len(paths), size[1], size[0], 1 if mode == "L" else 3), dtype=np.uint8)
     with progress_bar(Console(stderr=True)) as progress:
         task = progress.add_task("decoding images", total=len(paths))
         for i, path in enumerate(paths):
-            out[i] = _open(path, lambda img: _pixels(img, mode, size, path, paths[0])).reshape(out.shape[1:])
+            out[i] = _open(path, lambda img: _pixels(img, mode, size, path, paths[0], bool(image_size))
+                           ).reshape(out.shape[1:])
             if i % 1000 == 0:
                 progress.update(task, completed=i)
     return out
@@ -167,8 +182,12 @@ def _open(path: str, use):
         raise KDSearchError(f"imagefolder: cannot decode {path}: {exc}") from None
 
 
-def _pixels(img, mode: str, size: tuple[int, int], path: str, first: str) -> np.ndarray:
+def _pixels(img, mode: str, size: tuple[int, int], path: str, first: str, resize: bool) -> np.ndarray:
+    """The image's pixels in `mode` at `size` (resized when `resize`, else it must have that size)."""
+    if img.size != size and not resize:
+        raise KDSearchError(f"imagefolder: {path} is {img.size[0]}x{img.size[1]} but {first} is {size[0]}x{size[1]}: "
+                            "pass --image-size N ([data] image_size = N) to resize every image to N x N")
+    img = img.convert(mode)
     if img.size != size:
-        raise KDSearchError(f"imagefolder: {path} is {img.size[0]}x{img.size[1]} but {first} is {size[0]}x{size[1]}; "
-                            "all images must share one size (resizing is not supported)")
-    return np.asarray(img.convert(mode))
+        img = img.resize(size, Image.Resampling.BILINEAR)  # PIL filters over the whole footprint when shrinking
+    return np.asarray(img)

@@ -7,7 +7,7 @@
     RUN/trials/<number>/          each trial's student (spec.json, student.safetensors)
     RUN/test_accuracy.json        test accuracy of the Pareto members, measured once
     RUN/final/<trial>/            final training: results.json and <arm>-lr<lr>-seed<S>/ models
-    RUN/export/<trial>/           exports
+    RUN/export/<trial>/           exports (of the distilled student; RUN/export/<trial>-ce/ etc. for a baseline arm)
     RUN/artifacts/                optuna-dashboard's artifact store
     RUN/notes.md                  hand-written discussion that `kdsearch results` includes
     RUN/.lock                     held by the worker that prepares the study, teacher and cache
@@ -66,8 +66,9 @@ def model_dir(run_dir: Path, number: int, mode: str, seed: int, lr: float) -> Pa
     return final_dir(run_dir, number) / f"{mode}-lr{lr:.4g}-seed{seed}"
 
 
-def export_dir(run_dir: Path, number: int) -> Path:
-    return Path(run_dir) / "export" / f"{number:05d}"
+def export_dir(run_dir: Path, number: int, arm: str = "kd") -> Path:
+    """RUN/export/00020 for the distilled student, RUN/export/00020-ce for a baseline arm of final training."""
+    return Path(run_dir) / "export" / (f"{number:05d}" if arm == "kd" else f"{number:05d}-{arm}")
 
 
 def artifacts_dir(run_dir: Path) -> Path:

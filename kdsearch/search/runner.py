@@ -15,14 +15,18 @@ from rich.console import Console
 from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..progress import progress_bar
+from ..runs.log_file import LOGGER, run_log
+from ..runs.provenance import command_line, environment
 from ..runs.run_file import check_run_folder, make_run_folder, write_run_file
 from .budgets import check_budgets_reachable
+from .callbacks import Callback, TrialFeed, check_callbacks
 from .enqueue import enqueue_students, load_enqueue
 from .estimate import estimate_search
 from .fingerprint import FINGERPRINT_ATTR, fingerprint
 from .inputs import TrialContext, check_teacher_teaches, prepare_inputs
 from .study import n_finished, open_study
 from .supervise import supervise
+from .tracking import Tracker, make_tracker, tracking_note
 from .trials import run_trials
 from .workers import alive, recover_dead_trials, run_lock
 
@@ -45,6 +49,7 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint(cfg))
     for key, value in {"teacher": ctx.teacher.to_dict(), "config": cfg.to_dict(), "cpu_threads": torch.get_num_threads(),
                        "latency_threads": cfg.latency_threads, "device": str(ctx.device),
+                       "environment": environment(ctx.device),  # where latency was measured (the model card says)
                        "data": {"name": data.name, "train": len(ctx.train), "val": len(data.val),
                                 "test": len(data.test), "classes": data.classes}}.items():
         study.set_user_attr(key, value)
@@ -53,20 +58,42 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
 
 def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
                workers: int = 1, record: bool = True, enqueue: str | Path | None = None,
-               in_process: bool = False) -> optuna.Study:
+               in_process: bool = False, callbacks: list[Callback] | None = None) -> optuna.Study:
     """Run (or resume) the study until it holds `cfg.trials` finished trials (all workers together).
 
     The study, teacher and teacher-logit cache are prepared here; then the trials run in
     `workers` supervised worker processes (kdsearch.search.supervise; one GPU each when several are
     visible), so a trial that kills its process fails alone. `in_process` runs them in this
-    process instead (for debugging: breakpoints work; a crash then ends the run).
+    process instead (for debugging: breakpoints work; a crash then ends the run). `callbacks`
+    (Optuna's (study, frozen_trial) -> None) and the tracker ([study] tracking) see each trial
+    this run finishes, in this process (search.callbacks). What it prints is also appended to RUN/run.log.
     """
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported in one line, below
     if in_process and workers > 1:
         raise KDSearchError("--in-process runs the trials in one process: drop --workers or --in-process")
+    callbacks = check_callbacks(callbacks)
+    tracker = make_tracker(cfg, console)  # a missing package: one line, before any work
     entries = load_enqueue(enqueue) if enqueue else []
+    make_run_folder(cfg.run_path)
+    check_run_folder(cfg)
+    with run_log(cfg.run_path, console):
+        LOGGER.info(f"$ {command_line()}")
+        try:
+            return _run_search(cfg, console, study_file, workers, record, enqueue, entries, in_process,
+                               callbacks + ([tracker] if tracker else []), tracker)
+        finally:
+            if tracker is not None:
+                tracker.close()
+
+
+def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, workers: int, record: bool,
+                enqueue: str | Path | None, entries: list, in_process: bool, callbacks: list[Callback],
+                tracker: Tracker | None) -> optuna.Study:
     ctx, study = prepare(cfg, console, study_file, record)
+    feed = TrialFeed(callbacks, study) if callbacks else None
+    if tracker is not None:
+        console.print(tracking_note(tracker), highlight=False)
     if entries:
         new = enqueue_students(study, entries, ctx.data)
         console.print(f"{new} known student(s) queued from {enqueue} (evaluated first)" if new else
@@ -85,12 +112,13 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
             estimate_search(ctx, cfg.trials - done, console)
             with progress_bar(console) as progress:
                 ctx.progress = progress
-                run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done))
+                run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done),
+                           feed=feed)
             return study
         device = ctx.device
         del ctx  # the workers load the prepared data, teacher and cache themselves
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-        supervise(cfg, study, workers, console)
+        supervise(cfg, study, workers, console, feed=feed)
     return study

@@ -42,6 +42,8 @@ from rich.markup import escape
 from ..config import StudyConfig, config_from_dict
 from ..errors import KDSearchError
 from ..models.students import registry  # registry.FAMILIES, looked up when read (the dict may be swapped)
+from ..runs.log_file import run_log
+from .callbacks import TrialFeed, stop_file
 from .study import n_finished
 from .trials import child_trials
 from .workers import WORKER_ATTR, fail_dead_trial, set_supervisor, worker_id
@@ -143,8 +145,9 @@ class _Worker:
 class Supervisor:
     """Start `n` worker processes on the study and keep them going until the study is done."""
 
-    def __init__(self, cfg: StudyConfig, study: optuna.Study, n: int, console: Console, estimate: bool = True):
-        self.cfg, self.study, self.n, self.console = cfg, study, n, console
+    def __init__(self, cfg: StudyConfig, study: optuna.Study, n: int, console: Console, estimate: bool = True,
+                 feed: TrialFeed | None = None):
+        self.cfg, self.study, self.n, self.console, self.feed = cfg, study, n, console, feed
         self.context = multiprocessing.get_context("spawn")
         self.gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
         self.threads = (cfg.threads or max(1, (os.cpu_count() or 1) // n)) if n > 1 and not self.gpus else cfg.threads
@@ -165,6 +168,14 @@ class Supervisor:
         return _Worker(job, process, reader, f"{socket.gethostname()}:{process.pid}")
 
     def run(self) -> None:
+        stop = stop_file(self.cfg.run_path, self.me)
+        stop.unlink(missing_ok=True)  # one left by an earlier process of the same id
+        try:
+            self._run(stop)
+        finally:
+            stop.unlink(missing_ok=True)
+
+    def _run(self, stop: Path) -> None:
         if self.n > 1:
             self.console.print(f"starting {self.n} workers" + (f" on {self.gpus} GPUs" if self.gpus else
                                                                 f", {self.threads} CPU threads each"))
@@ -182,14 +193,27 @@ class Supervisor:
                     running.remove(w)
                     if w.process.exitcode == 130:
                         raise KeyboardInterrupt  # someone interrupted a worker: stop them all
-                    if self.ended(w, n_finished(self.study)):
+                    if self.ended(w, n_finished(self.study)) and not stop.exists():
                         running.append(self.start(w.job.index, estimate=False))
-        except KeyboardInterrupt:
+                self.hand_on(stop)
+            self.hand_on(stop)  # the trials finished as the last worker ended
+        except BaseException:  # Ctrl-C, or a callback's exception: the workers fail their trials and exit
             self.interrupt(running)
             raise
         if self.errors:
             raise KDSearchError(self.errors[0] if len(self.errors) == 1 else
                                 "; ".join(dict.fromkeys(self.errors)) + " (finished trials are kept)")
+
+    def hand_on(self, stop: Path) -> None:
+        """The callbacks see the trials finished since the last look; a stop() of theirs is passed to the workers."""
+        if self.feed is None:
+            return
+        self.feed.poll(self.study)
+        if self.feed.stopped and not stop.exists():
+            stop.parent.mkdir(parents=True, exist_ok=True)
+            stop.touch()
+            self.console.print("a callback stopped the study: the running trials finish, no new one starts",
+                               highlight=False)
 
     def drain(self, w: _Worker) -> None:
         """Print what the worker printed; keep the error it reported."""
@@ -273,9 +297,10 @@ class Supervisor:
             self.drain(w)
 
 
-def supervise(cfg: StudyConfig, study: optuna.Study, workers: int, console: Console, estimate: bool = True) -> None:
-    """Run the study's remaining trials in `workers` supervised worker processes."""
-    Supervisor(cfg, study, workers, console, estimate).run()
+def supervise(cfg: StudyConfig, study: optuna.Study, workers: int, console: Console, estimate: bool = True,
+              feed: TrialFeed | None = None) -> None:
+    """Run the study's remaining trials in `workers` supervised worker processes (`feed`: the caller's callbacks)."""
+    Supervisor(cfg, study, workers, console, estimate, feed).run()
 
 
 # ------------------------------------------------------------------------------------- a worker process
@@ -323,7 +348,8 @@ def worker_main(job: Job, conn: Connection) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _fault_file = open(path, "w")  # noqa: SIM115
         faulthandler.enable(file=_fault_file)
-        child_trials(cfg, console, job.deadline, job.estimate)
+        with run_log(cfg.run_path, console, errors=False):  # its lines in RUN/run.log too (the supervisor logs errors)
+            child_trials(cfg, console, job.deadline, job.estimate, stop_file(cfg.run_path, job.supervisor))
     except KDSearchError as exc:
         conn.send(("error", str(exc)))
         raise SystemExit(2) from None

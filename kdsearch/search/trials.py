@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -13,6 +15,7 @@ from rich.progress import Progress
 from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..progress import progress_bar
+from .callbacks import TrialFeed
 from .estimate import estimate_search
 from .inputs import TrialContext, prepare_inputs
 from .objective import Surplus, objective
@@ -25,9 +28,11 @@ MAX_CONSECUTIVE_FAILURES = 5  # then the study stops with the last error: someth
 MAX_REJECTIONS_PER_TRIAL = 50  # over-budget students resampled per trial before the study gives up
 
 
-def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, estimate: bool) -> None:
+def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, estimate: bool,
+                 stop_path: Path | None = None) -> None:
     """The work of one supervised worker process: open the study, load the inputs its supervisor
-    prepared (data, teacher and teacher-logit cache, from the run folder's caches), run trials."""
+    prepared (data, teacher and teacher-logit cache, from the run folder's caches), run trials
+    (none starts once `stop_path` exists: a callback of the supervisor's stopped the study)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(cfg)
     ctx = prepare_inputs(cfg, Console(quiet=True))
@@ -37,14 +42,17 @@ def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, est
             estimate_search(ctx, cfg.trials - done, console)
         with progress_bar(console) as progress:
             ctx.progress = progress
-            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline)
+            run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline,
+                       stop=(lambda: stop_path.exists()) if stop_path is not None else None)
 
 
 def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall,
-               deadline: float | None = None) -> None:
+               deadline: float | None = None, feed: TrialFeed | None = None,
+               stop: Callable[[], bool] | None = None) -> None:
     """Start trials one at a time while finished plus running ones (every worker's) fall short of the
     target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row.
-    No trial starts after `deadline` (time.time(); default: --timeout from now)."""
+    No trial starts after `deadline` (time.time(); default: --timeout from now), once `stop()` is true,
+    or once a callback of `feed` (in this process: --in-process) stopped the study."""
     cfg = ctx.cfg
     if deadline is None and cfg.timeout:
         deadline = time.time() + cfg.timeout
@@ -53,6 +61,8 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
 
     def tick(study: optuna.Study, trial: FrozenTrial) -> None:
         progress.update(overall, completed=n_finished(study))
+        if feed is not None:
+            feed.poll(study)
         error = trial.user_attrs.get(ERROR_ATTR)
         if error and error.startswith(Surplus.__name__):
             return
@@ -70,6 +80,11 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
     while deadline is None or time.time() < deadline:
+        if feed is not None and feed.stopped:
+            progress.console.print("a callback stopped the study: no new trial starts", highlight=False)
+            return
+        if stop is not None and stop():  # (the supervisor says so)
+            return
         recover_dead_trials(study, cfg.run_path, retries=cfg.retries)
         trials = study.get_trials(deepcopy=False)
         finished = sum(counts(t) for t in trials)

@@ -107,7 +107,7 @@ def _load_cache(model: nn.Module, folder: Path, key: str) -> tuple[dict[str, Any
         return None, f"the cached teacher {key} was unusable ({str(exc).splitlines()[0][:120]}): prepared again"
 
 
-def _eval_batch(input_size: int) -> int:
+def eval_batch(input_size: int) -> int:
     """Evaluation batch: 1024 at CIFAR size, fewer for big inputs so activations fit in memory."""
     return max(32, min(1024, int(1024 * (32 / max(input_size, 1)) ** 2)))
 
@@ -216,7 +216,7 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
                              normalization)
 
     model = model.to(device).to(memory_format=torch.channels_last)
-    bs = _eval_batch(info.input_size)
+    bs = eval_batch(info.input_size)
     console = console or Console(stderr=True)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the probe leaves no trace
         speed = probe_speed(model, data, device, cfg.batch_size, bs, train=epochs > 0)

@@ -1,0 +1,173 @@
+"""`kdsearch run --dry-run`: the resolved settings, the run folder, the data and teacher a run would use,
+and how long it may take, without running anything.
+
+Nothing of the run is written: no run folder, study, teacher training or teacher-logit cache. The data
+is read as a run reads it (from the decode cache in $KDSEARCH_CACHE, or decoded into it), except that a
+torchvision dataset that is not there yet is not downloaded. The teacher is built without downloading
+ImageNet weights, to say what it is and time a few of its steps; a student is timed as `kdsearch run`
+times one before its trials. The settings are printed as a study file that gives exactly this run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from rich.console import Console
+
+from ..config import SECTIONS, StudyConfig
+from ..data.augment import num_views
+from ..data.datasets import TORCHVISION, load_data
+from ..data.splits import DataSplits, stratified_subset
+from ..errors import KDSearchError
+from ..models.teachers.build import build_teacher
+from ..progress import minutes
+from ..runs.layout import run_file
+from ..runs.run_file import check_run_folder
+from ..runs.storage import make_storage
+from ..training.distill import resolve_device, steps_per_epoch
+from ..training.teacher import eval_batch, probe_speed
+from .budgets import check_budgets_reachable
+from .estimate import estimate_search
+from .fingerprint import check_resume
+from .inputs import TrialContext
+from .study import n_finished
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value (strings as JSON strings, which TOML reads alike)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def config_toml(cfg: StudyConfig) -> str:
+    """The config as a study file: every setting, [study] first; an unset one (None) as a comment."""
+    values = cfg.to_dict()
+    tables = {"study": {k: v for k, v in values.items() if k not in SECTIONS and k != "space"},
+              **{k: values[k] for k in SECTIONS}, "space": values["space"]}
+    lines: list[str] = []
+    for table, entries in tables.items():
+        lines.append(f"{chr(10) if lines else ''}[{table}]")
+        lines += [f"# {key} is unset (its default)" if value is None else f"{key} = {toml_value(value)}"
+                  for key, value in entries.items()]
+    return "\n".join(lines)
+
+
+def dry_run(cfg: StudyConfig, console: Console) -> None:
+    """Print what `kdsearch run` would do with `cfg`; refusals a run would make first are the same one line."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as a run: Optuna's info lines are no news
+    done, folder = check_folder(cfg)  # (before anything is printed: a refusal is one line)
+    console.print("dry run: nothing is written (no run folder, study, teacher training or teacher-logit cache)",
+                  highlight=False)
+    console.print("# the resolved settings, as a study file that gives exactly this run", highlight=False)
+    console.print(config_toml(cfg), markup=False, highlight=False)
+    console.print(folder, highlight=False)
+    data = describe_data(cfg, console)
+    if data is None:
+        return
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    teacher_s = describe_teacher(cfg, data, device, console)
+    train = stratified_subset(data.train, cfg.data.subset, cfg.seed) if cfg.data.subset else data.train
+    if cfg.train.teacher_cache:
+        views = min(cfg.train.views, num_views(data.pad, data.flip))
+        console.print(f"teacher logits: {views} views x {len(train):,} images, cached before the first trial "
+                      f"≈ {minutes(teacher_s * views * len(train))}", highlight=False)
+    else:
+        console.print("teacher logits: not cached (teacher_cache off): the teacher runs on every training batch",
+                      highlight=False)
+    if done >= cfg.trials:
+        console.print(f"the study has {done} finished trials already (target {cfg.trials}): a run trains none")
+        return
+    ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
+                       x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=None, device=device,
+                       pruner=None)
+    estimate_search(ctx, cfg.trials - done, console)
+
+
+def check_folder(cfg: StudyConfig) -> tuple[int, str]:
+    """The study's finished trials and a line on the run folder and storage, new or resumed (a resume the run
+    would refuse is refused, as the run words it)."""
+    if cfg.run_path.exists() and not cfg.run_path.is_dir():
+        raise KDSearchError(f"run folder {cfg.run_path} is a file, not a folder: give --run-dir a new folder or a "
+                            "run's folder")
+    check_run_folder(cfg)  # another study's folder: the run's own refusal
+    exists = run_file(cfg.run_path).is_file()
+    url = cfg.storage_url
+    path = url.removeprefix("sqlite:///").removeprefix("journal:") if url.startswith(("sqlite:///", "journal:")) \
+        or url.endswith((".log", ".journal")) else None
+    new = f"run folder {cfg.run_path}: {'exists' if exists else 'new'}; a new study {cfg.name!r} in {url}"
+    if path is not None and not Path(path).is_file():  # opening it would create it
+        return 0, new
+    try:
+        study = optuna.load_study(study_name=cfg.name, storage=make_storage(url))
+    except KeyError:
+        return 0, new
+    check_resume(study, cfg)  # other settings than the study's: the run's own refusal
+    done = n_finished(study)
+    return done, f"run folder {cfg.run_path}: resumes study {cfg.name!r} in {url}, {done} of {cfg.trials} trials finished"
+
+
+def describe_data(cfg: StudyConfig, console: Console) -> DataSplits | None:
+    """The data as the run loads it (not downloaded): its splits, classes and image shape; None when absent."""
+    try:
+        data = load_data(cfg.data.model_copy(update={"download": False}), seed=cfg.seed)
+    except KDSearchError as exc:
+        if cfg.data.dataset in TORCHVISION and cfg.data.download:
+            console.print(f"data {cfg.data.dataset}: not here yet; a run downloads it (then --dry-run says more): "
+                          f"{str(exc).split(' and ', 1)[0]}", highlight=False)
+            return None
+        raise
+    if 0 < cfg.data.subset < data.num_classes:
+        raise KDSearchError(f"--subset {cfg.data.subset}: fewer images than the {data.num_classes} classes of "
+                            f"{data.name} (give at least {data.num_classes}, or 0 for all)")
+    check_budgets_reachable(cfg, data)
+    n = cfg.data.subset or len(data.train)
+    console.print(f"data {data.name}: {n:,} train" + (f" (subset of {len(data.train):,})" if cfg.data.subset else "")
+                  + f", {len(data.val):,} val, {len(data.test):,} test, {data.num_classes} classes, "
+                  f"{data.in_channels}x{data.image_size}x{data.image_size}; crop padding {data.pad}, "
+                  f"flip {'on' if data.flip else 'off'}", highlight=False)
+    return data
+
+
+def describe_teacher(cfg: StudyConfig, data: DataSplits, device: torch.device, console: Console) -> float:
+    """The teacher as the run builds it (ImageNet weights not downloaded), its training and an estimate of it;
+    returns its seconds per image of inference (for the logit cache's estimate)."""
+    t = cfg.teacher
+    model, info = build_teacher(t.name, num_classes=data.num_classes, in_channels=data.in_channels,
+                                image_size=data.image_size, pretrained=False, weights=t.weights,
+                                trust_pickle=t.trust_pickle, input_size=t.input_size, mean=tuple(data.mean),
+                                std=tuple(data.std), normalize=t.normalize, norm_mean=tuple(t.mean) or None,
+                                norm_std=tuple(t.std) or None)
+    imagenet = t.pretrained and not t.weights and ":" not in t.name
+    weights = (f"weights {t.weights}" if t.weights else "ImageNet weights where it has them (tried by the run)"
+               if imagenet else "random initialization")
+    epochs = t.epochs if t.epochs is not None else (0 if info.fits_data else 10)
+    lr = t.lr if t.lr is not None else (0.1 if info.source == "random" and not imagenet else 0.05)
+    console.print(f"teacher {t.name}: {weights}; {sum(p.numel() for p in model.parameters()):,} params, input "
+                  f"{info.input_size}x{info.input_size}, {info.normalization}; "
+                  + (f"trained {epochs} epoch(s) at lr {lr:g}, batch {t.batch_size}" if epochs else "not trained")
+                  + (" (auto)" if t.epochs is None else "") + " on the full training split", highlight=False)
+    for note in info.notes:
+        console.print(f"teacher: {note}", highlight=False)
+    model = model.to(device)
+    bs = eval_batch(info.input_size)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        speed = probe_speed(model, data, device, t.batch_size, bs, train=epochs > 0)
+    train_s = speed.get("train_s_per_step", 0.0) * steps_per_epoch(len(data.train), t.batch_size) * epochs
+    score_s = speed["infer_s_per_image"] * (len(data.val) + len(data.test))
+    console.print(f"estimate on {device} ({torch.get_num_threads()} threads): teacher "
+                  + (f"training ≈ {minutes(train_s)}, " if epochs else "") + f"scoring ≈ {minutes(score_s)} "
+                  "(a run reuses a teacher it prepared before)", highlight=False)
+    return speed["infer_s_per_image"]

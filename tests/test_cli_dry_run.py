@@ -1,0 +1,65 @@
+"""`kdsearch run --dry-run`: the resolved settings (a study file that gives the same run), the data, the teacher
+and the estimate; no run folder is made or touched; the run's refusals are the same one line."""
+
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from kdsearch.cli import app
+from kdsearch.config import load_config
+
+runner = CliRunner()
+TINY = ["--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "1",
+        "--trials", "2", "--device", "cpu", "--views", "2"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    # the teacher's timing probe (a warm-up and two timed steps, as a run's) takes seconds on a busy CPU
+    monkeypatch.setattr("kdsearch.search.dry_run.probe_speed",
+                        lambda *a, train, **kw: {"infer_s_per_image": 1e-4} | ({"train_s_per_step": 0.01} if train else {}))
+
+
+def settings_of(output: str) -> str:
+    """The study file --dry-run prints (from [study] to the line before the run folder's)."""
+    text = output[output.index("[study]"):]
+    return text[:text.index("\nrun folder ")]
+
+
+def test_dry_run_prints_settings_data_teacher_and_estimate_and_touches_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder would be runs/<name> here
+    result = runner.invoke(app, ["run", *TINY, "--batch-size", "32", "--image-size", "10", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "runs").exists() and sorted(os.listdir(tmp_path)) == ["cache"]
+    out = result.output
+    assert "run folder runs/kdsearch: new" in out
+    assert "data digits: " in out and "10 classes, 1x10x10" in out
+    assert "teacher resnet20: random initialization" in out and "trained 1 epoch(s)" in out
+    assert "estimate on cpu (" in out and "teacher training ≈ 0 s" in out and "teacher logits: 2 views x" in out and "estimate: 2 trials of a mid-size" in out
+    study_file = tmp_path / "printed.toml"
+    study_file.write_text(settings_of(out))
+    printed = load_config(study_file)
+    assert printed.train.batch_size == 32 and printed.data.image_size == 10
+    want = load_config(None, {"data.dataset": "digits", "teacher.name": "resnet20", "teacher.pretrained": False,
+                              "teacher.epochs": 1, "epochs": 1, "trials": 2, "device": "cpu", "train.views": 2,
+                              "train.batch_size": 32, "data.image_size": 10})
+    assert printed.to_dict() == want.to_dict()  # the whole resolved config, as a study file
+
+
+def test_dry_run_on_an_existing_run_says_it_resumes_and_refuses_what_the_run_refuses(tiny_run, folder):
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*")}
+    same = ["run", str(tiny_run.parent / "tiny.toml"), "--dataset", "imagefolder", "--data-dir", str(folder),
+            "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",
+            "--run-dir", str(tiny_run), "--study-name", "tiny", "--trials", "6", "--dry-run"]
+    result = runner.invoke(app, same)
+    assert result.exit_code == 0, result.output
+    assert f"run folder {tiny_run}: resumes study 'tiny'" in result.output and "6 of 6 trials finished" in result.output
+    assert "a run trains none" in result.output
+    for extra, match in ([["--epochs", "5"], "was run with other settings: epochs 2 (now 5)"],
+                         [["--batch-size", "32"], "train.batch_size 16 (now 32)"],
+                         [["--study-name", "other"], "holds study 'tiny', not 'other'"]):
+        refused = runner.invoke(app, same + extra)
+        assert refused.exit_code == 2 and match in refused.output and refused.output.count("\n") == 1, refused.output
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*")} == before
