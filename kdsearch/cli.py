@@ -284,7 +284,7 @@ def results(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.json).")],
     trial: Annotated[Optional[int], Opt(help="Trial number to export (see the Pareto table), or give a rule.")] = None,
-    out: Annotated[Optional[Path], Opt(help="Folder to write (default: RUN/export/<trial>).")] = None,
+    out: Annotated[Optional[Path], Opt(help="Folder to write (default: RUN/export/<trial in five digits>, with -ce or -ce-all for a baseline arm).")] = None,
     weights: Annotated[str, Opt(help="auto (final training's if any, else the search's), search or final.")] = "auto",
     opset: Annotated[int, Opt(help="ONNX opset version.")] = 18,
     min_accuracy: Annotated[Optional[float], Opt(help=RULE_HELP["min_accuracy"])] = None,
