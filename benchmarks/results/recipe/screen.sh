@@ -14,8 +14,11 @@ $PY benchmarks/bench_recipe.py --students res8 --seeds 0 --variants batch_size=1
 # the changes that helped ResNet-8 on their own, combined (session 7's reading of the screen)
 $PY benchmarks/bench_recipe.py --students res8 --seeds 0 --variants zero_init_residual=false,lr=0.4 \
     zero_init_residual=false,batch_size=128,lr=0.2 batch_size=128,lr=0.4 zero_init_residual=false,batch_size=128,lr=0.4 $ARGS
-$PY benchmarks/bench_recipe.py --students plain15k --seeds 0 --variants batch_size=128,lr=0.1 lr=0.4 \
-    label_smoothing=0.2 ema=0.99 $ARGS
+# session 8: batch 128 at lr 0.2 without zero-init was best on ResNet-8 (79.58%): the same on the other students
+$PY benchmarks/bench_recipe.py --students plain15k --seeds 0 --variants batch_size=128,lr=0.2 lr=0.4 $ARGS
+$PY benchmarks/bench_recipe.py --students plain50k --seeds 0 --variants old default batch_size=128,lr=0.2 $ARGS
+$PY benchmarks/bench_recipe.py --students inv50k --seeds 0 --variants zero_init_residual=false,batch_size=128,lr=0.2 \
+    default old $ARGS
+$PY benchmarks/bench_recipe.py --students plain15k --seeds 0 --variants label_smoothing=0.2 ema=0.99 $ARGS
 $PY benchmarks/bench_recipe.py --students res8 --seeds 0 --variants weight_decay=0.001 \
     optimizer=adamw,lr=0.005,weight_decay=0.05 schedule=cosine $ARGS
-$PY benchmarks/bench_recipe.py --students plain15k --seeds 0 --variants lr=0.4 batch_size=128,lr=0.2 $ARGS
