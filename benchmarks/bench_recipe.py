@@ -75,8 +75,19 @@ def load_done(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def key(r: dict) -> tuple:
-    return r["student"], r["variant"], r["seed"], r["arm"], r["epochs"]
+def key(student: str, settings: dict, seed: int, arm: str, epochs: int) -> tuple:
+    """What makes two models the same: their settings, not the name they were asked for (`default` is
+    another recipe once the defaults change)."""
+    return student, json.dumps(settings, sort_keys=True), seed, arm, epochs
+
+
+def label(settings: dict) -> str:
+    """A model's variant named against today's default: `old`, `default`, or the settings that differ."""
+    if settings == OLD:
+        return "old"
+    base = variant_settings("default")
+    diff = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in settings.items() if base.get(k) != v]
+    return ",".join(diff) or "default"
 
 
 def train_one(data, student: str, variant: str, seed: int, arm: str, epochs: int, teacher, cache,
@@ -100,11 +111,13 @@ def train_one(data, student: str, variant: str, seed: int, arm: str, epochs: int
 
 def table(rows: list[dict], markdown: bool) -> str:
     """Per student and arm: each variant's mean test (val) accuracy over its seeds, and its paired
-    difference from `old` over the seeds both have."""
+    difference from `old` over the seeds both have. Variants are named by their settings against
+    today's default (`label`), so a model trained as `default` before the defaults changed is listed
+    under the settings that now differ."""
     out = []
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
-        groups.setdefault((r["student"], r["arm"], r["epochs"]), {}).setdefault(r["variant"], []).append(r)
+        groups.setdefault((r["student"], r["arm"], r["epochs"]), {}).setdefault(label(r["settings"]), []).append(r)
     for (student, arm, epochs), variants in groups.items():
         any_row = next(iter(variants.values()))[0]
         out.append(f"\n{student} ({any_row['arch']}, {any_row['params']:,} params), {arm}, {epochs} epochs\n")
@@ -166,12 +179,12 @@ def main() -> None:
         data = load_data(cfg, seed=0)
     for v in args.variants:
         variant_settings(v)  # every name checked before any training
-    done = {key(r) for r in load_done(path)}
+    done = {key(r["student"], r["settings"], r["seed"], r["arm"], r["epochs"]) for r in load_done(path)}
     for student in args.students:
         for variant in args.variants:
             for seed in args.seeds:
                 for arm in args.arms:
-                    if (student, variant, seed, arm, args.epochs) in done:
+                    if key(student, variant_settings(variant), seed, arm, args.epochs) in done:
                         continue
                     r = train_one(data, student, variant, seed, arm, args.epochs, teacher, cache,
                                   args.temperature, args.alpha)
