@@ -148,7 +148,7 @@ def test_train_settings_reach_the_recipe_and_are_validated(tmp_path):
     cfg = load_config(overrides={"train.optimizer": "adamw", "train.ema": 0.99, "train.schedule": "cosine"})
     r = recipe_from(cfg.train, epochs=3, lr=0.01, temperature=4.0, alpha=0.5)
     assert (r.optimizer, r.schedule, r.ema, r.temperature, r.alpha) == ("adamw", "cosine", 0.99, 4.0, 0.5)
-    assert r.label_smoothing == TrainConfig().label_smoothing and r.zero_init_residual is True
+    assert r.label_smoothing == TrainConfig().label_smoothing and r.zero_init_residual is TrainConfig().zero_init_residual
     for key, value, match in (("train.optimizer", "adam", "train.optimizer: 'adam' is not one of sgd, adamw"),
                               ("train.schedule", "step", "train.schedule"), ("train.ema", 1.0, "train.ema"),
                               ("train.warmup", -0.1, "train.warmup")):
