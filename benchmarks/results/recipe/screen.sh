@@ -7,13 +7,9 @@ set -euo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-benchmarks/results/recipe}
 ARGS="--data ../shared/data/cifar10-jpg.tar.gz --epochs 10 --threads 2 --out $OUT"
-$PY benchmarks/bench_recipe.py --students plain15k --variants old default --seeds 0 $ARGS
-$PY benchmarks/bench_recipe.py --students res8 --variants default old --seeds 0 1 $ARGS
-$PY benchmarks/bench_recipe.py --students res8 --seeds 0 --variants batch_size=128,lr=0.1 zero_init_residual=false \
-    warmup=0.05 lr=0.4 label_smoothing=0.2 ema=0.99 batch_size=128,lr=0.2 $ARGS
-# the changes that helped ResNet-8 on their own, combined (session 7's reading of the screen)
-$PY benchmarks/bench_recipe.py --students res8 --seeds 0 --variants zero_init_residual=false,lr=0.4 \
-    zero_init_residual=false,batch_size=128,lr=0.2 batch_size=128,lr=0.4 zero_init_residual=false,batch_size=128,lr=0.4 $ARGS
+# Sessions 7 and 8 screened single changes and their combinations on ResNet-8 and the 15k plain student
+# (their models are in results.jsonl; the command lines named variants against the default of the time,
+# so they are not repeated here: run now, they would mean other recipes).
 # session 8: batch 128 at lr 0.2 without zero-init was best on ResNet-8 (79.58%) and became the default;
 # variants are named against today's default (batch_size=256,zero_init_residual=true: the default before)
 $PY benchmarks/bench_recipe.py --students plain15k --seeds 0 --variants default lr=0.4 $ARGS
