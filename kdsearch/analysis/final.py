@@ -34,7 +34,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from ..config import LEGACY_TRAIN, config_from_dict
+from ..config import LEGACY_TRAIN, config_from_dict, validate
 from ..errors import KDSearchError
 from ..models.students.io import save_student
 from ..models.students.registry import build
@@ -236,12 +236,11 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     cfg.run_dir = str(run.run_dir)
     if full_data:
         cfg.data.subset = 0
+    if batch_size is not None:
+        cfg.train.batch_size = batch_size  # recorded in results.json's setup: another value retrains
+        cfg = validate(cfg)  # the study file's rule for the setting, in its words
     if device:
         cfg.device = device
-    if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise KDSearchError(f"--batch-size: must be an integer >= 1, got {batch_size!r}")
-        cfg.train.batch_size = batch_size  # recorded in results.json's setup: another value retrains
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:

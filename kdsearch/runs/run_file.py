@@ -30,10 +30,15 @@ def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
     write_text_atomic(path, json.dumps(run, indent=2) + "\n")
 
 
-def make_run_folder(path: Path) -> None:
-    """The run folder, made when missing; a path that is (or lies under) a file is one line."""
+def check_not_a_file(path: Path) -> None:
+    """A run folder path that names a file is one line (before anything would be made there)."""
     if path.exists() and not path.is_dir():
         raise KDSearchError(f"run folder {path} is a file, not a folder: give --run-dir a new folder or a run's folder")
+
+
+def make_run_folder(path: Path) -> None:
+    """The run folder, made when missing; a path that is (or lies under) a file is one line."""
+    check_not_a_file(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import KDSearchError
-from .workers import SUPERVISOR_ATTR, WORKER_ATTR, worker_id
+from .workers import SUPERVISOR_ATTR, WORKER_ATTR, worker_file, worker_id
 
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -75,4 +75,4 @@ def call_callbacks(callbacks: list[Callback], study: optuna.Study, trial: Frozen
 
 def stop_file(run_dir: Path, supervisor: str) -> Path:
     """The file a supervisor writes when a callback stopped the study: its workers start no new trial."""
-    return Path(run_dir) / ".workers" / (supervisor.replace(":", "-").replace("/", "_") + ".stop")
+    return worker_file(run_dir, supervisor, ".stop")

@@ -26,14 +26,14 @@ from ..errors import KDSearchError
 from ..models.teachers.build import build_teacher
 from ..progress import minutes
 from ..runs.layout import run_file
-from ..runs.run_file import check_run_folder
+from ..runs.run_file import check_not_a_file, check_run_folder
 from ..runs.storage import make_storage
 from ..training.distill import resolve_device, steps_per_epoch
-from ..training.teacher import eval_batch, probe_speed
+from ..training.teacher import eval_batch, probe_speed, teacher_training
 from .budgets import check_budgets_reachable
 from .estimate import estimate_search
 from .fingerprint import check_resume
-from .inputs import TrialContext
+from .inputs import TrialContext, check_subset
 from .study import n_finished
 
 
@@ -99,9 +99,7 @@ def dry_run(cfg: StudyConfig, console: Console) -> None:
 def check_folder(cfg: StudyConfig) -> tuple[int, str]:
     """The study's finished trials and a line on the run folder and storage, new or resumed (a resume the run
     would refuse is refused, as the run words it)."""
-    if cfg.run_path.exists() and not cfg.run_path.is_dir():
-        raise KDSearchError(f"run folder {cfg.run_path} is a file, not a folder: give --run-dir a new folder or a "
-                            "run's folder")
+    check_not_a_file(cfg.run_path)
     check_run_folder(cfg)  # another study's folder: the run's own refusal
     exists = run_file(cfg.run_path).is_file()
     url = cfg.storage_url
@@ -129,9 +127,7 @@ def describe_data(cfg: StudyConfig, console: Console) -> DataSplits | None:
                           f"{str(exc).split(' and ', 1)[0]}", highlight=False)
             return None
         raise
-    if 0 < cfg.data.subset < data.num_classes:
-        raise KDSearchError(f"--subset {cfg.data.subset}: fewer images than the {data.num_classes} classes of "
-                            f"{data.name} (give at least {data.num_classes}, or 0 for all)")
+    check_subset(cfg, data)
     check_budgets_reachable(cfg, data)
     n = cfg.data.subset or len(data.train)
     console.print(f"data {data.name}: {n:,} train" + (f" (subset of {len(data.train):,})" if cfg.data.subset else "")
@@ -153,8 +149,8 @@ def describe_teacher(cfg: StudyConfig, data: DataSplits, device: torch.device, c
     imagenet = t.pretrained and not t.weights and ":" not in t.name
     weights = (f"weights {t.weights}" if t.weights else "ImageNet weights where it has them (tried by the run)"
                if imagenet else "random initialization")
-    epochs = t.epochs if t.epochs is not None else (0 if info.fits_data else 10)
-    lr = t.lr if t.lr is not None else (0.1 if info.source == "random" and not imagenet else 0.05)
+    # built without downloading: its source reads "random" where the run would fine-tune ImageNet weights
+    epochs, lr = teacher_training(t, info.fits_data, from_scratch=info.source == "random" and not imagenet)
     console.print(f"teacher {t.name}: {weights}; {sum(p.numel() for p in model.parameters()):,} params, input "
                   f"{info.input_size}x{info.input_size}, {info.normalization}; "
                   + (f"trained {epochs} epoch(s) at lr {lr:g}, batch {t.batch_size}" if epochs else "not trained")

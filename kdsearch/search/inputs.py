@@ -44,6 +44,14 @@ class TrialContext:
     teacher_finite: bool | None = None  # whether the teacher's logits are finite (checked when a loss is not)
 
 
+def check_subset(cfg: StudyConfig, data: DataSplits) -> None:
+    """A --subset smaller than the classes would leave some classes without a training image: one line."""
+    if 0 < cfg.data.subset < data.num_classes:
+        raise KDSearchError(f"--subset {cfg.data.subset}: fewer images than the {data.num_classes} classes of "
+                            f"{data.name}, so some classes would have no training image (give at least "
+                            f"{data.num_classes}, or 0 for all)")
+
+
 def prepare_inputs(cfg: StudyConfig, console: Console,
                    check: Callable[[DataSplits], None] | None = None,
                    check_teacher: Callable[[TeacherResult, DataSplits], None] | None = None) -> TrialContext:
@@ -55,10 +63,7 @@ def prepare_inputs(cfg: StudyConfig, console: Console,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # once per run; recorded in the study
     data = load_data(cfg.data, seed=cfg.seed)  # (data it cannot use is one line, before anything is printed)
-    if 0 < cfg.data.subset < data.num_classes:
-        raise KDSearchError(f"--subset {cfg.data.subset}: fewer images than the {data.num_classes} classes of "
-                            f"{data.name}, so some classes would have no training image (give at least "
-                            f"{data.num_classes}, or 0 for all)")
+    check_subset(cfg, data)
     console.print(f"[bold]kdsearch[/] study [cyan]{cfg.name}[/] in {cfg.run_path} on {device} "
                   f"({torch.get_num_threads()} CPU threads)")
     train = stratified_subset(data.train, cfg.data.subset, cfg.seed) if cfg.data.subset else data.train

@@ -46,7 +46,7 @@ from ..runs.log_file import run_log
 from .callbacks import TrialFeed, stop_file
 from .study import n_finished
 from .trials import child_trials
-from .workers import WORKER_ATTR, fail_dead_trial, set_supervisor, worker_id
+from .workers import WORKER_ATTR, fail_dead_trial, set_supervisor, worker_file, worker_id
 
 
 MAX_DEATHS_IN_A_ROW = 5  # worker processes that died with no trial finished in between: something systematic
@@ -126,7 +126,7 @@ def family_modules() -> list[str]:
 
 def crash_file(run_dir: Path, worker: str) -> Path:
     """Where a worker's faulthandler writes the Python stack of a fatal signal."""
-    return Path(run_dir) / ".workers" / (worker.replace(":", "-").replace("/", "_") + ".faults")
+    return worker_file(run_dir, worker, ".faults")
 
 
 # ------------------------------------------------------------------------------------- the supervisor

@@ -55,8 +55,13 @@ def set_supervisor(worker: str | None) -> None:
     _supervisor = worker
 
 
+def worker_file(run_dir: Path, worker: str, suffix: str) -> Path:
+    """RUN/.workers/<host>-<pid><suffix>: a file of one worker (or supervisor) process, named safely."""
+    return Path(run_dir) / ".workers" / (worker.replace(":", "-").replace("/", "_") + suffix)
+
+
 def _alive_lock(run_dir: Path, worker: str) -> Path:
-    return Path(run_dir) / ".workers" / (worker.replace(":", "-").replace("/", "_") + ".lock")
+    return worker_file(run_dir, worker, ".lock")
 
 
 @contextlib.contextmanager

@@ -107,6 +107,14 @@ def _load_cache(model: nn.Module, folder: Path, key: str) -> tuple[dict[str, Any
         return None, f"the cached teacher {key} was unusable ({str(exc).splitlines()[0][:120]}): prepared again"
 
 
+def teacher_training(cfg: TeacherConfig, fits_data: bool, from_scratch: bool) -> tuple[int, float]:
+    """Epochs and lr the teacher is trained with: cfg's, or by default 0 epochs for trained weights that
+    already fit the classes (else 10), at lr 0.05 to fine-tune trained weights, 0.1 from scratch."""
+    epochs = cfg.epochs if cfg.epochs is not None else (0 if fits_data else 10)
+    lr = cfg.lr if cfg.lr is not None else (0.1 if from_scratch else 0.05)
+    return epochs, lr
+
+
 def eval_batch(input_size: int) -> int:
     """Evaluation batch: 1024 at CIFAR size, fewer for big inputs so activations fit in memory."""
     return max(32, min(1024, int(1024 * (32 / max(input_size, 1)) ** 2)))
@@ -193,8 +201,7 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     notes = list(info.notes)
     normalization = {"setting": cfg.normalize, "what": info.normalization, "mean": list(info.mean),
                      "std": list(info.std)}
-    epochs = cfg.epochs if cfg.epochs is not None else (0 if info.fits_data else 10)
-    lr = cfg.lr if cfg.lr is not None else (0.1 if info.source == "random" else 0.05)
+    epochs, lr = teacher_training(cfg, info.fits_data, from_scratch=info.source == "random")
     if epochs == 0 and not info.fits_data:
         notes.append("teacher is untrained on this data: its accuracy is chance-level; set --teacher-epochs")
     fingerprint = data.fingerprint()  # hashes every train/val pixel: compute it once
