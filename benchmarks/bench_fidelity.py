@@ -30,21 +30,28 @@ from scipy.stats import kendalltau, spearmanr
 
 from kdsearch.config import SPACE_KINDS, load_config
 from kdsearch.data.splits import stratified_subset
-from kdsearch.measure.costs import count_params
+from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.space import sample_spec, suggest
+from kdsearch.search.budgets import budget_excess
 from kdsearch.search.inputs import prepare_inputs
 from kdsearch.training.distill import fit, recipe_from
 
 
 def sampled(cfg, data, n: int, seed: int) -> list[tuple]:
-    """n (spec, T, alpha, lr) of the space, from a seeded random sampler."""
+    """n (spec, T, alpha, lr) of the space within the study's params and MACs budgets (as the search
+    rejects the others before training), from a seeded random sampler."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
-    for _ in range(n):
+    while len(out) < n:
         trial = study.ask()
         spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
                            list(data.mean), list(data.std))
+        model = build(spec)
+        costs = {"params": count_params(model), "macs": count_macs(model, (data.in_channels, data.image_size,
+                                                                           data.image_size))}
+        if any(excess > 0 for excess in budget_excess(cfg, costs).values()):
+            continue
         hp = {k: suggest(trial, k, cfg.space[k], SPACE_KINDS[k]) for k in ("temperature", "alpha", "lr")}
         out.append((spec, hp))
     return out
