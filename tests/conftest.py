@@ -1,10 +1,11 @@
-from kdsearch.measure.costs import count_params
-from kdsearch.measure.latency import Timing
 """Fixtures shared by the test files."""
 
 from pathlib import Path
 
 import pytest
+
+from kdsearch.measure.costs import count_params
+from kdsearch.measure.latency import Timing
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
