@@ -53,7 +53,8 @@ def main() -> None:
     device = resolve_device(cfg.device)
     data = load_data(cfg.data, seed=cfg.seed)
     train = stratified_subset(data.train, cfg.data.subset, cfg.seed) if cfg.data.subset else data.train
-    teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads)
+    teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads,
+                              latency_runtime=cfg.latency_runtime, latency_batch=cfg.latency_batch)
     x, y = train.x.to(device), train.y.to(device)
     xv, yv = data.val.x.to(device), data.val.y.to(device)
     key = cache_key(teacher.key, train.x, train.y, data.pad, data.flip, cfg.train.views, cfg.seed)

@@ -71,7 +71,7 @@ def tiny_run(folder, tmp_path_factory) -> Path:
         mp.setattr("kdsearch.search.inputs.make_pruner", lambda *a: PruneTrialTwo())
         mp.setattr("kdsearch.measure.costs.latency_ms", fake_latency)
         mp.setattr("kdsearch.measure.latency.student_latency", fake_timing)
-        mp.setattr("kdsearch.training.teacher.latency_ms", fake_latency)
+        mp.setattr("kdsearch.training.teacher.teacher_latency", lambda model, shape, *a: fake_latency(model, shape))
         result = CliRunner().invoke(app, [
             "run", str(study_file), "--dataset", "imagefolder", "--data-dir", str(folder), "--teacher", "resnet20",
             "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",

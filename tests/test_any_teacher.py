@@ -77,12 +77,12 @@ def fast_latency(monkeypatch):
     def fake(model, input_shape, threads=1, min_run_time=0.2):
         return 0.01 + count_params(model) / 1e6
     monkeypatch.setattr("kdsearch.measure.costs.latency_ms", fake)
-    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", fake)
+    monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda model, shape, *a: fake(model, shape))
 
 
 @pytest.fixture
 def no_latency(monkeypatch):
-    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda *args, **kwargs: 1.0)
 
 
 # ------------------------------------------------------------------------------ the default stays what it was

@@ -144,7 +144,7 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
 
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("kdsearch.measure.costs.latency_ms", fake_latency)
-    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", fake_latency)
+    monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda model, shape, *a: fake_latency(model, shape))
     monkeypatch.setattr("kdsearch.measure.latency.student_latency", lambda model, shape, *a, **k: Timing(
         fake_latency(model, shape), 0.0, 1, "onnxruntime", 1, 1))
     cfg = load_config(None, {

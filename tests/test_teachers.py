@@ -58,7 +58,7 @@ def fake_imagenet(monkeypatch):
 @pytest.fixture
 def no_latency(monkeypatch):
     """Skip the (timed, so slow) latency measurement where a test is about something else."""
-    monkeypatch.setattr("kdsearch.training.teacher.latency_ms", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda *args, **kwargs: 1.0)
 
 
 # ------------------------------------------------------------------------------ registry
@@ -241,6 +241,40 @@ def test_prepare_teacher_trains_then_caches(tmp_path, monkeypatch):
     x = torch.rand(3, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(first.model(x), second.model(x), rtol=1e-4, atol=1e-4)  # conv algorithms may differ
+
+
+def test_the_teacher_is_timed_as_its_study_times_students(tmp_path, monkeypatch):
+    """Same runtime, batch and threads as the students (so "of teacher" ratios compare like with like);
+    a cached teacher is timed again only when those differ; an ONNX failure falls back to eager, noted."""
+    from kdsearch.measure import latency as lat
+    data = make_data(n_train=16, n_val=4, n_test=4)
+    cfg = TeacherConfig(name="resnet20", pretrained=False, epochs=0)
+    calls = []
+    real = lat.student_latency
+
+    def recording(model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None):
+        calls.append((runtime, batch, threads))
+        return real(model, shape, runtime, batch, threads, graph)
+    monkeypatch.setattr("kdsearch.training.teacher.student_latency", recording)
+    first = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0, latency_runtime="onnxruntime",
+                            latency_batch=2)
+    assert calls == [("onnxruntime", 2, 1)] and first.latency_ms > 0
+    meta = json.loads((tmp_path / "teachers" / f"{first.key}.json").read_text())
+    assert (meta["latency_runtime"], meta["latency_batch"], meta["latency_threads"]) == ("onnxruntime", 2, 1)
+    again = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0, latency_runtime="onnxruntime",
+                            latency_batch=2)
+    assert again.from_cache and again.latency_ms == first.latency_ms and len(calls) == 1  # not timed again
+    eager = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0, latency_runtime="torch")
+    assert eager.from_cache and calls[-1] == ("torch", 1, 1)
+
+    def no_onnx(model, shape, runtime="onnxruntime", *args, **kwargs):
+        if runtime == "onnxruntime":
+            raise RuntimeError("exporter says no")
+        return real(model, shape, runtime, *args, **kwargs)
+    monkeypatch.setattr("kdsearch.training.teacher.student_latency", no_onnx)
+    fallback = prepare_teacher(cfg, data, tmp_path / "other", torch.device("cpu"), seed=0)
+    assert fallback.latency_ms > 0
+    assert any("eager PyTorch" in n and "exporter says no" in n for n in fallback.notes)
 
 
 @pytest.mark.parametrize("damage", ["metadata", "weights", "foreign"])

@@ -73,7 +73,8 @@ def prepare_inputs(cfg: StudyConfig, console: Console,
     if check is not None:
         check(data)
     with run_lock(cfg.run_path, console, "preparing the teacher"):  # one worker trains it, the others load it
-        teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads, console)
+        teacher = prepare_teacher(cfg.teacher, data, cfg.run_path, device, cfg.seed, cfg.latency_threads, console,
+                                  cfg.latency_runtime, cfg.latency_batch)
     if check_teacher is not None:
         check_teacher(teacher, data)
     for note in teacher.notes:

@@ -26,7 +26,8 @@ from torch import nn
 from . import distill
 from ..config import TeacherConfig
 from ..data.splits import DataSplits
-from ..measure.costs import count_macs, count_params, latency_ms, wall_seconds
+from ..measure.costs import count_macs, count_params, wall_seconds
+from ..measure.latency import student_latency
 from ..models.teachers.build import build_teacher
 from ..progress import SLOW_S, minutes, progress_bar
 from ..runs.files import atomic_path, write_text_atomic
@@ -185,8 +186,24 @@ def _normalization_key(cfg: TeacherConfig, normalization: dict[str, Any]) -> dic
     return {"normalize": {k: normalization[k] for k in ("setting", "mean", "std")}}
 
 
+def teacher_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str, batch: int, threads: int,
+                    notes: list[str]) -> float:
+    """The teacher timed as its study times the students (runtime, batch, threads), so a student's latency
+    "of the teacher" compares like with like. A teacher the ONNX exporter cannot take is timed in eager
+    PyTorch, with a note saying so."""
+    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    if runtime == "onnxruntime":
+        try:
+            return student_latency(model, input_shape, "onnxruntime", batch, threads).median_ms
+        except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: eager timing instead
+            notes.append(f"teacher latency timed in eager PyTorch: ONNX export or ONNX Runtime failed "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
+    return student_latency(model, input_shape, "torch", batch, threads).median_ms
+
+
 def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, device: torch.device, seed: int,
-                    latency_threads: int = 1, console: Any = None) -> TeacherResult:
+                    latency_threads: int = 1, console: Any = None, latency_runtime: str = "onnxruntime",
+                    latency_batch: int = 1) -> TeacherResult:
     """Build/load the teacher, fine-tune it if needed (or load that from the cache), and score it.
 
     epochs = cfg.epochs, or when None: 0 for trained weights that already fit the classes,
@@ -215,11 +232,13 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     meta, damaged = _load_cache(model, folder, key)
     if meta is not None:
         model = model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-        latency = meta["latency_ms"]
-        if meta.get("latency_threads") != latency_threads:
-            latency = latency_ms(model, input_shape, latency_threads, min_run_time=0.1)
+        latency, cached_notes = meta["latency_ms"], list(meta["notes"])
+        timed_as = (meta.get("latency_runtime", "torch"), meta.get("latency_batch", 1), meta.get("latency_threads"))
+        if timed_as != (latency_runtime, latency_batch, latency_threads):  # (caches before runtimes: eager, batch 1)
+            latency = teacher_latency(model, input_shape, latency_runtime, latency_batch, latency_threads,
+                                      cached_notes)
         return TeacherResult(model, cfg.name, meta["val_accuracy"], meta["test_accuracy"], meta["params"],
-                             meta["macs"], latency, meta["epochs_trained"], True, list(meta["notes"]), key,
+                             meta["macs"], latency, meta["epochs_trained"], True, cached_notes, key,
                              normalization)
 
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -251,10 +270,11 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     if at_chance and epochs:  # (untrained, it has its note already)
         notes.append(at_chance)
     params, macs = count_params(model), count_macs(model, input_shape)
-    latency = latency_ms(model, input_shape, latency_threads, min_run_time=0.1)
+    latency = teacher_latency(model, input_shape, latency_runtime, latency_batch, latency_threads, notes)
     meta = {"key": key, "name": cfg.name, "source": info.source, "weights_file": cfg.weights,
             "val_accuracy": val_acc, "test_accuracy": test_acc, "params": params, "macs": macs,
-            "latency_ms": latency, "latency_threads": latency_threads, "epochs_trained": epochs, "lr": lr,
+            "latency_ms": latency, "latency_threads": latency_threads, "latency_runtime": latency_runtime,
+            "latency_batch": latency_batch, "epochs_trained": epochs, "lr": lr,
             "batch_size": cfg.batch_size, "input_size": info.input_size, "seed": seed,
             "data_fingerprint": fingerprint, "train_seconds": round(train_seconds, 1), "notes": notes,
             "normalization": normalization}
