@@ -1,0 +1,51 @@
+"""Where a student's CPU training step goes: torch.profiler over a few SGD steps of a fixed student
+(bench_epoch.py's students), in the memory format kdsearch trains it in, operators by self time.
+
+    python benchmarks/profile_step.py inv50k [--threads 1] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import fast_memory_format
+
+from bench_epoch import STUDENTS  # noqa: E402  (the same fixed students)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("student", choices=list(STUDENTS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[args.student])).train()
+    fmt = fast_memory_format(model, torch.device("cpu"))
+    model = model.to(memory_format=fmt)
+    x = torch.randn(args.batch, 3, 32, 32).to(memory_format=fmt)
+    y = torch.randint(0, 10, (args.batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step()
+    print(f"{args.student}, batch {args.batch}, {args.threads} thread(s), {fmt}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
