@@ -58,7 +58,7 @@ def tiny_run(folder, tmp_path_factory) -> Path:
         """Timing takes ~1 s a model; these tests read the study, they do not need real latencies."""
         return 0.01 + count_params(model) / 1e6
 
-    def fake_timing(model, input_shape, runtime="onnxruntime", batch=1, threads=1, graph=None):
+    def fake_timing(model, input_shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None):
         return Timing(fake_latency(model, input_shape), 0.001, 1, runtime, batch, threads)
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"

@@ -73,3 +73,20 @@ def test_a_whole_run_on_cuda(folder, tmp_path, monkeypatch):
         "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "cuda" in result.output
+
+
+def test_torch_latency_is_timed_on_the_gpu_the_study_trains_on(folder, tmp_path, monkeypatch):
+    from kdsearch.measure.latency import student_latency
+    model = build(StudentSpec(in_channels=3, num_classes=3, image_size=8, channels=[8], fc=[]))
+    timing = student_latency(model, (3, 8, 8), "torch", batch=4, device=CUDA)
+    assert timing.device == "cuda" and timing.median_ms > 0 and timing.runtime == "torch"
+    assert next(model.parameters()).device.type == "cpu"  # timed on a copy
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, [
+        "run", "--dataset", "imagefolder", "--data-dir", str(folder), "--teacher", "resnet20", "--no-pretrained",
+        "--teacher-epochs", "1", "--epochs", "1", "--trials", "2", "--device", "cuda", "--latency-runtime", "torch",
+        "--run-dir", str(tmp_path / "run"), "--in-process"])
+    assert result.exit_code == 0, result.output
+    import optuna
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert all(t.user_attrs["latency_device"] == "cuda" for t in study.trials if "latency_ms" in t.user_attrs)

@@ -195,7 +195,7 @@ def test_the_readmes_study_file_keys_are_the_schemas():
 
 # ------------------------------------------------------------------------------------- quick start, walk-through
 
-def fake_timing(model, input_shape, runtime="onnxruntime", batch=1, threads=1, graph=None):
+def fake_timing(model, input_shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None):
     """Timing takes about a second a student; these tests run the commands, not the timer."""
     from kdsearch.measure.costs import count_params
     from kdsearch.measure.latency import Timing

@@ -66,6 +66,7 @@ class Timing:
     batch: int
     threads: int
     quiet: bool = True  # no other worker of the study computed on this machine meanwhile
+    device: str = "cpu"  # where it ran: always the CPU for onnxruntime; the study's device for torch
 
     @property
     def spread(self) -> float:
@@ -127,10 +128,22 @@ def ort_latency(graph: bytes | str | Path, input_shape: tuple[int, ...], batch: 
 
 
 def torch_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1, threads: int = 1,
-                  blocks: int = BLOCKS) -> Timing:
-    """Eager PyTorch latency on the CPU (eval mode, no grad) with `threads` threads."""
-    model = copy.deepcopy(model).cpu().eval()
+                  blocks: int = BLOCKS, device: torch.device | str | None = None) -> Timing:
+    """Eager PyTorch latency (eval mode, no grad): on the CPU with `threads` threads, or on a GPU `device`,
+    where each call waits for its result (as a served request does) and wall time is measured."""
+    device = torch.device(device or "cpu")
     x = torch.rand(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    if device.type != "cpu":
+        model, x = copy.deepcopy(model).to(device).eval(), x.to(device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else getattr(torch, device.type).synchronize
+
+        def call() -> None:
+            model(x)
+            sync()
+        with torch.no_grad():
+            median, iqr = timed_blocks(call, blocks)
+        return Timing(median, iqr, blocks, "torch", batch, threads, device=device.type)
+    model = copy.deepcopy(model).cpu().eval()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -142,11 +155,11 @@ def torch_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1
 
 
 def student_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str = "onnxruntime", batch: int = 1,
-                    threads: int = 1, graph: bytes | None = None) -> Timing:
-    """The latency a study records: through `runtime` on the CPU (`graph`: the model's ONNX bytes,
-    exported here when not given)."""
+                    threads: int = 1, graph: bytes | None = None, device: torch.device | str | None = None) -> Timing:
+    """The latency a study records: through ONNX Runtime on the CPU (`graph`: the model's ONNX bytes,
+    exported here when not given), or eager PyTorch on the study's `device` (the CPU or a GPU)."""
     if runtime == "torch":
-        return torch_latency(model, input_shape, batch, threads)
+        return torch_latency(model, input_shape, batch, threads, device=device)
     if graph is None:
         graph = onnx_bytes(model, input_shape)
     return ort_latency(graph, input_shape, batch, threads)

@@ -15,6 +15,7 @@ from ..measure import latency
 from ..measure.costs import count_macs, count_params
 from ..models.students.registry import build
 from ..models.students.space import sample_spec
+from ..training.distill import resolve_device
 from .pruners import PRUNED_AT
 from .stand_ins import Cheapest
 
@@ -91,7 +92,7 @@ def check_budgets_reachable(cfg: StudyConfig, data: DataSplits) -> None:
         shape = (data.in_channels, data.image_size, data.image_size)
         with latency.quiet_cpu(cfg.run_path):
             fastest = latency.student_latency(build(low["spec"]), shape, cfg.latency_runtime, cfg.latency_batch,
-                                              cfg.latency_threads).median_ms
+                                              cfg.latency_threads, device=resolve_device(cfg.device)).median_ms
         if fastest > cfg.max_latency_ms:
             raise KDSearchError(f"--max-latency-ms {cfg.max_latency_ms}: the space cannot meet it, its cheapest "
                                 f"student takes {fastest:.3f} ms")

@@ -88,7 +88,7 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp, **costs}.items():
         trial.set_user_attr(key, value)
     reject_over_budget(trial, cfg, costs)  # size first: no latency timing for a student that is too big
-    deployed_costs(trial, cfg, model, shape, costs)
+    deployed_costs(trial, cfg, model, shape, costs, ctx.device)
 
     model = model.to(ctx.device)
     recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
@@ -113,7 +113,7 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
 
 
 def deployed_costs(trial: optuna.Trial, cfg: StudyConfig, model: torch.nn.Module, shape: tuple[int, ...],
-                   costs: dict[str, float]) -> None:
+                   costs: dict[str, float], device: torch.device | None = None) -> None:
     """The student's bytes (when an objective or budget) and latency, each recorded and checked against
     its budget as soon as known: the ONNX graph `kdsearch export` writes, exported once for both."""
     want_bytes = "bytes" in cfg.objectives or cfg.max_bytes is not None
@@ -129,10 +129,12 @@ def deployed_costs(trial: optuna.Trial, cfg: StudyConfig, model: torch.nn.Module
         reject_over_budget(trial, cfg, {"bytes": costs["bytes"]})
     with latency.quiet_cpu(cfg.run_path) as quiet:  # the study's other workers on this machine pause
         timing = latency.student_latency(model, shape, cfg.latency_runtime, cfg.latency_batch, cfg.latency_threads,
-                                         graph)
+                                         graph, device=device)
     costs["latency"] = timing.median_ms
     trial.set_user_attr("latency_ms", timing.median_ms)
     trial.set_user_attr("latency_iqr_ms", timing.iqr_ms)
+    if timing.device != "cpu":
+        trial.set_user_attr("latency_device", timing.device)
     if not quiet["quiet"]:
         trial.set_user_attr("latency_quiet", False)
     reject_over_budget(trial, cfg, {"latency": costs["latency"]})
