@@ -90,3 +90,6 @@ def test_torch_latency_is_timed_on_the_gpu_the_study_trains_on(folder, tmp_path,
     import optuna
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert all(t.user_attrs["latency_device"] == "cuda" for t in study.trials if "latency_ms" in t.user_attrs)
+    import json
+    meta = [json.loads(p.read_text()) for p in (tmp_path / "run" / "teachers").glob("*.json")]
+    assert [m["latency_device"] for m in meta] == ["cuda"]  # the teacher too, as its students

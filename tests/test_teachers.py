@@ -252,9 +252,9 @@ def test_the_teacher_is_timed_as_its_study_times_students(tmp_path, monkeypatch)
     calls = []
     real = lat.student_latency
 
-    def recording(model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None):
+    def recording(model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None):
         calls.append((runtime, batch, threads))
-        return real(model, shape, runtime, batch, threads, graph)
+        return real(model, shape, runtime, batch, threads, graph, device)
     monkeypatch.setattr("kdsearch.training.teacher.student_latency", recording)
     first = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0, latency_runtime="onnxruntime",
                             latency_batch=2)
@@ -266,6 +266,7 @@ def test_the_teacher_is_timed_as_its_study_times_students(tmp_path, monkeypatch)
     assert again.from_cache and again.latency_ms == first.latency_ms and len(calls) == 1  # not timed again
     eager = prepare_teacher(cfg, data, tmp_path, torch.device("cpu"), seed=0, latency_runtime="torch")
     assert eager.from_cache and calls[-1] == ("torch", 1, 1)
+    assert json.loads((tmp_path / "teachers" / f"{first.key}.json").read_text())["latency_device"] == "cpu"
 
     def no_onnx(model, shape, runtime="onnxruntime", *args, **kwargs):
         if runtime == "onnxruntime":

@@ -154,6 +154,11 @@ def torch_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1
     return Timing(median, iqr, blocks, "torch", batch, threads)
 
 
+def latency_device(runtime: str, device: torch.device | str | None) -> str:
+    """Where a latency is timed: ONNX Runtime always on the CPU, eager PyTorch on the study's device."""
+    return torch.device(device or "cpu").type if runtime == "torch" else "cpu"
+
+
 def student_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str = "onnxruntime", batch: int = 1,
                     threads: int = 1, graph: bytes | None = None, device: torch.device | str | None = None) -> Timing:
     """The latency a study records: through ONNX Runtime on the CPU (`graph`: the model's ONNX bytes,

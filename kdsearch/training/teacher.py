@@ -27,7 +27,7 @@ from . import distill
 from ..config import TeacherConfig
 from ..data.splits import DataSplits
 from ..measure.costs import count_macs, count_params, wall_seconds
-from ..measure.latency import student_latency
+from ..measure.latency import latency_device, student_latency
 from ..models.teachers.build import build_teacher
 from ..progress import SLOW_S, minutes, progress_bar
 from ..runs.files import atomic_path, write_text_atomic
@@ -187,8 +187,9 @@ def _normalization_key(cfg: TeacherConfig, normalization: dict[str, Any]) -> dic
 
 
 def teacher_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str, batch: int, threads: int,
-                    notes: list[str]) -> float:
-    """The teacher timed as its study times the students (runtime, batch, threads), so a student's latency
+                    notes: list[str], device: torch.device | None = None) -> float:
+    """The teacher timed as its study times the students (runtime, batch, threads; eager PyTorch on the
+    study's device), so a student's latency
     "of the teacher" compares like with like. A teacher the ONNX exporter cannot take is timed in eager
     PyTorch, with a note saying so."""
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
@@ -198,7 +199,7 @@ def teacher_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: eager timing instead
             notes.append(f"teacher latency timed in eager PyTorch: ONNX export or ONNX Runtime failed "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
-    return student_latency(model, input_shape, "torch", batch, threads).median_ms
+    return student_latency(model, input_shape, "torch", batch, threads, device=device).median_ms
 
 
 def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, device: torch.device, seed: int,
@@ -233,10 +234,11 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     if meta is not None:
         model = model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         latency, cached_notes = meta["latency_ms"], list(meta["notes"])
-        timed_as = (meta.get("latency_runtime", "torch"), meta.get("latency_batch", 1), meta.get("latency_threads"))
-        if timed_as != (latency_runtime, latency_batch, latency_threads):  # (caches before runtimes: eager, batch 1)
+        timed_as = (meta.get("latency_runtime", "torch"), meta.get("latency_batch", 1), meta.get("latency_threads"),
+                    meta.get("latency_device", "cpu"))  # (caches from before runtimes: eager on the CPU, batch 1)
+        if timed_as != (latency_runtime, latency_batch, latency_threads, latency_device(latency_runtime, device)):
             latency = teacher_latency(model, input_shape, latency_runtime, latency_batch, latency_threads,
-                                      cached_notes)
+                                      cached_notes, device)
         return TeacherResult(model, cfg.name, meta["val_accuracy"], meta["test_accuracy"], meta["params"],
                              meta["macs"], latency, meta["epochs_trained"], True, cached_notes, key,
                              normalization)
@@ -270,11 +272,12 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
     if at_chance and epochs:  # (untrained, it has its note already)
         notes.append(at_chance)
     params, macs = count_params(model), count_macs(model, input_shape)
-    latency = teacher_latency(model, input_shape, latency_runtime, latency_batch, latency_threads, notes)
+    latency = teacher_latency(model, input_shape, latency_runtime, latency_batch, latency_threads, notes, device)
     meta = {"key": key, "name": cfg.name, "source": info.source, "weights_file": cfg.weights,
             "val_accuracy": val_acc, "test_accuracy": test_acc, "params": params, "macs": macs,
             "latency_ms": latency, "latency_threads": latency_threads, "latency_runtime": latency_runtime,
-            "latency_batch": latency_batch, "epochs_trained": epochs, "lr": lr,
+            "latency_batch": latency_batch, "latency_device": latency_device(latency_runtime, device),
+            "epochs_trained": epochs, "lr": lr,
             "batch_size": cfg.batch_size, "input_size": info.input_size, "seed": seed,
             "data_fingerprint": fingerprint, "train_seconds": round(train_seconds, 1), "notes": notes,
             "normalization": normalization}
