@@ -1,8 +1,8 @@
 """Search fidelity: does the search's short training rank students as full training does?
 
 Samples students of a study's space (the random sampler, seeded: student i is the same on every
-machine), trains each at one or more proxy budgets (a stratified subset of the training split
-for a few epochs, as a search trial does) and at the final budget (the whole training split,
+machine), trains each at one or more proxy budgets (the study's stratified subset of the training
+split, with the teacher logits cached for it, for a few epochs, as a search trial does) and at the final budget (the whole training split,
 more epochs), all with the study's [train] recipe, its teacher and the sampled T, alpha and lr,
 and reports the Spearman and Kendall rank correlations of their validation accuracies between
 each proxy and the final budget. The proxy a study should use is the cheapest one that ranks
@@ -19,6 +19,7 @@ run folder provides the teacher and its logit cache (built there on first use).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.space import sample_spec, suggest
 from kdsearch.search.budgets import budget_excess
-from kdsearch.search.inputs import prepare_inputs
+from kdsearch.search.inputs import prepare_inputs, teacher_logit_cache
 from kdsearch.training.distill import fit, recipe_from
 
 
@@ -61,10 +62,19 @@ def budget_name(images: int, epochs: int) -> str:
     return f"{images}x{epochs}"
 
 
-def train_at(ctx, spec, hp, images: int, epochs: int, seed: int) -> dict:
-    """Val accuracy of the student trained on a stratified subset of `images` (0 = all) for `epochs`."""
-    train = stratified_subset(ctx.data.train, images, seed) if images else ctx.data.train
-    cache = ctx.cache if images in (0, len(ctx.data.train)) else None  # the cache covers the full split only
+def proxy_inputs(ctx, images: int) -> tuple:
+    """The training images of a budget and their teacher-logit cache, as a search at that budget has them:
+    the study's stratified subset (one per size, the study's seed) and its own cache of the same views."""
+    if images >= len(ctx.data.train):
+        return ctx.data.train, ctx.cache
+    sub = stratified_subset(ctx.data.train, images, ctx.cfg.seed)
+    sub_ctx = dataclasses.replace(ctx, train=sub, x_train=sub.x.to(ctx.device), y_train=sub.y.to(ctx.device),
+                                  cache=None)
+    return sub, teacher_logit_cache(sub_ctx, Console()) if ctx.cfg.train.teacher_cache else None
+
+
+def train_at(ctx, spec, hp, train, cache, epochs: int, seed: int) -> dict:
+    """Val accuracy of the student trained on `train` (with its logit cache) for `epochs`."""
     recipe = recipe_from(ctx.cfg.train, epochs, hp["lr"], hp["temperature"], hp["alpha"])
     torch.manual_seed(seed)
     model = build(spec).to(ctx.device)
@@ -130,13 +140,14 @@ def main() -> None:
         budgets.append((min(int(images), len(ctx.data.train)), int(epochs)))
     budgets.append((len(ctx.data.train), args.final_epochs))
     done = {(r["student"], r["budget"]) for r in rows}
+    inputs = {images: proxy_inputs(ctx, images) for images, _ in budgets}
     for i, (spec, hp) in enumerate(sampled(cfg, ctx.data, args.students, args.seed)):
         for images, epochs in budgets:
             name = budget_name(images, epochs)
             if (i, name) in done:
                 continue
             r = {"student": i, "arch": spec.summary(), "params": count_params(build(spec)), **hp, "budget": name,
-                 **train_at(ctx, spec, hp, images, epochs, args.seed * 1_000_003 + i)}
+                 **train_at(ctx, spec, hp, *inputs[images], epochs, args.seed * 1_000_003 + i)}
             with path.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             rows.append(r)
