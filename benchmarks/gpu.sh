@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU check of a lent device session, as one script (under 3 minutes on an H100/H200):
-# the CUDA tests, then the trial-speed and torch.compile benchmarks on the device. Each step has
+# Every GPU check of a lent device session, as one script (under 6 minutes on an H100/H200):
+# the CUDA tests, the trial-speed and torch.compile benchmarks on the device, then the latency
+# repeats on the host's CPU. Each step has
 # a time limit, so one slow step cannot eat the lease. Run from the repository root with the
 # package importable (installed, or PYTHONPATH=.):  bash benchmarks/gpu.sh
 # The research part that follows it on a lease: bash benchmarks/gpu_resnet50.sh
@@ -9,6 +10,8 @@ PY=${PYTHON:-python3}
 step() { local limit=$1; shift; echo "== $* ($(date -u +%T), limit ${limit}s)"; timeout "$limit" "$@"; echo "exit $?"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-step 75 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step 75 $PY -m pytest -q -p no:cacheprovider -o addopts= tests/test_cuda.py   # one process: no xdist workers
 step 50 $PY benchmarks/bench_trial_speed.py --device cuda --train 10000 --epochs 3 --workers 8
 step 70 $PY benchmarks/bench_compile.py --device cuda --images 20000
+# latency repeats on this machine's CPU (a host whose speed may hold still, unlike the 2-core guest's)
+step 150 $PY benchmarks/bench_latency.py --students 20 --workers 2
