@@ -216,6 +216,19 @@ def test_digits_has_a_fixed_test_split():
     assert torch.bincount(a.test.y).min() >= 35 and (a.pad, a.flip) == (1, False)
 
 
+def test_a_resized_dataset_is_resized_once_and_cached(cache, monkeypatch):
+    first = load_data(DataConfig(dataset="digits", image_size=16))
+    assert first.train.x.shape[1:] == (1, 16, 16)
+    assert load_data(DataConfig(dataset="digits", image_size=8)).train.x.shape[1:] == (1, 8, 8)  # native: as is
+
+    def fail(*args, **kwargs):
+        raise AssertionError("resized again despite the cache")
+    monkeypatch.setattr("kdsearch.data.datasets.resized", fail)
+    again = load_data(DataConfig(dataset="digits", image_size=16))
+    assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.x, again.test.x)
+    assert len(list((cache / "arrays").glob("digits-*.pt"))) == 2  # the decoded source and its 16x16 copy
+
+
 def test_torchvision_offline_is_one_line(monkeypatch, tmp_path):
     import torchvision.datasets as tvd
 

@@ -44,7 +44,11 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: Path | None = None) -> 
         raise KDSearchError(f"val_fraction: must lie strictly between 0 and 1, got {cfg.val_fraction}")
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     name, identity, decode = _source(cfg, root)
-    arrays = resized(cached(cfg.dataset, identity, decode, root), cfg.image_size)
+    arrays = cached(cfg.dataset, identity, decode, root)
+    size = cfg.image_size
+    if size and tuple(arrays["train_x"].shape[-2:]) != (size, size):  # resized once, then cached as its own source
+        original = arrays
+        arrays = cached(cfg.dataset, f"{identity} at {size}x{size}", lambda: resized(original, size), root)
     present = torch.unique(arrays["train_y"]).tolist()
     if len(present) < 2:
         names = ", ".join(str(arrays["classes"][i]) for i in present) or "none"
