@@ -3,12 +3,16 @@
 Skipped where there is no CUDA device; run on a lent GPU with benchmarks/gpu.sh.
 """
 
+import json
+
+import optuna
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from kdsearch.cli import app
 from kdsearch.data.augment import apply_views, num_views, random_views, to_float
+from kdsearch.measure.latency import student_latency
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
 from kdsearch.training.distill import accuracy, make_optimizer, train_epoch
@@ -76,7 +80,6 @@ def test_a_whole_run_on_cuda(folder, tmp_path, monkeypatch):
 
 
 def test_torch_latency_is_timed_on_the_gpu_the_study_trains_on(folder, tmp_path, monkeypatch):
-    from kdsearch.measure.latency import student_latency
     model = build(StudentSpec(in_channels=3, num_classes=3, image_size=8, channels=[8], fc=[]))
     timing = student_latency(model, (3, 8, 8), "torch", batch=4, device=CUDA)
     assert timing.device == "cuda" and timing.median_ms > 0 and timing.runtime == "torch"
@@ -87,9 +90,7 @@ def test_torch_latency_is_timed_on_the_gpu_the_study_trains_on(folder, tmp_path,
         "--teacher-epochs", "1", "--epochs", "1", "--trials", "2", "--device", "cuda", "--latency-runtime", "torch",
         "--run-dir", str(tmp_path / "run"), "--in-process"])
     assert result.exit_code == 0, result.output
-    import optuna
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert all(t.user_attrs["latency_device"] == "cuda" for t in study.trials if "latency_ms" in t.user_attrs)
-    import json
     meta = [json.loads(p.read_text()) for p in (tmp_path / "run" / "teachers").glob("*.json")]
     assert [m["latency_device"] for m in meta] == ["cuda"]  # the teacher too, as its students

@@ -189,9 +189,8 @@ def _normalization_key(cfg: TeacherConfig, normalization: dict[str, Any]) -> dic
 def teacher_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str, batch: int, threads: int,
                     notes: list[str], device: torch.device | None = None) -> float:
     """The teacher timed as its study times the students (runtime, batch, threads; eager PyTorch on the
-    study's device), so a student's latency
-    "of the teacher" compares like with like. A teacher the ONNX exporter cannot take is timed in eager
-    PyTorch, with a note saying so."""
+    study's device), so a student's latency "of the teacher" compares like with like. A teacher the ONNX
+    exporter cannot take is timed in eager PyTorch, with a note saying so."""
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     if runtime == "onnxruntime":
         try:
