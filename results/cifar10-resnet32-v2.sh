@@ -3,7 +3,9 @@
 # studies/cifar10-resnet32.toml, then the most accurate front members within 1/10, 1/30 and 1/100 of
 # the teacher's 464,154 parameters retrained on all 45,000 training images for EPOCHS epochs, with the
 # teacher, without it (ordinary training) and the same-views control, at the trial's learning rate
-# (--lr-grid 1: picking an lr per arm would train the first seed three times over). Seed 0 of every
+# (--lr-grid 1: picking an lr per arm would train the first seed three times over), the distilled arm
+# from VIEWS cached teacher views per image (default: one per epoch, so it sees fresh views as ordinary
+# training does; cheaper than the teacher online over 3 seeds, BENCHMARKS.md). Seed 0 of every
 # student first, then seeds 1 and 2, so a stopped run has every size. Resumable: rerun the same
 # command and it continues where it stopped (finished trials and models are kept).
 #   bash results/cifar10-resnet32-v2.sh            (from the repository root, kdsearch installed)
@@ -12,6 +14,7 @@
 set -euo pipefail
 RUN=${RUN:-results/cifar10-resnet32-v2}
 EPOCHS=${EPOCHS:-50}
+VIEWS=${VIEWS:-$EPOCHS}
 KD=${KD:-kdsearch}
 if [ -n "${REUSE:-}" ]; then
   mkdir -p "$RUN/teachers" "$RUN/logits"
@@ -21,6 +24,6 @@ fi
 $KD run studies/cifar10-resnet32.toml --run-dir "$RUN"
 for seeds in 0 0,1,2; do
   for params in 46415 15472 4642; do   # 1/10, 1/30, 1/100 of the teacher's params
-    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --lr-grid 1
+    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 1
   done
 done

@@ -63,6 +63,23 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
     assert info["weights"] == "final" and info["test_accuracy"] == runs["kd"]["test_accuracy"] and info["epochs"] == 2
 
 
+def test_views_gives_the_distilled_arm_more_cached_views_and_retrains_when_changed(tiny_run, cache_env):
+    number = 1
+    first = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr-grid", "1", "--views", "3",
+                  "--no-baseline", "--no-all-views-baseline")
+    assert first.exit_code == 0 and "0 model(s) already done" in first.output, first.output
+    assert "3 views x" in first.output  # the cache the distilled arm draws from
+    stored = json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())
+    assert stored["setup"]["views"] == 3
+    same = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr-grid", "1", "--views", "3",
+                 "--no-baseline", "--no-all-views-baseline")
+    assert same.exit_code == 0 and "1 model(s) already done" in same.output, same.output
+    other = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr-grid", "1", "--no-baseline",
+                  "--no-all-views-baseline")  # the study's views (2): another setup, retrained
+    assert other.exit_code == 0 and "0 model(s) already done" in other.output, other.output
+    assert json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())["setup"]["views"] == 2
+
+
 def test_with_alpha_zero_both_arms_end_identical(tiny_run, cache_env, monkeypatch):
     """Same init, batches, views, lr choice and schedule: a distilled arm with alpha = 0 *is* the baseline.
 
@@ -141,6 +158,7 @@ def test_paired_t_interval():
     (["--trial", "3", "--seeds", "a,b"], "comma list"),
     (["--trials", "3,x"], "comma list"),
     (["--trial", "3", "--lr-grid", "1,-2"], "must be positive"),
+    (["--trial", "3", "--views", "0"], "train.views: must be an integer >= 1"),
     (["--front", "--trial", "3"], "not both"),
     ([], "name the students"),
     (["--trial", "42"], "no trial 42"),

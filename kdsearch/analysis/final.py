@@ -223,9 +223,12 @@ def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int
 def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = False, epochs: int | None = None,
                 seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
-                batch_size: int | None = None, console: Console | None = None) -> dict[int, dict[str, Any]]:
+                batch_size: int | None = None, views: int | None = None,
+                console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
-    results written to RUN/final/<trial>/results.json, by trial number."""
+    results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
+    image for the distilled arm (and the control) instead of the study's; at long budgets about the number
+    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py)."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
@@ -239,6 +242,9 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     if batch_size is not None:
         cfg.train.batch_size = batch_size  # recorded in results.json's setup: another value retrains
         cfg = validate(cfg)  # the study file's rule for the setting, in its words
+    if views is not None:
+        cfg.train.views = views  # recorded in results.json's setup ("views"): another value retrains
+        cfg = validate(cfg)
     if device:
         cfg.device = device
     epochs = 4 * cfg.epochs if epochs is None else epochs
