@@ -239,12 +239,11 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     cfg.run_dir = str(run.run_dir)
     if full_data:
         cfg.data.subset = 0
-    if batch_size is not None:
-        cfg.train.batch_size = batch_size  # recorded in results.json's setup: another value retrains
-        cfg = validate(cfg)  # the study file's rule for the setting, in its words
-    if views is not None:
-        cfg.train.views = views  # recorded in results.json's setup ("views"): another value retrains
-        cfg = validate(cfg)
+    given = {k: v for k, v in {"batch_size": batch_size, "views": views}.items() if v is not None}
+    if given:  # each is recorded in results.json's setup: another value retrains
+        for key, value in given.items():
+            setattr(cfg.train, key, value)
+        cfg = validate(cfg)  # the study file's rule for each setting, in its words
     if device:
         cfg.device = device
     epochs = 4 * cfg.epochs if epochs is None else epochs
