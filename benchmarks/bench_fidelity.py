@@ -108,7 +108,22 @@ def table(rows: list[dict], final: str, markdown: bool) -> str:
     final_s = [r["seconds"] for r in rows if r["budget"] == final]
     if final_s:
         out.append(f"\nfinal budget {final}: {len(final_s)} students, {sum(final_s) / len(final_s):.1f} s per student")
-    return "\n".join(out)
+    return "\n".join(out) + "\n\n" + students_table(rows, final, markdown)
+
+
+def students_table(rows: list[dict], final: str, markdown: bool) -> str:
+    """Each student's validation accuracy (%) at every budget it was trained at, the final budget last."""
+    budgets = sorted({r["budget"] for r in rows} - {final}) + [final]
+    acc = {(r["student"], r["budget"]): r["val_accuracy"] for r in rows}
+    students = {r["student"]: r for r in rows}
+    head = ["student", "params", "T", "alpha", "lr", *budgets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] if markdown else ["  ".join(head)]
+    for i, r in sorted(students.items()):
+        arch = r["arch"].replace("|", "\\|") if markdown else r["arch"]  # a table cell
+        cells = [f"{i} `{arch}`", f"{r['params']:,}", f"{r['temperature']:.2f}", f"{r['alpha']:.2f}",
+                 f"{r['lr']:.3f}", *(f"{100 * acc[i, b]:.2f}" if (i, b) in acc else "" for b in budgets)]
+        lines.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(cells))
+    return "\n".join(lines)
 
 
 def main() -> None:
