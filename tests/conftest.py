@@ -54,7 +54,7 @@ def tiny_run(folder, tmp_path_factory) -> Path:
 
     from kdsearch.cli import app
 
-    def fake_latency(model, input_shape, threads=1, min_run_time=0.2):
+    def fake_latency(model, input_shape):
         """Timing takes ~1 s a model; these tests read the study, they do not need real latencies."""
         return 0.01 + count_params(model) / 1e6
 
@@ -69,7 +69,6 @@ def tiny_run(folder, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
         mp.setattr("kdsearch.search.inputs.make_pruner", lambda *a: PruneTrialTwo())
-        mp.setattr("kdsearch.measure.costs.latency_ms", fake_latency)
         mp.setattr("kdsearch.measure.latency.student_latency", fake_timing)
         mp.setattr("kdsearch.training.teacher.teacher_latency", lambda model, shape, *a: fake_latency(model, shape))
         result = CliRunner().invoke(app, [

@@ -74,9 +74,8 @@ def factories(tmp_path, monkeypatch):
 @pytest.fixture
 def fast_latency(monkeypatch):
 
-    def fake(model, input_shape, threads=1, min_run_time=0.2):
+    def fake(model, input_shape):
         return 0.01 + count_params(model) / 1e6
-    monkeypatch.setattr("kdsearch.measure.costs.latency_ms", fake)
     monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda model, shape, *a: fake(model, shape))
 
 

@@ -209,7 +209,6 @@ def quick(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("kdsearch.measure.latency.student_latency", fake_timing)
-    monkeypatch.setattr("kdsearch.measure.costs.latency_ms", lambda *args, **kwargs: 0.01)
     monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda *args, **kwargs: 0.01)
 
     def invoke(words: list[str]) -> str:

@@ -139,11 +139,10 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     from kdsearch.search.runner import prepare
     from kdsearch.search.study import DIRECTIONS
 
-    def fake_latency(model, input_shape, threads=1, min_run_time=0.2):  # timing is noise; sizes are exact
+    def fake_latency(model, input_shape):  # timing is noise; sizes are exact
         return 0.01 + count_params(model) / 1e6
 
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdsearch.measure.costs.latency_ms", fake_latency)
     monkeypatch.setattr("kdsearch.training.teacher.teacher_latency", lambda model, shape, *a: fake_latency(model, shape))
     monkeypatch.setattr("kdsearch.measure.latency.student_latency", lambda model, shape, *a, **k: Timing(
         fake_latency(model, shape), 0.0, 1, "onnxruntime", 1, 1))

@@ -191,14 +191,14 @@ def teacher_latency(model: nn.Module, input_shape: tuple[int, ...], runtime: str
     """The teacher timed as its study times the students (runtime, batch, threads; eager PyTorch on the
     study's device), so a student's latency "of the teacher" compares like with like. A teacher the ONNX
     exporter cannot take is timed in eager PyTorch, with a note saying so."""
-    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     if runtime == "onnxruntime":
-        try:
-            return student_latency(model, input_shape, "onnxruntime", batch, threads).median_ms
+        try:  # exported from a float CPU copy (the teacher may be channels_last or on a GPU)
+            cpu = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+            return student_latency(cpu, input_shape, "onnxruntime", batch, threads).median_ms
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: eager timing instead
             notes.append(f"teacher latency timed in eager PyTorch: ONNX export or ONNX Runtime failed "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
-    return student_latency(model, input_shape, "torch", batch, threads, device=device).median_ms
+    return student_latency(model, input_shape, "torch", batch, threads, device=device).median_ms  # (times a copy)
 
 
 def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, device: torch.device, seed: int,
