@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -71,8 +72,13 @@ def test_views_gives_the_distilled_arm_more_cached_views_and_retrains_when_chang
     assert "3 views x" in first.output  # the cache the distilled arm draws from
     stored = json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())
     assert stored["setup"]["views"] == 3
-    same = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr-grid", "1", "--views", "3",
-                 "--no-baseline", "--no-all-views-baseline")
+    threads = torch.get_num_threads()
+    try:  # --threads says where it runs, not what it trains: the model is kept
+        same = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr-grid", "1", "--views", "3",
+                     "--no-baseline", "--no-all-views-baseline", "--threads", "1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert same.exit_code == 0 and "1 model(s) already done" in same.output, same.output
     other = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr-grid", "1", "--no-baseline",
                   "--no-all-views-baseline")  # the study's views (2): another setup, retrained

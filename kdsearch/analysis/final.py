@@ -223,12 +223,13 @@ def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int
 def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = False, epochs: int | None = None,
                 seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
-                batch_size: int | None = None, views: int | None = None,
+                batch_size: int | None = None, views: int | None = None, threads: int | None = None,
                 console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
-    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py)."""
+    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device` and
+`threads` say where it runs, not what it trains (not part of a model's setup)."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
@@ -246,6 +247,10 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         cfg = validate(cfg)  # the study file's rule for each setting, in its words
     if device:
         cfg.device = device
+    if threads is not None:
+        if threads < 1:
+            raise KDSearchError("--threads must be at least 1")
+        cfg.threads = threads
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
