@@ -17,6 +17,8 @@ Printed per pruner, relative to `none`:
 
 Pruners use the shipped defaults (`[pruner]` of kdsearch.config.PrunerConfig) unless
 `--study-pruner` takes the study file's; a variant adds settings: `pareto:margin=0,warmup_epochs=2`.
+Checks within epochs: run the unpruned studies with them (`--set pruner.checks_per_epoch=4`); a
+variant then replays any divisor of it (`pareto:checks_per_epoch=2,warmup_epochs=0.5`).
 
     python benchmarks/bench_pruners.py studies/digits-demo.toml --trials 40 --out bench-out/digits
     python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 40 --epochs 4 --out DIR
@@ -41,7 +43,7 @@ from kdsearch.analysis.front import Point, front_2d, trial_points
 from kdsearch.analysis.hypervolume import hypervolume_log
 from kdsearch.config import PrunerConfig, load_config
 from kdsearch.search.objective import objective
-from kdsearch.search.pruners import CURVE, make_pruner, replay
+from kdsearch.search.pruners import epochs_trained, make_pruner, replay
 from kdsearch.search.runner import prepare
 from kdsearch.search.study import DIRECTIONS, TrialSeeded
 
@@ -143,14 +145,15 @@ def main() -> None:
     for seed in args.seeds:
         unpruned = unpruned_study(cfg, seed, out, console, ctx_holder)
         directions = [DIRECTIONS[o] for o in cfg.objectives]
-        base_epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in unpruned)
+        base_epochs = sum(epochs_trained(t) for t in unpruned)
         base_front = front(as_study(unpruned, directions))
         base_hv = hypervolume(base_front)
         small = {p.number for p in base_front[: math.ceil(len(base_front) / 3)]}  # sorted by params
         for variant in variants:
             pc = pruner_config(variant, base)
-            ended = as_study(replay(unpruned, make_pruner(pc, cfg.objectives), cfg.epochs), directions)
-            epochs = sum(len(t.user_attrs.get(CURVE, [])) for t in ended.trials)
+            ended = as_study(replay(unpruned, make_pruner(pc, cfg.objectives), cfg.epochs, pc.checks_per_epoch),
+                             directions)
+            epochs = sum(epochs_trained(t) for t in ended.trials)  # a check within an epoch counts its fraction
             members = front(ended)
             hv = hypervolume(members)
             killed = sum(1 for t in ended.trials if t.number in small and t.state == TrialState.PRUNED)

@@ -7,8 +7,9 @@ import pytest
 from kdsearch.config import PrunerConfig
 from kdsearch.measure.costs import count_params
 from kdsearch.measure.latency import Timing
-from kdsearch.search.pruners import (AshaPruner, CURVE, MedianPruner, MoAshaPruner, NoPruner, ParetoPruner,
-                                     crowding_distances, make_pruner, nondominated_ranks, replay, rung_at)
+from kdsearch.search.pruners import (AshaPruner, CHECKS, CURVE, PRUNED_AT, MedianPruner, MoAshaPruner, NoPruner,
+                                     ParetoPruner, checks_at, crowding_distances, epochs_trained, make_pruner,
+                                     nondominated_ranks, pruned_at, replay, rung_at)
 
 
 def trial(curve, params=0, latency=0.0, macs=0):
@@ -127,6 +128,39 @@ def test_make_pruner_follows_the_objectives():
     assert isinstance(moasha, MoAshaPruner) and moasha.cost_keys == ("params", "macs") and moasha.eta == 2
 
 
+def test_checks_within_epochs_count_in_checks():
+    """checks_per_epoch k: settings in epochs become k checks each; fractions of the trial stay fractions."""
+    p = make_pruner(PrunerConfig(checks_per_epoch=4, warmup_epochs=0.5))
+    assert p.warmup_epochs == 2 and p.rungs == (0.25, 0.5)
+    assert make_pruner(PrunerConfig(checks_per_epoch=4, rungs=[2, 0.5])).rungs == (8, 0.5)
+    assert make_pruner(PrunerConfig(name="asha", checks_per_epoch=3)).min_epochs == 3
+    # a 2-epoch trial at 4 checks per epoch: a quarter of it is check 2, after warm-up (1 check)
+    p = make_pruner(PrunerConfig(checks_per_epoch=4, warmup_epochs=0.25), ["accuracy", "params"])
+    cheap = trial([0.5, 0.6], params=100)
+    cheap.user_attrs[CHECKS] = [0.30, 0.50, 0.55, 0.60, 0.60, 0.61, 0.62, 0.63]
+    assert p.should_prune([cheap], [0.2, 0.3], epochs=8, costs={"params": 1000})  # at 0.5 epoch, behind
+    assert not p.should_prune([cheap], [0.2], epochs=8, costs={"params": 1000})  # check 1: warm-up
+    assert not p.should_prune([cheap], [0.2, 0.3], epochs=8, costs={"params": 50})  # nothing as small
+    assert pruned_at(2, 4) == 0.5 and pruned_at(4, 4) == 1 and isinstance(pruned_at(4, 4), int)
+    from kdsearch.training.distill import check_steps
+
+    assert check_steps(8, 4) == [2, 4, 6] and check_steps(8, 1) == []
+    assert check_steps(2, 4) == [1, 1, 2]  # fewer steps than checks: a step carries several
+
+
+def test_checks_at_reads_fewer_checks_from_more():
+    from optuna.trial import TrialState, create_trial
+
+    t = create_trial(state=TrialState.COMPLETE, values=[0.6], user_attrs={
+        CURVE: [0.4, 0.6], CHECKS: [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.58, 0.6]})
+    assert checks_at(t, 4) == t.user_attrs[CHECKS] and checks_at(t, 2) == [0.2, 0.4, 0.55, 0.6]
+    assert checks_at(t, 1) == [0.4, 0.6]
+    with pytest.raises(ValueError, match="not a multiple of 3"):
+        checks_at(t, 3)
+    pruned = create_trial(state=TrialState.PRUNED, user_attrs={CURVE: [0.4], CHECKS: [0.1] * 6, PRUNED_AT: 1.5})
+    assert epochs_trained(pruned) == 1.5 and epochs_trained(t) == 2
+
+
 @pytest.mark.slow
 def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, monkeypatch):
     """The pruner benchmark replays one unpruned study under each pruner: that must equal running it."""
@@ -169,6 +203,26 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
         expected = live(pruner)
         assert any(t.state == TrialState.PRUNED for t in expected), pruner  # the comparison is not vacuous
         assert ending(replay(unpruned, pruner, cfg.epochs)) == ending(expected), pruner
+
+    # with checks within epochs (2 per epoch): they only observe (the same curves unpruned), pruning
+    # stops trials mid-epoch, and replay gives it too, from checks recorded at 2 or read at 1 per epoch
+    ctx.cfg = cfg.model_copy(update={"pruner": cfg.pruner.model_copy(update={"checks_per_epoch": 2})})
+    checked = live(NoPruner())
+    assert ending(checked) == ending(unpruned) and all(len(t.user_attrs[CHECKS]) == 8 for t in checked)
+    assert all(t.user_attrs[CHECKS][1::2] == t.user_attrs[CURVE] for t in checked)
+    pareto = ParetoPruner(cost_keys=costs, margin=0.0, warmup_epochs=1, rungs=(0.25, 0.5))  # checks 2 and 4 of 8
+    expected = live(pareto)
+    assert any(t.user_attrs.get(PRUNED_AT) == 1 for t in expected)  # a check at an epoch's end
+    with_checks = [(t.state, t.user_attrs[CURVE], t.user_attrs.get(CHECKS), t.user_attrs.get(PRUNED_AT)) for t in expected]
+    assert [(t.state, t.user_attrs[CURVE], t.user_attrs.get(CHECKS), t.user_attrs.get(PRUNED_AT))
+            for t in replay(checked, pareto, cfg.epochs, 2)] == with_checks
+    halves = ParetoPruner(cost_keys=costs, margin=-0.5, warmup_epochs=0, rungs=(0.125,))  # check 1 of 8: half an epoch
+    expected = live(halves)
+    assert any(t.user_attrs.get(PRUNED_AT) == 0.5 for t in expected) and all(
+        t.user_attrs[CURVE] == [] for t in expected if t.user_attrs.get(PRUNED_AT) == 0.5)
+    assert ending(replay(checked, halves, cfg.epochs, 2)) == ending(expected)
+    assert ending(replay(checked, MedianPruner(warmup_epochs=0, min_trials=2), cfg.epochs)) == ending(
+        replay(unpruned, MedianPruner(warmup_epochs=0, min_trials=2), cfg.epochs))  # read at 1 per epoch
 
 
 def test_the_readmes_worked_example():

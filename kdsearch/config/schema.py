@@ -105,8 +105,11 @@ class TrainConfig(Section):
 
 class PrunerConfig(Section):
     name: Annotated[str, OneOf(PRUNERS)] = "pareto"
-    # never prune at or before this many epochs (asha: its first rung)
-    warmup_epochs: Annotated[int, at_least(0)] = 1
+    # never prune at or before this many epochs (asha: its first rung); a fraction with checks_per_epoch > 1
+    warmup_epochs: Annotated[int | float, number(lambda v: v >= 0, ">= 0")] = 1
+    # validation checks per epoch that pruners look at: 1 = after each epoch; more for short trials
+    # (a 2-epoch trial has no epoch at a quarter of it); each check costs one pass over the validation split
+    checks_per_epoch: Annotated[int, at_least(1)] = 1
     # median / asha / moasha: finished trials needed at an epoch before pruning at it
     min_trials: Annotated[int, at_least(0)] = 4
     # pareto: a trial is pruned when a no-larger, no-slower trial beats it by more than `margin`;

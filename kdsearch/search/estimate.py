@@ -40,7 +40,9 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
                              else cfg.space["lr"])
         per_image = wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
                                                              pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
-    total = per_image * len(ctx.y_train) * cfg.epochs * trials
+        m = min(len(ctx.y_val), n)  # and the validation passes: one per check (checks_per_epoch per epoch)
+        per_val = wall_seconds(lambda: distill.predict(model, ctx.x_val[:m]), ctx.device) / m if m else 0.0
+    total = (per_image * len(ctx.y_train) + per_val * len(ctx.y_val) * cfg.pruner.checks_per_epoch) * cfg.epochs * trials
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
                   "(pruning and smaller students take less)"
                   + ("  (to shorten it: --subset, fewer --epochs or --trials, --workers, or a GPU)"

@@ -21,7 +21,7 @@ from ..training.distill import NonFiniteLoss, fit, predict, recipe_from
 from .budgets import reject_over_budget
 from .enqueue import ENQUEUED_ATTR, spec_for_data
 from .inputs import TrialContext
-from .pruners import CURVE, PRUNED_AT, finished_trials
+from .pruners import CHECKS, CURVE, PRUNED_AT, finished_trials, pruned_at
 from .study import counts
 from .workers import ERROR_ATTR, heartbeat
 
@@ -93,17 +93,27 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     model = model.to(ctx.device)
     recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
 
-    def prune(epoch: int, loss: float, curve: list[float]) -> None:
+    k = cfg.pruner.checks_per_epoch
+
+    def record(epoch: int, loss: float, curve: list[float]) -> None:
         trial.set_user_attr(CURVE, curve)
-        if ctx.pruner.should_prune(finished_trials(trial.study), curve, cfg.epochs, costs):
+
+    def prune(check: int, checks: list[float]) -> None:  # at each epoch's end, and k - 1 times within it
+        if k > 1:
+            trial.set_user_attr(CHECKS, checks)
+        if ctx.pruner.should_prune(finished_trials(trial.study), checks, cfg.epochs * k, costs):
+            epoch = pruned_at(check, k)
+            if check < k:  # within its first epoch: an empty curve, as a replay gives it
+                trial.set_user_attr(CURVE, [])
             trial.set_user_attr(PRUNED_AT, epoch)
-            raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {curve[-1]:.4f}")
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {checks[-1]:.4f}")
 
     try:
         with latency.training_share(cfg.run_path, model):  # paused while another worker times a student
             curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
                         teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val,
-                        on_epoch=prune, progress=ctx.progress, description=f"trial {trial.number}")
+                        on_epoch=record, on_check=prune, checks_per_epoch=k, progress=ctx.progress,
+                        description=f"trial {trial.number}")
     except optuna.TrialPruned:  # saved as evaluated (fit has put a weight average into the model by now)
         save_student(trial_dir(cfg.run_path, trial.number), model, spec)
         raise

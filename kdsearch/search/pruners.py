@@ -6,6 +6,11 @@ decides from those curves. A pruner is anything with
 `should_prune(history, curve, epochs, costs) -> bool`, where `costs` (params, MACs, latency) are
 known before training starts: that is what lets the Pareto pruner compare a trial only with
 trials that are no larger and no slower.
+
+With `[pruner] checks_per_epoch = k` > 1 a trial is also checked k times per epoch (short trials:
+a 2-epoch trial has no epoch at a quarter of it). Pruners then see the accuracy at every check (the
+attribute "checks") in place of the curve and `epochs · k` in place of `epochs`: a pruner counts in
+checks, and `make_pruner` converts the settings given in epochs (warm-up, rungs >= 1) to checks.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from ..config import PrunerConfig
 
 
 CURVE = "curve"  # user attribute: validation accuracy after each epoch
-PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was stopped
+CHECKS = "checks"  # user attribute (checks_per_epoch > 1): validation accuracy at each check
+PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was stopped (a fraction: mid-epoch)
+
+
+def check_curve(trial: FrozenTrial) -> list[float]:
+    """What pruners compare: the accuracy at each check, which is the curve unless checks_per_epoch > 1."""
+    return trial.user_attrs.get(CHECKS) or trial.user_attrs.get(CURVE) or []
 
 
 def rejected(trial: FrozenTrial) -> bool:
@@ -41,8 +52,8 @@ class Pruner(Protocol):
 
 
 def _peers(history: Sequence[FrozenTrial], epoch: int) -> list[FrozenTrial]:
-    """Trials whose curve reached `epoch`."""
-    return [t for t in history if len(t.user_attrs.get(CURVE, [])) >= epoch]
+    """Trials whose curve reached `epoch` (check)."""
+    return [t for t in history if len(check_curve(t)) >= epoch]
 
 
 def rung_at(rung: float, epochs: int) -> int:
@@ -77,7 +88,7 @@ class MedianPruner:
         epoch = len(curve)
         if not _checks(epoch, epochs, self.warmup_epochs, self.rungs):
             return False
-        peers = [t.user_attrs[CURVE][epoch - 1] for t in _peers(history, epoch)]
+        peers = [check_curve(t)[epoch - 1] for t in _peers(history, epoch)]
         return len(peers) >= self.min_trials and curve[-1] < statistics.median(peers)
 
 
@@ -112,7 +123,7 @@ class AshaPruner:
         epoch = len(curve)
         if not _checks(epoch, epochs, 0, self.rung_epochs(epochs)):
             return False
-        peers = [t.user_attrs[CURVE][epoch - 1] for t in _peers(history, epoch)]
+        peers = [check_curve(t)[epoch - 1] for t in _peers(history, epoch)]
         if len(peers) < self.min_trials:
             return False
         keep = max(1, (len(peers) + 1) // self.eta)
@@ -146,7 +157,7 @@ class ParetoPruner:
         epoch = len(curve)
         for t in _peers(history, epoch):
             cheaper = all(t.user_attrs.get(COST_ATTRS[k], float("inf")) <= costs[k] for k in self.cost_keys)
-            if cheaper and t.user_attrs[CURVE][epoch - 1] > curve[-1] + self.margin:
+            if cheaper and check_curve(t)[epoch - 1] > curve[-1] + self.margin:
                 return t
         return None
 
@@ -212,7 +223,7 @@ class MoAshaPruner:
         peers = _peers(history, epoch)
         if len(peers) < self.min_trials:
             return False
-        points = [(-t.user_attrs[CURVE][epoch - 1], *(t.user_attrs.get(COST_ATTRS[k], float("inf"))
+        points = [(-check_curve(t)[epoch - 1], *(t.user_attrs.get(COST_ATTRS[k], float("inf"))
                                                       for k in self.cost_keys)) for t in peers]
         points.append((-curve[-1], *(costs[k] for k in self.cost_keys)))  # this trial: the last point
         ranks = nondominated_ranks(points)
@@ -227,21 +238,25 @@ class MoAshaPruner:
 
 
 def make_pruner(cfg: PrunerConfig, objectives: Sequence[str] = ("accuracy", "params", "latency")) -> Pruner:
-    rungs = tuple(cfg.rungs or ())
+    """The configured pruner, counting in checks: with checks_per_epoch k, epochs given in the settings
+    (warmup_epochs, rungs >= 1) become k checks each; fractions of the trial stay fractions."""
+    k = cfg.checks_per_epoch
+    rungs = tuple(r * k if r >= 1 else r for r in cfg.rungs or ())
+    warmup = round(cfg.warmup_epochs * k)
     if cfg.name == "none":
         return NoPruner()
     if cfg.name == "median":
-        return MedianPruner(warmup_epochs=cfg.warmup_epochs, min_trials=cfg.min_trials, rungs=rungs)
+        return MedianPruner(warmup_epochs=warmup, min_trials=cfg.min_trials, rungs=rungs)
     if cfg.name == "asha":
-        return AshaPruner(min_epochs=max(cfg.warmup_epochs, 1), eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
+        return AshaPruner(min_epochs=max(warmup, 1), eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
     if cfg.name == "moasha":
-        return MoAshaPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), min_epochs=max(cfg.warmup_epochs, 1),
+        return MoAshaPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), min_epochs=max(warmup, 1),
                             eta=cfg.eta, min_trials=cfg.min_trials, rungs=rungs)
     return ParetoPruner(cost_keys=tuple(o for o in objectives if o != "accuracy"), margin=cfg.margin,
-                        warmup_epochs=cfg.warmup_epochs, rungs=ParetoPruner.rungs if cfg.rungs is None else rungs)
+                        warmup_epochs=warmup, rungs=ParetoPruner.rungs if cfg.rungs is None else rungs)
 
 
-def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int) -> list[FrozenTrial]:
+def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int, checks_per_epoch: int = 1) -> list[FrozenTrial]:
     """The trials of a study run without pruning, as they would have ended under `pruner`.
 
     A trial's training does not depend on what happened to earlier trials (its seed comes from
@@ -252,24 +267,59 @@ def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int) -> list[F
     (tests/test_pruning.py checks it against live studies), at no training cost. With a model-based
     sampler (TPE) the live study would have sampled other students after the first pruned trial,
     so there the replay estimates the savings on the same students. Trials that never trained
-    (rejected, failed) pass through unchanged.
+    (rejected, failed) pass through unchanged. With `checks_per_epoch` k > 1 (a study that recorded
+    its checks; `pruner` from make_pruner with the same k) the pruner looks at every check.
     """
     out: list[FrozenTrial] = []
+    k = checks_per_epoch
     for t in sorted(trials, key=lambda t: t.number):
-        curve = list(t.user_attrs.get(CURVE, []))
-        if t.state != TrialState.COMPLETE or not curve:
+        points = checks_at(t, k) if t.state == TrialState.COMPLETE else []
+        if not points:
             out.append(t)
             continue
-        costs = {k: t.user_attrs[a] for k, a in COST_ATTRS.items() if a in t.user_attrs}
+        costs = {c: t.user_attrs[a] for c, a in COST_ATTRS.items() if a in t.user_attrs}
         history = [h for h in out if h.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        stop = next((e for e in range(1, len(curve) + 1) if pruner.should_prune(history, curve[:e], epochs, costs)), None)
+        stop = next((e for e in range(1, len(points) + 1)
+                     if pruner.should_prune(history, points[:e], epochs * k, costs)), None)
+        attrs = {a: v for a, v in t.user_attrs.items() if a != CHECKS}  # the checks this replay sees, or none
+        if k > 1:
+            attrs[CHECKS] = points[:stop]
         if stop is None:
-            out.append(t)
+            out.append(t if attrs == t.user_attrs else optuna.trial.create_trial(
+                state=t.state, values=t.values, params=t.params, distributions=t.distributions, user_attrs=attrs,
+                system_attrs=t.system_attrs))
         else:
+            attrs |= {CURVE: list(t.user_attrs.get(CURVE, []))[:stop // k], PRUNED_AT: pruned_at(stop, k)}
             out.append(optuna.trial.create_trial(state=TrialState.PRUNED, params=t.params, distributions=t.distributions,
-                                                 user_attrs={**t.user_attrs, CURVE: curve[:stop], PRUNED_AT: stop},
-                                                 system_attrs=t.system_attrs))
+                                                 user_attrs=attrs, system_attrs=t.system_attrs))
     return out
+
+
+def checks_at(trial: FrozenTrial, checks_per_epoch: int) -> list[float]:
+    """A trial's accuracy at `checks_per_epoch` checks per epoch, from the checks it recorded (every
+    2nd of 4 per epoch for 2): what a replay under fewer checks sees."""
+    curve = list(trial.user_attrs.get(CURVE, []))
+    if checks_per_epoch == 1:
+        return curve
+    recorded = list(trial.user_attrs.get(CHECKS, []))
+    every, rest = divmod(len(recorded), checks_per_epoch * len(curve)) if curve else (0, 1)
+    if not recorded or rest or every < 1:
+        raise ValueError(f"trial {trial.number} recorded {len(recorded)} checks over {len(curve)} epochs: "
+                         f"not a multiple of {checks_per_epoch} per epoch")
+    return recorded[every - 1::every]
+
+
+def pruned_at(check: int, checks_per_epoch: int) -> int | float:
+    """The epoch after which a trial stopped at `check`: a whole number at an epoch's end, else a fraction."""
+    epoch = check / checks_per_epoch
+    return int(epoch) if epoch == int(epoch) else round(epoch, 4)
+
+
+def epochs_trained(trial: FrozenTrial) -> float:
+    """The epochs a trial trained: where it was pruned (mid-epoch counts), else its curve's length."""
+    if trial.state == TrialState.PRUNED and PRUNED_AT in trial.user_attrs:
+        return float(trial.user_attrs[PRUNED_AT])
+    return float(len(trial.user_attrs.get(CURVE, [])))
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -19,7 +19,7 @@ from .callbacks import TrialFeed
 from .estimate import estimate_search
 from .inputs import TrialContext, prepare_inputs
 from .objective import Surplus, objective
-from .pruners import CURVE, rejected
+from .pruners import check_curve, rejected
 from .study import counts, n_finished, open_study
 from .workers import ERROR_ATTR, alive, recover_dead_trials
 
@@ -70,7 +70,7 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
             over_budget["n"] += 1
             over_budget["since"] += 1
             return  # counted and reported, not listed: a tight budget may reject many samples
-        acc = trial.user_attrs.get(CURVE, [float("nan")])[-1]
+        acc = (check_curve(trial) or [float("nan")])[-1]  # at its last check (mid-epoch when pruned there)
         line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
                 f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
         if over_budget["since"]:

@@ -233,11 +233,19 @@ def recipe_from(train: TrainConfig, epochs: int, lr: float, temperature: float =
 
 
 EpochCallback = Callable[[int, float, list[float]], None]  # (epoch from 1, mean loss, val curve so far)
+CheckCallback = Callable[[int, list[float]], None]  # (check from 1, val accuracy at every check so far)
+
+
+def check_steps(steps: int, per_epoch: int) -> list[int]:
+    """The steps of an epoch after which the mid-epoch checks of `per_epoch` evenly spaced checks fall
+    (the last check is the epoch's end); a step repeats when an epoch has fewer steps than checks."""
+    return [max(1, round(j * steps / per_epoch)) for j in range(1, per_epoch)]
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, pad: int, flip: bool, seed: int,
         teacher: nn.Module | None = None, cache=None, x_val: torch.Tensor | None = None,
         y_val: torch.Tensor | None = None, on_epoch: EpochCallback | None = None,
+        on_check: CheckCallback | None = None, checks_per_epoch: int = 1,
         progress: Progress | None = None, description: str = "train") -> list[float]:
     """Train `model` on (x, y) by `recipe`; returns validation accuracy after each epoch.
 
@@ -248,6 +256,11 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     caller's: seed torch before building it; fit puts it in the memory format that trains it fastest
     on the data's device (fast_memory_format). With recipe.ema the weight average is what each epoch
     evaluates, and it is copied into `model` at the end (also when on_epoch stops training early).
+
+    With `on_check` (and validation data), validation accuracy is also measured `checks_per_epoch`
+    times per epoch, evenly spaced in steps, the last at the epoch's end (its curve value), and
+    `on_check` gets every check so far: what pruning short trials needs (a 2-epoch trial has no epoch
+    at a quarter of it). A check only observes: the training is the same with or without checks.
     """
     steps = steps_per_epoch(len(y), recipe.batch_size)
     model.to(memory_format=fast_memory_format(model, x.device))
@@ -260,6 +273,20 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     generator = torch.Generator().manual_seed(seed)
     task = progress.add_task(description, total=recipe.epochs * steps) if progress is not None else None
     curve: list[float] = []
+    checking = on_check is not None and x_val is not None and y_val is not None
+    mid = check_steps(steps, checks_per_epoch) if checking else []
+    checks: list[float] = []
+
+    def on_step(step: int, epoch: int) -> None:
+        if task is not None:
+            progress.update(task, completed=epoch * steps + step)
+        if step in mid:
+            acc = accuracy(evaluated, x_val, y_val)
+            model.train()  # back to training (evaluation put it, or its average's copy, in eval mode)
+            for _ in range(mid.count(step)):
+                checks.append(acc)
+                on_check(len(checks), checks)
+
     try:
         for epoch in range(recipe.epochs):
             if task is not None:
@@ -268,11 +295,14 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
                 model, x, y, opt, sched, batch_size=recipe.batch_size, pad=pad, flip=flip, generator=generator,
                 teacher=teacher, temperature=recipe.temperature, alpha=recipe.alpha,
                 label_smoothing=recipe.label_smoothing, cache=cache, ema=ema,
-                on_step=None if task is None else (lambda s, e=epoch: progress.update(task, completed=e * steps + s)))
+                on_step=None if task is None and not mid else (lambda s, e=epoch: on_step(s, e)))
             if x_val is not None and y_val is not None:
                 curve.append(accuracy(evaluated, x_val, y_val))
             if on_epoch is not None:
                 on_epoch(epoch + 1, loss, curve)
+            if checking:
+                checks.append(curve[-1])
+                on_check(len(checks), checks)
     finally:
         if ema is not None:  # the average is the model: what was evaluated is what is kept
             model.load_state_dict(ema.module.state_dict())
