@@ -229,7 +229,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
     of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device` and
-`threads` say where it runs, not what it trains (not part of a model's setup)."""
+    `threads` say where it runs, not what it trains (not part of a model's setup)."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
