@@ -23,12 +23,12 @@ variant then replays any divisor of it (`pareto:checks_per_epoch=2,warmup_epochs
     python benchmarks/bench_pruners.py studies/digits-demo.toml --trials 40 --out bench-out/digits
     python benchmarks/bench_pruners.py studies/cifar10-resnet32-cpu.toml --subset 2000 --trials 40 --epochs 4 --out DIR
     python benchmarks/bench_pruners.py studies/digits-demo.toml --out DIR --pruners none pareto:margin=0
+    python benchmarks/bench_pruners.py --run RUN --out DIR --pruners pareto pareto:checks_per_epoch=4,warmup_epochs=0.5
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
@@ -41,7 +41,8 @@ from rich.console import Console
 
 from kdsearch.analysis.front import Point, front_2d, trial_points
 from kdsearch.analysis.hypervolume import hypervolume_log
-from kdsearch.config import PrunerConfig, load_config
+from kdsearch.config import PrunerConfig, config_from_dict, load_config
+from kdsearch.runs.run import open_run
 from kdsearch.search.objective import objective
 from kdsearch.search.pruners import epochs_trained, make_pruner, replay
 from kdsearch.search.runner import prepare
@@ -116,7 +117,8 @@ def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("study_file")
+    ap.add_argument("study_file", nargs="?", help="the study to run unpruned (not with --run)")
+    ap.add_argument("--run", help="instead: replay a kdsearch run searched with --pruner none (its study, as it ran)")
     ap.add_argument("--out", required=True, help="folder for the unpruned studies and summary.json")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--trials", type=int)
@@ -133,9 +135,18 @@ def main() -> None:
     console = Console(width=150)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.study_file, {"trials": args.trials, "epochs": args.epochs, "data.subset": args.subset,
-                                        "run_dir": args.run_dir or str(out / "run"),
-                                        **dict(parse_set(item) for item in args.set)})
+    if args.run:  # a finished search without pruning: replayed as it ran (with TPE, an estimate: see replay)
+        run = open_run(args.run)
+        if run.config["pruner"]["name"] != "none":
+            raise SystemExit(f"{args.run} was searched with the {run.config['pruner']['name']} pruner: replay needs --pruner none")
+        cfg = config_from_dict(run.config)
+        args.seeds = [cfg.seed]
+    elif not args.study_file:
+        raise SystemExit("give a study file, or --run RUN")
+    else:
+        cfg = load_config(args.study_file, {"trials": args.trials, "epochs": args.epochs, "data.subset": args.subset,
+                                            "run_dir": args.run_dir or str(out / "run"),
+                                            **dict(parse_set(item) for item in args.set)})
     base = cfg.pruner if args.study_pruner else PrunerConfig()
     variants = ["none"] + [v for v in args.pruners if v != "none"]
     console.print(f"{cfg.trials} trials x {cfg.epochs} epochs, random sampler, seeds {args.seeds}, objectives "
@@ -143,7 +154,7 @@ def main() -> None:
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     ctx_holder: dict = {}
     for seed in args.seeds:
-        unpruned = unpruned_study(cfg, seed, out, console, ctx_holder)
+        unpruned = run.study.trials if args.run else unpruned_study(cfg, seed, out, console, ctx_holder)
         directions = [DIRECTIONS[o] for o in cfg.objectives]
         base_epochs = sum(epochs_trained(t) for t in unpruned)
         base_front = front(as_study(unpruned, directions))
@@ -163,8 +174,8 @@ def main() -> None:
                           f"{hv / base_hv:6.1%} ({hv:.4f})  small front members killed {killed} of {len(small)}")
     console.print(f"\n{'pruner':24s} {'epochs vs none':>15s} {'hypervolume vs none':>20s} {'hypervolume':>12s} "
                   f"{'small front members killed':>28s}")
-    summary = {"study_file": args.study_file, "trials": cfg.trials, "epochs": cfg.epochs, "seeds": args.seeds,
-               "objectives": cfg.objectives, "base_pruner": dataclasses.asdict(base), "sets": args.set, "rows": rows}
+    summary = {"study_file": args.study_file, "run": args.run, "trials": cfg.trials, "epochs": cfg.epochs, "seeds": args.seeds,
+               "objectives": cfg.objectives, "base_pruner": base.model_dump(), "sets": args.set, "rows": rows}
     for variant, vals in rows.items():
         ep, hv, hv_abs, killed, total = aggregate(vals)
         console.print(f"{variant:24s} {ep:15.1%} {hv:20.1%} {hv_abs:12.4f} {killed:>20d} of {total}")
