@@ -22,7 +22,9 @@ if [ -n "${REUSE:-}" ]; then
   cp -n "$REUSE"/teachers/* "$RUN/teachers/" 2>/dev/null || true
   cp -n "$REUSE"/logits/* "$RUN/logits/" 2>/dev/null || true
 fi
-$KD run studies/cifar10-resnet32.toml --run-dir "$RUN"
+# searched without pruning, so that the study file's pruner can be measured on it at no training cost:
+#   python benchmarks/bench_pruners.py --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
+$KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none
 lane() {  # the sizes given, seed 0 of each first
   for seeds in 0 0,1,2; do
     for params in "$@"; do
