@@ -174,7 +174,7 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
             epochs: int | None = None, seeds: Iterable[int] | None = None, baseline: bool = True,
             all_views: bool = True, lr: float | None = None, lr_grid: Iterable[float] | None = None,
             full_data: bool = True, device: str | None = None, batch_size: int | None = None,
-            views: int | None = None, threads: int | None = None, console: Console | None = None,
+            views: int | None = None, threads: int | None = None, jobs: int = 1, console: Console | None = None,
             **rules: Any) -> dict[int, dict[str, Any]]:
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with
     `baseline`) without. Choose by trial number(s), `front=True`, or a picking rule (`knee=True`,
@@ -190,7 +190,8 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
     policy = LrPolicy(grid=tuple(lr_grid) if lr_grid is not None else DEFAULT_GRID, fixed=lr)
     return train_final(r, numbers, front=front, epochs=epochs, seeds=list(seeds) if seeds is not None else None,
                        baseline=baseline, all_views=all_views, policy=policy, full_data=full_data, device=device,
-                       batch_size=batch_size, views=views, threads=threads, console=_console(console))
+                       batch_size=batch_size, views=views, threads=threads, jobs=jobs,
+                       console=_console(console))
 
 
 def export(path: str | Path | Run, trial: int | None = None, *, out: str | Path | None = None, weights: str = "auto",

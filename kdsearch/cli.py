@@ -244,7 +244,8 @@ def train(
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Training batch size of every arm (default: the run's [train] batch_size).")] = None,
     views: Annotated[Optional[int], Opt(help="Teacher views cached per image for the distilled arm (default: the run's [train] views); for long budgets about --epochs.")] = None,
-    threads: Annotated[Optional[int], Opt(help="CPU threads for training (default: the run's); e.g. 1 each for two `train` processes on two cores.")] = None,
+    threads: Annotated[Optional[int], Opt(help="CPU threads for training (default: the run's; with --jobs on a CPU, the cores shared out).")] = None,
+    jobs: Annotated[int, Opt(help="Train this many models at once, each in its own process on the device (arms, seeds, lr candidates).")] = 1,
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
     from .analysis.final import LrPolicy, train_final
@@ -263,7 +264,7 @@ def train(
     numbers = [picked] if picked is not None else numbers
     train_final(run, numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
-                batch_size=batch_size, views=views, threads=threads, console=console)
+                batch_size=batch_size, views=views, threads=threads, jobs=jobs, console=console)
 
 
 @app.command()

@@ -9,7 +9,7 @@
 # student first, then seeds 1 and 2, so a stopped run has every size. Resumable: rerun the same
 # command and it continues where it stopped (finished trials and models are kept).
 #   bash results/cifar10-resnet32-v2.sh            (from the repository root, kdsearch installed)
-#   LANES=2 THREADS=1 bash results/cifar10-resnet32-v2.sh    (final training in two processes of one thread)
+#   JOBS=2 bash results/cifar10-resnet32-v2.sh    (final training: two models at once, one CPU thread each on 2 cores)
 # REUSE=FOLDER copies a run folder's prepared teacher and logit caches first (their keys decide
 # whether they are used: another teacher, data or view count is prepared again).
 set -euo pipefail
@@ -25,20 +25,8 @@ fi
 # searched without pruning, so that the study file's pruner can be measured on it at no training cost:
 #   python benchmarks/bench_pruners.py --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
 $KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none
-lane() {  # the sizes given, seed 0 of each first
-  for seeds in 0 0,1,2; do
-    for params in "$@"; do
-      $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 1 ${THREADS:+--threads $THREADS}
-    done
+for seeds in 0 0,1,2; do   # seed 0 of every size first
+  for params in 46415 15472 4642; do   # 1/10, 1/30, 1/100 of the teacher's params
+    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 1 --jobs "${JOBS:-1}"
   done
-}
-# 1/10, 1/30, 1/100 of the teacher's params. LANES=2 (with THREADS=1 on a 2-core machine): two `train`
-# processes at once, the largest student in one and the two smaller ones in the other (the first to
-# need the 50-view logit cache builds it, the other waits for it)
-if [ "${LANES:-1}" = 2 ]; then
-  lane 46415 & big=$!
-  lane 15472 4642
-  wait "$big"
-else
-  lane 46415 15472 4642
-fi
+done

@@ -172,3 +172,24 @@ def test_paired_t_interval():
 def test_bad_train_requests_exit_2_with_one_line(tiny_run, cache_env, argv, match):
     result = train(tiny_run, *argv)
     assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_jobs_train_side_by_side_what_one_process_trains(tiny_run, tmp_path, cache_env):
+    """--jobs 2: the lr candidates, then every arm and seed, in two processes: the same models and results."""
+    import shutil
+
+    out = {}
+    for jobs in (1, 2):
+        run = tmp_path / f"jobs{jobs}"
+        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+        out[jobs] = train_final(open_run(run), [4], epochs=1, seeds=[0, 1], policy=LrPolicy(grid=(0.5, 1.0)),
+                                baseline=False, device="cpu", threads=1, jobs=jobs)[4]
+    key = lambda r: (r["mode"], r["seed"], r["lr"])  # noqa: E731
+    one, two = sorted(out[1]["runs"], key=key), sorted(out[2]["runs"], key=key)
+    assert len(one) == 6  # 2 arms x 2 lr candidates at seed 0, then the chosen lr at seed 1
+    assert [(key(a), a["curve"], a["test_accuracy"]) for a in one] == [(key(b), b["curve"], b["test_accuracy"])
+                                                                        for b in two]
+    assert out[1]["summary"] == out[2]["summary"]
+    for r in two:
+        a, b = (weights(tmp_path / f"jobs{j}", 4, r["mode"], r["seed"], r["lr"]) for j in (1, 2))
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -20,9 +20,15 @@ finished and the same command continues.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import multiprocessing
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,7 @@ from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
-from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
+from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from, resolve_device
 from .front import pareto_trials
 from .stats import excludes_zero, mean_sd, paired_differences, t_interval
 
@@ -208,6 +214,70 @@ def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: 
     return result, model
 
 
+def _train_and_save(run_dir: Path, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], mode: str,
+                    seed: int, lr: float, epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
+                    progress: Progress | None) -> FinalRun:
+    """One model trained and its weights saved; a diverging arm is a failed FinalRun (the others go on)."""
+    try:
+        result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress)
+        save_student(model_dir(run_dir, number, mode, seed, lr), model, spec)
+        return result
+    except NonFiniteLoss as exc:  # this arm diverged at this lr: recorded as failed, the others go on
+        return FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}")
+
+
+_WORKER: dict[str, Any] = {}  # in a --jobs process: its prepared inputs
+
+
+def _start_worker(cfg: dict[str, Any], imports: list[str]) -> None:
+    """A --jobs process: the same inputs as its parent (data, teacher, logit cache), loaded, not rebuilt."""
+    for module in imports:  # student families registered outside kdsearch
+        importlib.import_module(module)
+    ctx = prepare_inputs(config_from_dict(cfg), Console(quiet=True))
+    _WORKER.update(ctx=ctx, test=(ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)))
+
+
+def _train_in_worker(run_dir: str, number: int, spec: str, hp: dict[str, float], mode: str, seed: int, lr: float,
+                     epochs: int) -> FinalRun:
+    return _train_and_save(Path(run_dir), _WORKER["ctx"], number, StudentSpec.from_json(spec), hp, mode, seed, lr,
+                           epochs, *_WORKER["test"], None)
+
+
+def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], epochs: int,
+                        plan: Callable[[], list[tuple[str, int, float]]], record: Callable[[FinalRun, Progress], None],
+                        jobs: int, progress: Progress) -> None:
+    """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
+    model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
+    from ..search.supervise import family_modules
+
+    task = progress.add_task(f"trial {number}: models in {jobs} processes", total=len(plan()))
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(ctx.cfg.to_dict(), family_modules())) as pool:
+            running: dict[Any, tuple[str, int, float]] = {}
+            finished_models = 0
+            while True:
+                for item in plan():
+                    if item not in running.values():
+                        running[pool.submit(_train_in_worker, str(run.run_dir), number, spec.to_json(), hp, *item,
+                                            epochs)] = item
+                progress.update(task, total=finished_models + len(running))
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    del running[future]
+                    record(future.result(), progress)
+                    finished_models += 1
+                    progress.advance(task)
+    except BrokenProcessPool as exc:
+        raise KDSearchError(f"a --jobs training process died ({exc}); the models it finished are kept: "
+                            "run the same command to continue (with fewer --jobs if memory ran out)") from None
+    finally:
+        progress.remove_task(task)
+
+
 def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int]:
     """The trials to retrain: the given numbers, or every feasible Pareto member."""
     if front:
@@ -224,12 +294,14 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
                 seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
                 batch_size: int | None = None, views: int | None = None, threads: int | None = None,
-                console: Console | None = None) -> dict[int, dict[str, Any]]:
+                jobs: int = 1, console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
-    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device` and
-    `threads` say where it runs, not what it trains (not part of a model's setup)."""
+    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device`,
+    `threads` and `jobs` say where it runs, not what it trains (not part of a model's setup): with `jobs`
+    N > 1, N processes train the models that can run at once (the lr candidates of the first seed, then
+    every arm and seed) side by side on the device, each loading the prepared inputs."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
@@ -251,6 +323,10 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         if threads < 1:
             raise KDSearchError("--threads must be at least 1")
         cfg.threads = threads
+    if jobs < 1:
+        raise KDSearchError("--jobs must be at least 1")
+    if jobs > 1 and threads is None and resolve_device(cfg.device).type == "cpu":
+        cfg.threads = max(1, (os.cpu_count() or 1) // jobs)  # the processes share the cores, as search workers do
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
@@ -272,13 +348,13 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         for number in numbers:
             spec, hp = chosen[number]
             out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
-                                       x_test, y_test, console)
+                                       x_test, y_test, console, jobs)
         return out
 
 
 def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float],
                  modes: list[str], seeds: list[int], epochs: int, policy: LrPolicy, teacher: dict[str, Any],
-                 x_test: torch.Tensor, y_test: torch.Tensor, console: Console) -> dict[str, Any]:
+                 x_test: torch.Tensor, y_test: torch.Tensor, console: Console, jobs: int = 1) -> dict[str, Any]:
     cfg = ctx.cfg
     attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
     # the spec as the study stored it (re-serializing would add fields newer code knows, and retrain)
@@ -319,20 +395,20 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}; "
                   f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
                   f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
+    def record(result: FinalRun, progress: Progress) -> None:
+        runs.append(result)
+        save_results(path, body())  # at once: an interruption keeps it
+        done = (f"[red]failed: {escape(result.error)}[/]" if result.error else
+                f"val {result.val_accuracy:.2%}, test {result.test_accuracy:.2%} ({result.seconds:.0f} s)")
+        progress.console.print(f"  {result.mode:6s} lr {result.lr:.3g} seed {result.seed}: {done}", highlight=False)
+
     with progress_bar(console) as progress:
-        while todo:
+        if jobs > 1 and len(todo) > 1:
+            _train_side_by_side(run, ctx, number, spec, hp, epochs, plan, record, jobs, progress)
+        while todo := plan():
             mode, seed, lr = todo[0]
-            try:
-                result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress)
-                save_student(model_dir(run.run_dir, number, mode, seed, lr), model, spec)
-                done = f"val {result.val_accuracy:.2%}, test {result.test_accuracy:.2%} ({result.seconds:.0f} s)"
-            except NonFiniteLoss as exc:  # this arm diverged at this lr: recorded as failed, the others go on
-                result = FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}")
-                done = f"[red]failed: {escape(result.error)}[/]"
-            runs.append(result)
-            save_results(path, body())  # at once: an interruption keeps it
-            progress.console.print(f"  {mode:6s} lr {lr:.3g} seed {seed}: {done}", highlight=False)
-            todo = plan()
+            record(_train_and_save(run.run_dir, ctx, number, spec, hp, mode, seed, lr, epochs, x_test, y_test,
+                                   progress), progress)
     final = body()
     if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
         save_results(path, final)
