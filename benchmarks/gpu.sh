@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of a lent device session, as one script (under 6 minutes on an H100/H200):
+# Every GPU check of a lent device session, as one script (under 8 minutes on an H100/H200):
 # the CUDA tests, the trial-speed and torch.compile benchmarks on the device, then the latency
 # repeats on the host's CPU. Each step has
 # a time limit, so one slow step cannot eat the lease. Run from the repository root with the
@@ -13,5 +13,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 step 75 $PY -m pytest -q -p no:cacheprovider -o addopts= tests/test_cuda.py   # one process: no xdist workers
 step 50 $PY benchmarks/bench_trial_speed.py --device cuda --train 10000 --epochs 3 --workers 8
 step 70 $PY benchmarks/bench_compile.py --device cuda --images 20000
+# one tiny student's step in images/s, and final training's models side by side on the device (--jobs)
+step 120 $PY benchmarks/bench_concurrent.py --device cuda --jobs 4 8 --images 20480 --epochs 3
 # latency repeats on this machine's CPU (a host whose speed may hold still, unlike the 2-core guest's)
 step 150 $PY benchmarks/bench_latency.py --students 20 --workers 2

@@ -1,0 +1,89 @@
+"""Models trained side by side (`kdsearch train --jobs N`) vs one at a time: images per second.
+
+One small student trains through kdsearch's loop (`distill.train_epoch`: uint8 data on the device,
+batched crop and flip, the default recipe's SGD) on random images, first alone in one process with
+all the threads (the baseline), then as N copies in N processes at once on the same device (on a CPU
+the threads shared out, as `--jobs` does). Printed: images per second of one model alone, of each
+copy and of all N together, and the ratio of the total to the alone figure: how much faster a final
+training's models (arms x seeds) finish side by side than one after the other. On a GPU, the alone
+figure is also the per-model step throughput (the issue's aim: 100,000 images/s for a tiny student
+on an H100-class device).
+
+    python benchmarks/bench_concurrent.py --jobs 2                       # this CPU's cores
+    python benchmarks/bench_concurrent.py --device cuda --jobs 4 8       # a GPU lease (benchmarks/gpu.sh)
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+
+import torch
+
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import fast_memory_format, make_optimizer, train_epoch
+
+STUDENTS = {
+    "res8": {"family": "residual", "channels": [16, 32, 64], "convs_per_stage": 1},  # MLPerf Tiny ResNet-8, 78k
+    "plain5k": {"channels": [8, 16, 32], "convs_per_stage": 1},
+}
+
+
+def images_per_second(student: str, device: str, threads: int, images: int, batch: int, epochs: int,
+                      start: float | None = None) -> float:
+    """Train `epochs` epochs (after one warm-up epoch) and return images/s; waits until `start` (time.time())."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
+    y = torch.randint(0, 10, (images,), generator=g).to(dev)
+    model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[student])).to(dev)
+    model.to(memory_format=fast_memory_format(model, dev))
+    opt, sched = make_optimizer(model, "sgd", 0.05, None, (epochs + 1) * images // batch, "linear", 0.2)
+
+    def epoch() -> None:
+        train_epoch(model, x, y, opt, sched, batch_size=batch, pad=4, flip=True, generator=g)  # one sync at its end
+
+    epoch()  # warm-up: allocator, kernels, oneDNN primitives
+    if start is not None:
+        time.sleep(max(0.0, start - time.time()))
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        epoch()
+    return epochs * (images // batch) * batch / (time.perf_counter() - t0)
+
+
+def _job(args: tuple) -> float:
+    return images_per_second(*args)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", default="res8", choices=list(STUDENTS))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, nargs="+", default=[2])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of the process alone")
+    ap.add_argument("--images", type=int, default=5120)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=2)
+    a = ap.parse_args()
+    name = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"torch {torch.__version__}, {name}, student {a.student}, batch {a.batch}, {a.images} images x {a.epochs} epochs")
+    alone = images_per_second(a.student, a.device, a.threads, a.images, a.batch, a.epochs)
+    print(f"alone ({a.threads} threads): {alone:,.0f} images/s")
+    context = multiprocessing.get_context("spawn")
+    for n in a.jobs:
+        threads = max(1, a.threads // n) if a.device == "cpu" else a.threads
+        start = time.time() + 20 + 2 * n  # every process has warmed up by then: they time the same seconds
+        with context.Pool(n) as pool:
+            each = pool.map(_job, [(a.student, a.device, threads, a.images, a.batch, a.epochs, start)] * n)
+        total = sum(each)
+        print(f"--jobs {n} ({threads} threads each): {min(each):,.0f}-{max(each):,.0f} images/s each, "
+              f"{total:,.0f} together: {total / alone:.2f}x alone")
+
+
+if __name__ == "__main__":
+    main()
