@@ -52,6 +52,7 @@ from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
+from ..search.supervise import family_modules
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from, resolve_device
 from .front import pareto_trials
 from .stats import excludes_zero, mean_sd, paired_differences, t_interval
@@ -248,8 +249,6 @@ def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentS
                         jobs: int, progress: Progress) -> None:
     """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
     model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
-    from ..search.supervise import family_modules
-
     task = progress.add_task(f"trial {number}: models in {jobs} processes", total=len(plan()))
     context = multiprocessing.get_context("spawn")
     try:
