@@ -24,7 +24,6 @@ import importlib
 import json
 import math
 import multiprocessing
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -52,7 +51,7 @@ from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
-from ..search.supervise import family_modules
+from ..search.supervise import family_modules, threads_each
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from, resolve_device
 from .front import pareto_trials
 from .stats import excludes_zero, mean_sd, paired_differences, t_interval
@@ -325,7 +324,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     if jobs < 1:
         raise KDSearchError("--jobs must be at least 1")
     if jobs > 1 and threads is None and resolve_device(cfg.device).type == "cpu":
-        cfg.threads = max(1, (os.cpu_count() or 1) // jobs)  # the processes share the cores, as search workers do
+        cfg.threads = threads_each(jobs)  # the processes share the cores, as search workers do
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:

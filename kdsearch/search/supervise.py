@@ -117,6 +117,11 @@ def describe_exit(code: int | None) -> str:
     return f"process exited with status {code}"
 
 
+def threads_each(processes: int) -> int:
+    """CPU threads for each of `processes` processes that share this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 def family_modules() -> list[str]:
     """Modules outside kdsearch that registered student families (a worker imports them again)."""
     skip = ("__main__", "__mp_main__")
@@ -150,7 +155,7 @@ class Supervisor:
         self.cfg, self.study, self.n, self.console, self.feed = cfg, study, n, console, feed
         self.context = multiprocessing.get_context("spawn")
         self.gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
-        self.threads = (cfg.threads or max(1, (os.cpu_count() or 1) // n)) if n > 1 and not self.gpus else cfg.threads
+        self.threads = (cfg.threads or threads_each(n)) if n > 1 and not self.gpus else cfg.threads
         self.deadline = time.time() + cfg.timeout if cfg.timeout else None
         self.estimate = estimate
         self.errors: list[str] = []
