@@ -10,6 +10,7 @@
 # command and it continues where it stopped (finished trials and models are kept).
 #   bash results/cifar10-resnet32-v2.sh            (from the repository root, kdsearch installed)
 #   JOBS=2 bash results/cifar10-resnet32-v2.sh    (final training: two models at once, one CPU thread each on 2 cores)
+#   THREADS=1 ...                                  (the search on one thread, beside other work)
 # REUSE=FOLDER copies a run folder's prepared teacher and logit caches first (their keys decide
 # whether they are used: another teacher, data or view count is prepared again).
 set -euo pipefail
@@ -24,7 +25,7 @@ if [ -n "${REUSE:-}" ]; then
 fi
 # searched without pruning, so that the study file's pruner can be measured on it at no training cost:
 #   python benchmarks/bench_pruners.py --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
-$KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none
+$KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
 for seeds in 0 0,1,2; do   # seed 0 of every size first
   for params in 46415 15472 4642; do   # 1/10, 1/30, 1/100 of the teacher's params
     $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 1 --jobs "${JOBS:-1}"
