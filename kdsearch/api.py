@@ -173,13 +173,14 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
 def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *, front: bool = False,
             epochs: int | None = None, seeds: Iterable[int] | None = None, baseline: bool = True,
             all_views: bool = True, lr: float | None = None, lr_grid: Iterable[float] | None = None,
-            full_data: bool = True, device: str | None = None, batch_size: int | None = None,
-            views: int | None = None, threads: int | None = None, jobs: int = 1, console: Console | None = None,
+            lr_probe_epochs: int | None = None, full_data: bool = True, device: str | None = None,
+            batch_size: int | None = None, views: int | None = None, threads: int | None = None, jobs: int = 1, console: Console | None = None,
             **rules: Any) -> dict[int, dict[str, Any]]:
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with
     `baseline`) without. Choose by trial number(s), `front=True`, or a picking rule (`knee=True`,
     `min_accuracy=0.9`, `max_params=5000`, ...). Returns the results.json contents by trial number."""
-    from .analysis.final import DEFAULT_GRID, LrPolicy, train_final
+    from .analysis.arms import DEFAULT_GRID, LrPolicy
+    from .analysis.final import train_final
 
     r = open_run(path)
     numbers = [trials] if isinstance(trials, int) else list(trials or [])
@@ -187,7 +188,8 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
         if front or numbers:
             raise KDSearchError("give trial numbers, front=True or a picking rule, not several")
         numbers = [_pick(r, None, rules, console)]
-    policy = LrPolicy(grid=tuple(lr_grid) if lr_grid is not None else DEFAULT_GRID, fixed=lr)
+    policy = LrPolicy(grid=tuple(lr_grid) if lr_grid is not None else DEFAULT_GRID, fixed=lr,
+                      probe_epochs=lr_probe_epochs)
     return train_final(r, numbers, front=front, epochs=epochs, seeds=list(seeds) if seeds is not None else None,
                        baseline=baseline, all_views=all_views, policy=policy, full_data=full_data, device=device,
                        batch_size=batch_size, views=views, threads=threads, jobs=jobs,

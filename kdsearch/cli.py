@@ -240,6 +240,7 @@ def train(
     all_views_baseline: Annotated[bool, Opt("--all-views-baseline/--no-all-views-baseline", help="Also ordinary training: no teacher, fresh views every epoch (the headline baseline).")] = True,
     lr: Annotated[Optional[float], Opt(help="One fixed learning rate for every arm (instead of --lr-grid).")] = None,
     lr_grid: Annotated[str, Opt(help="Each arm picks its lr on validation from the trial's lr times these.")] = "0.5,1,2",
+    lr_probe_epochs: Annotated[Optional[int], Opt(help="Choose each arm's lr from probes of N epochs (first seed), then train every seed the full --epochs (default: the candidates train the full budget).")] = None,
     subset: Annotated[bool, Opt("--subset/--full-data", help="Keep the search's training subset instead of the full split.")] = False,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Training batch size of every arm (default: the run's [train] batch_size).")] = None,
@@ -248,12 +249,13 @@ def train(
     jobs: Annotated[int, Opt(help="Train this many models at once, each in its own process on the device (arms, seeds, lr candidates).")] = 1,
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
-    from .analysis.final import LrPolicy, train_final
+    from .analysis.arms import LrPolicy
+    from .analysis.final import train_final
     from .analysis.pick import Rule
     from .runs.run import open_run
 
     numbers = ([trial] if trial is not None else []) + (_int_list("--trials", trials) or [])
-    policy = LrPolicy(grid=_float_list("--lr-grid", lr_grid), fixed=lr)
+    policy = LrPolicy(grid=_float_list("--lr-grid", lr_grid), fixed=lr, probe_epochs=lr_probe_epochs)
     rule = Rule(min_accuracy, max_params, max_macs, max_latency_ms, knee)
     if rule.given and (front or numbers):
         raise KDSearchError("give a picking rule or --trial/--trials/--front, not both")

@@ -2,8 +2,9 @@
 # The CIFAR-10 run behind RESULTS.md's ResNet-32 section (docs/cifar10-runs.md): the search of
 # studies/cifar10-resnet32.toml, then the most accurate front members within 1/10, 1/30 and 1/100 of
 # the teacher's 464,154 parameters retrained on all 45,000 training images for EPOCHS epochs, with the
-# teacher, without it (ordinary training) and the same-views control, at the trial's learning rate
-# (--lr-grid 1: picking an lr per arm would train the first seed three times over), the distilled arm
+# teacher, without it (ordinary training) and the same-views control, each arm at its own learning rate
+# chosen on validation from the trial's lr x 0.5, 1, 2 by 10-epoch probes on the first seed (a full grid
+# would train the first seed three times over), the distilled arm
 # from VIEWS cached teacher views per image (default: one per epoch, so it sees fresh views as ordinary
 # training does; cheaper than the teacher online over 3 seeds, BENCHMARKS.md). Seed 0 of every
 # student first, then seeds 1 and 2, so a stopped run has every size. Resumable: rerun the same
@@ -28,6 +29,6 @@ fi
 $KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
 for seeds in 0 0,1,2; do   # seed 0 of every size first
   for params in 46415 15472 4642; do   # 1/10, 1/30, 1/100 of the teacher's params
-    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 1 --jobs "${JOBS:-1}"
+    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"
   done
 done

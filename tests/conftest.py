@@ -3,11 +3,21 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdsearch.measure.costs import count_params
 from kdsearch.measure.latency import Timing
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """Each test starts with the process's thread count: a run with `threads` sets it for the whole process
+    (as the CLI does), and a later test in the same worker would record and train with it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,15 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from kdsearch.analysis.final import LrPolicy, chosen_trial, fit, headline, train_final
+from kdsearch.analysis.arms import LrPolicy, headline
+from kdsearch.analysis.final import chosen_trial, fit, train_final
 from kdsearch.analysis.front import pareto_trials
 from kdsearch.analysis.stats import t_interval
 from kdsearch.cli import app
@@ -116,14 +118,16 @@ def test_with_alpha_zero_both_arms_end_identical(tiny_run, cache_env, monkeypatc
     assert any(not (all_views[k] == same_lr[k]).all() for k in all_views if all_views[k].is_floating_point())
 
 
-def test_front_retrains_every_pareto_member(tiny_run, cache_env):
-    result = train(tiny_run, "--front", "--epochs", "1", "--lr", "0.01", "--no-baseline", "--no-all-views-baseline")
+def test_front_retrains_every_pareto_member(tiny_run, tmp_path, cache_env):
+    run = tmp_path / "front"  # a copy: the shared run's trial 0 stays without final training (test_export)
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    result = train(run, "--front", "--epochs", "1", "--lr", "0.01", "--no-baseline", "--no-all-views-baseline")
     assert result.exit_code == 0, result.output
-    members = [t.number for t in pareto_trials(open_run(tiny_run).study)]
+    members = [t.number for t in pareto_trials(open_run(run).study)]
     assert members
     for number in members:
-        stored = json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())
-        assert ("kd", 0.01, 0) in [(r["mode"], r["lr"], r["seed"]) for r in stored["runs"]]  # other tests may add runs
+        stored = json.loads((final_dir(run, number) / RESULTS_FILE).read_text())
+        assert [(r["mode"], r["lr"], r["seed"]) for r in stored["runs"]] == [("kd", 0.01, 0)]
         assert list(stored["summary"]["arms"]) == ["kd"] and stored["summary"]["arms"]["kd"]["lr"] == 0.01
         assert stored["lr_policy"]["fixed"] == 0.01 and "one fixed learning rate" in stored["lr_policy"]["text"]
 
@@ -164,6 +168,7 @@ def test_paired_t_interval():
     (["--trial", "3", "--seeds", "a,b"], "comma list"),
     (["--trials", "3,x"], "comma list"),
     (["--trial", "3", "--lr-grid", "1,-2"], "must be positive"),
+    (["--trial", "3", "--epochs", "2", "--lr-probe-epochs", "2"], "fewer than --epochs (2)"),
     (["--trial", "3", "--views", "0"], "train.views: must be an integer >= 1"),
     (["--front", "--trial", "3"], "not both"),
     ([], "name the students"),
@@ -174,10 +179,26 @@ def test_bad_train_requests_exit_2_with_one_line(tiny_run, cache_env, argv, matc
     assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
 
 
+def test_lr_probes_choose_the_lr_then_every_seed_trains_the_full_budget(tiny_run, tmp_path, cache_env):
+    """--lr-probe-epochs 1: the candidates train one epoch (no test read, no weights kept), the best on
+    validation is the arm's lr, and seed 0 trains again at it for the full budget, as seed 1 does."""
+    run = tmp_path / "probes"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    out = train_final(open_run(run), [4], epochs=2, seeds=[0, 1], policy=LrPolicy(grid=(0.5, 2.0), probe_epochs=1),
+                      baseline=False, all_views=False, device="cpu", threads=1)[4]
+    probes = [r for r in out["runs"] if r["probe"]]
+    full = [r for r in out["runs"] if not r["probe"]]
+    assert len(probes) == 2 and all(len(r["curve"]) == 1 and math.isnan(r["test_accuracy"]) for r in probes)
+    best = max(probes, key=lambda r: r["curve"][-1])["lr"]  # (a tie would go to the lr nearest the trial's)
+    assert out["summary"]["arms"]["kd"]["lr"] == best and out["summary"]["arms"]["kd"]["seeds"] == [0, 1]
+    assert sorted((r["seed"], r["lr"], len(r["curve"])) for r in full) == [(0, best, 2), (1, best, 2)]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in full)
+    assert not any(model_dir(run, 4, "kd", 0, r["lr"]).exists() for r in probes if r["lr"] != best)
+    assert out["lr_policy"]["probe_epochs"] == 1 and "after 1-epoch probes" in out["lr_policy"]["text"]
+
+
 def test_jobs_train_side_by_side_what_one_process_trains(tiny_run, tmp_path, cache_env):
     """--jobs 2: the lr candidates, then every arm and seed, in two processes: the same models and results."""
-    import shutil
-
     out = {}
     for jobs in (1, 2):
         run = tmp_path / f"jobs{jobs}"

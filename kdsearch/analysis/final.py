@@ -10,7 +10,8 @@ the full training split and more epochs. The comparison is built to be fair:
   start from the same initialization and see the same batches;
 - an arm whose loss diverges is recorded as failed, with its reason, and the others go on;
 - each arm gets its own learning rate, chosen on the validation split from the same grid
-  (multiples of the trial's lr, using the first seed), or both use one fixed lr;
+  (multiples of the trial's lr, using the first seed, at the full budget or by short probes), or
+  all use one fixed lr;
 - the test split is read once per finished model and never used to choose anything;
 - the gain is the per-seed paired difference of test accuracy, with a 95% t-interval.
 
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
 
 from ..config import LEGACY_TRAIN, config_from_dict, validate
 from ..errors import KDSearchError
@@ -45,7 +45,6 @@ from ..models.students.io import save_student
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.files import write_text_atomic
 from ..runs.layout import RESULTS_FILE, final_dir, model_dir
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
@@ -53,57 +52,8 @@ from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
 from ..search.supervise import family_modules, threads_each
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from, resolve_device
+from .arms import FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize
 from .front import pareto_trials
-from .stats import excludes_zero, mean_sd, paired_differences, t_interval
-
-
-MODES = {
-    "kd": "distilled (trial's T, alpha)",
-    "ce": "control: no teacher, the teacher's cached views",
-    "ce-all": "ordinary training: no teacher, fresh views every epoch",
-}
-HEADLINE = ("ce-all", "ce")  # the baseline a gain is reported against: ordinary training where it was run
-DEFAULT_GRID = (0.5, 1.0, 2.0)
-
-
-@dataclass
-class FinalRun:
-    mode: str  # a key of MODES
-    seed: int
-    lr: float
-    curve: list[float]  # validation accuracy after each epoch
-    test_accuracy: float
-    seconds: float
-    error: str | None = None  # why the model failed (a diverging loss): no accuracy, the other arms go on
-
-    @property
-    def val_accuracy(self) -> float:
-        return self.curve[-1] if self.curve else math.nan
-
-
-@dataclass
-class LrPolicy:
-    """How each arm's learning rate is set: chosen per arm from trial lr x `grid`, or `fixed` for both."""
-
-    grid: tuple[float, ...] = DEFAULT_GRID
-    fixed: float | None = None
-
-    def candidates(self, trial_lr: float) -> list[float]:
-        if self.fixed is not None:
-            return [self.fixed]
-        return sorted({float(f"{trial_lr * m:.6g}") for m in self.grid})
-
-    def describe(self, trial_lr: float) -> str:
-        if self.fixed is not None:
-            return f"one fixed learning rate for every arm: {self.fixed:.4g}"
-        if len(self.candidates(trial_lr)) == 1:
-            return f"the trial's learning rate for every arm: {trial_lr:.4g}"
-        grid = ", ".join(f"{lr:.4g}" for lr in self.candidates(trial_lr))
-        return (f"each arm's learning rate chosen on validation accuracy (first seed) from the same grid: "
-                f"{grid} (the trial's {trial_lr:.4g} x {', '.join(f'{m:g}' for m in self.grid)})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"grid": list(self.grid), "fixed": self.fixed}
 
 
 def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[str, float]]:
@@ -117,91 +67,12 @@ def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[st
     return StudentSpec.from_json(json.dumps(attrs["spec"])), {k: float(attrs[k]) for k in ("temperature", "alpha", "lr")}
 
 
-def load_results(path: Path, setup: dict[str, Any]) -> list[FinalRun]:
-    """Runs already finished with the same setup (anything else is retrained)."""
-    if not path.is_file():
-        return []
-    try:
-        stored = json.loads(path.read_text())
-        if stored.get("setup") != setup:
-            return []
-        return [FinalRun(**r) for r in stored["runs"]]
-    except (ValueError, TypeError, KeyError):  # an old or damaged file: retrain rather than fail
-        return []
-
-
-def find(runs: list[FinalRun], mode: str, seed: int, lr: float) -> FinalRun | None:
-    return next((r for r in runs if r.mode == mode and r.seed == seed and math.isclose(r.lr, lr, rel_tol=1e-9)), None)
-
-
-def choose_lr(runs: list[FinalRun], mode: str, seed: int, candidates: list[float], trial_lr: float) -> float | None:
-    """The candidate with the best final validation accuracy at `seed` (ties: nearest the trial's lr);
-    None while a candidate is still untrained."""
-    done = [find(runs, mode, seed, lr) for lr in candidates]
-    if any(r is None for r in done):
-        return None
-    trained = [r for r in done if r.error is None]
-    if not trained:
-        return None  # every candidate diverged: the arm has no result
-    best = max(trained, key=lambda r: (r.val_accuracy, -abs(math.log(r.lr / trial_lr))))
-    return best.lr
-
-
-def summarize(runs: list[FinalRun], modes: list[str], seeds: list[int], policy: LrPolicy, trial_lr: float,
-              teacher_test: float) -> dict[str, Any]:
-    """Per arm: chosen lr, test accuracy per seed, mean and sd; the paired gain of kd over each baseline."""
-    out: dict[str, Any] = {"arms": {}, "gain": {}}
-    candidates = policy.candidates(trial_lr)
-    per_seed: dict[str, dict[int, float]] = {}
-    for mode in modes:
-        lr = candidates[0] if len(candidates) == 1 else choose_lr(runs, mode, seeds[0], candidates, trial_lr)
-        found = {s: r for s in seeds if lr is not None and (r := find(runs, mode, s, lr)) is not None}
-        failed = {s: r.error for s, r in found.items() if r.error is not None}
-        chosen = {s: r for s, r in found.items() if r.error is None}
-        if failed:
-            out.setdefault("failed", {})[mode] = failed
-        if not chosen:
-            continue
-        per_seed[mode] = {s: r.test_accuracy for s, r in chosen.items()}
-        mean, sd = mean_sd(list(per_seed[mode].values()))
-        val_mean, _ = mean_sd([r.val_accuracy for r in chosen.values()])
-        out["arms"][mode] = {"label": MODES[mode], "lr": lr, "seeds": sorted(chosen), "test": per_seed[mode],
-                             "test_mean": mean, "test_sd": sd, "val_mean": val_mean,
-                             "retained": mean / teacher_test if teacher_test else math.nan}
-    for base in ("ce", "ce-all"):
-        if "kd" in per_seed and base in per_seed:
-            diffs = paired_differences(per_seed["kd"], per_seed[base])
-            if diffs:
-                out["gain"][base] = {"differences": diffs, **t_interval(diffs).to_dict()}
-    return out
-
-
-def headline(gain: dict[str, Any]) -> str | None:
-    """The baseline that the gain of a trial's results is reported against (HEADLINE), None without any."""
-    return next((base for base in HEADLINE if base in gain), None)
-
-
-def gain_sentence(gain: dict[str, Any], against: str | None = None) -> str:
-    """The paired gain in points over `against` (default: the headline baseline), its 95% interval, and
-    plainly whether it excludes zero."""
-    g = gain.get(against or headline(gain) or "")
-    if not g:
-        return "no paired runs yet"
-    if g["n"] < 2:
-        return f"{100 * g['mean']:+.2f} points from one seed: no interval (train more seeds)"
-    where = "excludes zero" if excludes_zero(g["low"], g["high"]) else "spans zero: no effect shown"
-    return (f"{100 * g['mean']:+.2f} points, 95% CI [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}] over "
-            f"{g['n']} seeds; the interval {where}")
-
-
-def save_results(path: Path, body: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(body, indent=2) + "\n")
-
-
 def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str, seed: int, lr: float,
-              epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
-              progress: Progress | None) -> tuple[FinalRun, torch.nn.Module]:
-    """Train the spec from scratch (same init, batches and views for every arm of a seed); val curve, test once."""
+              epochs: int, x_test: torch.Tensor, y_test: torch.Tensor, progress: Progress | None,
+              probe: int | None = None) -> tuple[FinalRun, torch.nn.Module]:
+    """Train the spec from scratch (same init, batches and views for every arm of a seed); val curve, test once.
+    An lr probe trains `probe` epochs and never reads the test split (it only chooses a learning rate)."""
+    epochs = probe or epochs
     cfg, data = ctx.cfg, ctx.data
     recipe = recipe_from(cfg.train, epochs, lr, hp["temperature"], hp["alpha"] if mode == "kd" else 0.0)
     torch.manual_seed(seed)
@@ -209,24 +80,28 @@ def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: 
     start = time.perf_counter()
     curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
                 teacher=ctx.teacher.model if mode == "kd" else None, cache=None if mode == "ce-all" else ctx.cache,
-                x_val=ctx.x_val, y_val=ctx.y_val, progress=progress, description=f"{mode} lr {lr:.3g} seed {seed}")
-    result = FinalRun(mode, seed, lr, curve, accuracy(model, x_test, y_test), time.perf_counter() - start)
-    return result, model
+                x_val=ctx.x_val, y_val=ctx.y_val, progress=progress,
+                description=f"{mode} lr {lr:.3g} seed {seed}" + (f" ({probe}-epoch probe)" if probe else ""))
+    test = math.nan if probe else accuracy(model, x_test, y_test)
+    return FinalRun(mode, seed, lr, curve, test, time.perf_counter() - start, probe=probe), model
 
 
 def _train_and_save(run_dir: Path, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], mode: str,
-                    seed: int, lr: float, epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
+                    seed: int, lr: float, probe: int | None, epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
                     progress: Progress | None) -> FinalRun:
-    """One model trained and its weights saved; a diverging arm is a failed FinalRun (the others go on)."""
+    """One model trained and its weights saved (an lr probe's are not kept); a diverging arm is a failed
+    FinalRun (the others go on)."""
     try:
-        result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress)
-        save_student(model_dir(run_dir, number, mode, seed, lr), model, spec)
+        result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress, probe)
+        if probe is None:
+            save_student(model_dir(run_dir, number, mode, seed, lr), model, spec)
         return result
     except NonFiniteLoss as exc:  # this arm diverged at this lr: recorded as failed, the others go on
-        return FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}")
+        return FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}", probe=probe)
 
 
 _WORKER: dict[str, Any] = {}  # in a --jobs process: its prepared inputs
+Item = tuple[str, int, float, "int | None"]  # a model to train: arm, seed, lr, probe epochs (None: the full budget)
 
 
 def _start_worker(cfg: dict[str, Any], imports: list[str]) -> None:
@@ -238,13 +113,13 @@ def _start_worker(cfg: dict[str, Any], imports: list[str]) -> None:
 
 
 def _train_in_worker(run_dir: str, number: int, spec: str, hp: dict[str, float], mode: str, seed: int, lr: float,
-                     epochs: int) -> FinalRun:
+                     probe: int | None, epochs: int) -> FinalRun:
     return _train_and_save(Path(run_dir), _WORKER["ctx"], number, StudentSpec.from_json(spec), hp, mode, seed, lr,
-                           epochs, *_WORKER["test"], None)
+                           probe, epochs, *_WORKER["test"], None)
 
 
 def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], epochs: int,
-                        plan: Callable[[], list[tuple[str, int, float]]], record: Callable[[FinalRun, Progress], None],
+                        plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
                         jobs: int, progress: Progress) -> None:
     """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
     model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
@@ -253,7 +128,7 @@ def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentS
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                  initargs=(ctx.cfg.to_dict(), family_modules())) as pool:
-            running: dict[Any, tuple[str, int, float]] = {}
+            running: dict[Any, Item] = {}
             finished_models = 0
             while True:
                 for item in plan():
@@ -331,6 +206,9 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         raise KDSearchError("--epochs must be at least 1")
     if (policy.fixed is not None and not policy.fixed > 0) or any(not m > 0 for m in policy.grid):
         raise KDSearchError("learning rates and --lr-grid factors must be positive")
+    if policy.probe_epochs is not None and not 1 <= policy.probe_epochs < epochs:
+        raise KDSearchError(f"--lr-probe-epochs must be at least 1 and fewer than --epochs ({epochs}): a probe "
+                            "shorter than the training chooses its lr")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with run_log(run.run_dir, console):  # what it prints, also in RUN/run.log
         LOGGER.info(f"$ {command_line()}")
@@ -366,6 +244,7 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     path = folder / RESULTS_FILE
     runs = load_results(path, setup)
     candidates = policy.candidates(hp["lr"])
+    probe = policy.probing(hp["lr"])
 
     def body() -> dict[str, Any]:
         return {"setup": setup, "lr_policy": {**policy.to_dict(), "text": policy.describe(hp["lr"])},
@@ -375,19 +254,19 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
                 "summary": summarize(runs, modes, seeds, policy, hp["lr"], teacher["test_accuracy"]),
                 "environment": environment(ctx.device), "command": command_line()}
 
-    def plan() -> list[tuple[str, int, float]]:
+    def plan() -> list[Item]:
         """What is left: the lr selection runs first (first seed, every arm), then each seed's arms together."""
-        todo: list[tuple[str, int, float]] = []
+        todo: list[Item] = []
         lrs: dict[str, float | None] = {}
         for mode in modes:
             if len(candidates) == 1:
                 lrs[mode] = candidates[0]
             else:
-                todo += [(mode, seeds[0], lr) for lr in candidates if find(runs, mode, seeds[0], lr) is None]
-                lrs[mode] = choose_lr(runs, mode, seeds[0], candidates, hp["lr"])
+                todo += [(mode, seeds[0], lr, probe) for lr in candidates if find(runs, mode, seeds[0], lr, probe) is None]
+                lrs[mode] = choose_lr(runs, mode, seeds[0], candidates, hp["lr"], probe)
         if todo:
             return todo
-        return [(m, s, lrs[m]) for s in seeds for m in modes if find(runs, m, s, lrs[m]) is None]
+        return [(m, s, lrs[m], None) for s in seeds for m in modes if find(runs, m, s, lrs[m]) is None]
 
     todo = plan()
     console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}; "
@@ -397,16 +276,17 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
         runs.append(result)
         save_results(path, body())  # at once: an interruption keeps it
         done = (f"[red]failed: {escape(result.error)}[/]" if result.error else
-                f"val {result.val_accuracy:.2%}, test {result.test_accuracy:.2%} ({result.seconds:.0f} s)")
+                f"val {result.val_accuracy:.2%}, " + (f"{result.probe}-epoch lr probe" if result.probe else
+                                                     f"test {result.test_accuracy:.2%}") + f" ({result.seconds:.0f} s)")
         progress.console.print(f"  {result.mode:6s} lr {result.lr:.3g} seed {result.seed}: {done}", highlight=False)
 
     with progress_bar(console) as progress:
         if jobs > 1 and len(todo) > 1:
             _train_side_by_side(run, ctx, number, spec, hp, epochs, plan, record, jobs, progress)
         while todo := plan():
-            mode, seed, lr = todo[0]
-            record(_train_and_save(run.run_dir, ctx, number, spec, hp, mode, seed, lr, epochs, x_test, y_test,
-                                   progress), progress)
+            mode, seed, lr, probe_epochs = todo[0]
+            record(_train_and_save(run.run_dir, ctx, number, spec, hp, mode, seed, lr, probe_epochs, epochs, x_test,
+                                   y_test, progress), progress)
     final = body()
     if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
         save_results(path, final)
@@ -414,20 +294,3 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     return final
 
 
-def final_table(number: int, results: dict[str, Any]) -> Table:
-    """Per arm: its lr, seeds, mean val and test accuracy (sd over seeds); the paired gain below."""
-    teacher, summary = results["teacher"], results["summary"]
-    table = Table(title=f"trial {number}: final training (test read once per model)")
-    for col in ("student", "lr", "seeds", "val", "test", "test sd", "of teacher"):
-        table.add_column(col, justify="left" if col == "student" else "right")
-    for arm in summary["arms"].values():
-        sd = f"{arm['test_sd']:.2%}" if not math.isnan(arm["test_sd"]) else ""
-        table.add_row(arm["label"], f"{arm['lr']:.3g}", str(len(arm["seeds"])), f"{arm['val_mean']:.2%}",
-                      f"{arm['test_mean']:.2%}", sd, f"{arm['retained']:.1%}")
-    table.add_row(f"teacher {teacher['name']}", "", "", f"{teacher['val_accuracy']:.2%}",
-                  f"{teacher['test_accuracy']:.2%}", "", "")
-    lines = [f"distillation adds {gain_sentence(summary['gain'], base)} (vs {MODES[base]})" for base in summary["gain"]]
-    lines += [f"{MODES[mode]} failed at seed(s) {', '.join(map(str, failed))}: {next(iter(failed.values()))}"
-              for mode, failed in summary.get("failed", {}).items()]
-    table.caption = "\n".join(lines + [results["lr_policy"]["text"]])
-    return table

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis.final import MODES, chosen_trial
+from ..analysis.arms import MODES
+from ..analysis.final import chosen_trial
 from ..analysis.holdout import load_test_accuracies
 from ..errors import KDSearchError
 from ..models.students.io import load_student
@@ -97,7 +98,7 @@ def pick_source(run_dir: Path, number: int, weights: str, arm: str = "kd") -> tu
     stored = json.loads(results.read_text()) if results.is_file() else {}
     chosen = stored.get("summary", {}).get("arms", {}).get(arm)  # the arm at its chosen lr
     done = [r for r in stored.get("runs", []) if chosen and r["mode"] == arm and r["lr"] == chosen["lr"]
-            and not r.get("error") and r["curve"]]
+            and not r.get("error") and not r.get("probe") and r["curve"]]
     if not done and (weights == "final" or arm != "kd"):
         train = f"`kdsearch train {run_dir} --trial {number}`"
         if arm == "kd" or not stored:

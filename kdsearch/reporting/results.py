@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
-from ..analysis.final import MODES, headline
+from ..analysis.arms import MODES, headline
 from ..analysis.front import pareto_trials
 from ..analysis.stats import excludes_zero
 from ..errors import KDSearchError
