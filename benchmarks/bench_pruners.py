@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import tomllib
 from pathlib import Path
@@ -83,9 +84,9 @@ def parse_set(item: str) -> tuple[str, object]:
 
 
 def pruner_config(variant: str, base: PrunerConfig) -> PrunerConfig:
-    """'pareto:margin=0,warmup_epochs=2' -> the base settings with that name and those changes."""
+    """'pareto:margin=0,warmup_epochs=2,rungs=[1,2]' -> the base settings with that name and those changes."""
     name, _, settings = variant.partition(":")
-    changes = dict(parse_set(s) for s in settings.split(",") if s)
+    changes = dict(parse_set(s) for s in re.split(r",(?![^\[]*\])", settings) if s)  # not inside [a,b]
     return base.model_copy(update={"name": name, **changes})
 
 

@@ -1,12 +1,14 @@
 """Pruner decisions on hand-built histories."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from kdsearch.config import PrunerConfig
+from kdsearch.config import PrunerConfig, load_config
 from kdsearch.measure.costs import count_params
 from kdsearch.measure.latency import Timing
+from kdsearch.search.estimate import validation_passes
 from kdsearch.search.pruners import (AshaPruner, CHECKS, CURVE, PRUNED_AT, MedianPruner, MoAshaPruner, NoPruner,
                                      ParetoPruner, checks_at, crowding_distances, epochs_trained, make_pruner,
                                      nondominated_ranks, pruned_at, replay, rung_at)
@@ -168,7 +170,6 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     from optuna.trial import TrialState
     from rich.console import Console
 
-    from kdsearch.config import load_config
     from kdsearch.search.objective import objective
     from kdsearch.search.runner import prepare
     from kdsearch.search.study import DIRECTIONS
@@ -213,6 +214,8 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     pareto = ParetoPruner(cost_keys=costs, margin=0.0, warmup_epochs=1, rungs=(0.25, 0.5))  # checks 2 and 4 of 8
     expected = live(pareto)
     assert any(t.user_attrs.get(PRUNED_AT) == 1 for t in expected)  # a check at an epoch's end
+    # it looks at no mid-epoch check (checks 1, 3, ...): those are not measured (a validation pass each)
+    assert all(c is None for t in expected for c in t.user_attrs[CHECKS][0::2])
     with_checks = [(t.state, t.user_attrs[CURVE], t.user_attrs.get(CHECKS), t.user_attrs.get(PRUNED_AT)) for t in expected]
     assert [(t.state, t.user_attrs[CURVE], t.user_attrs.get(CHECKS), t.user_attrs.get(PRUNED_AT))
             for t in replay(checked, pareto, cfg.epochs, 2)] == with_checks
@@ -234,3 +237,15 @@ def test_the_readmes_worked_example():
               for name, params, ms, acc in [("C", 2_000, 0.25, 0.550), ("D", 5_000, 0.35, 0.700),
                                             ("E", 50_000, 0.70, 0.915), ("F", 50_000, 0.70, 0.930)]}
     assert decide == {"C": False, "D": True, "E": True, "F": False}
+
+
+def test_a_trial_measures_only_the_checks_its_pruner_looks_at():
+    """The CIFAR-10 study: 4 checks per epoch over 3 epochs, but pareto looks at checks 2, 4 and 6 only,
+    so a trial makes 5 validation passes (3 epoch ends, 2 mid-epoch), not 12; unpruned, it records all."""
+    study = Path(__file__).resolve().parents[1] / "studies" / "cifar10-resnet32.toml"
+    cfg = load_config(str(study), {})
+    p = make_pruner(cfg.pruner, cfg.objectives)
+    assert [c for c in range(1, 13) if p.looks_at(c, 12)] == [2, 4, 6]
+    assert validation_passes(cfg) == 5
+    assert validation_passes(load_config(str(study), {"pruner.name": "none"})) == 12
+

@@ -13,6 +13,7 @@ from ..progress import SLOW_S, minutes
 from ..training import distill
 from ..training.distill import recipe_from
 from .inputs import TrialContext
+from .pruners import looks_at, make_pruner
 from .stand_ins import Middle
 
 
@@ -28,6 +29,14 @@ def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float |
         return None
 
 
+def validation_passes(cfg) -> int:
+    """Passes over the validation split in a trial that is not pruned: each epoch's end, and the mid-epoch
+    checks its pruner looks at (all of them without pruning: they are recorded for replay)."""
+    k = cfg.pruner.checks_per_epoch
+    pruner = make_pruner(cfg.pruner, cfg.objectives)
+    return cfg.epochs + sum(1 for c in range(1, cfg.epochs * k + 1) if c % k and looks_at(pruner, c, cfg.epochs * k))
+
+
 def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     cfg, data = ctx.cfg, ctx.data
     study = optuna.create_study(sampler=Middle({}))
@@ -40,9 +49,9 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
                              else cfg.space["lr"])
         per_image = wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
                                                              pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
-        m = min(len(ctx.y_val), n)  # and the validation passes: one per check (checks_per_epoch per epoch)
+        m = min(len(ctx.y_val), n)  # and the validation passes: one per epoch and per mid-epoch check measured
         per_val = wall_seconds(lambda: distill.predict(model, ctx.x_val[:m]), ctx.device) / m if m else 0.0
-    total = (per_image * len(ctx.y_train) + per_val * len(ctx.y_val) * cfg.pruner.checks_per_epoch) * cfg.epochs * trials
+    total = (per_image * len(ctx.y_train) * cfg.epochs + per_val * len(ctx.y_val) * validation_passes(cfg)) * trials
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
                   "(pruning and smaller students take less)"
                   + ("  (to shorten it: --subset, fewer --epochs or --trials, --workers, or a GPU)"

@@ -21,7 +21,7 @@ from ..training.distill import NonFiniteLoss, fit, predict, recipe_from
 from .budgets import reject_over_budget
 from .enqueue import ENQUEUED_ATTR, spec_for_data
 from .inputs import TrialContext
-from .pruners import CHECKS, CURVE, PRUNED_AT, finished_trials, pruned_at
+from .pruners import CHECKS, CURVE, PRUNED_AT, finished_trials, looks_at, pruned_at
 from .study import counts
 from .workers import ERROR_ATTR, heartbeat
 
@@ -112,7 +112,8 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
         with latency.training_share(cfg.run_path, model):  # paused while another worker times a student
             curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
                         teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val,
-                        on_epoch=record, on_check=prune, checks_per_epoch=k, progress=ctx.progress,
+                        on_epoch=record, on_check=prune, checks_per_epoch=k,
+                        measure_check=lambda check: looks_at(ctx.pruner, check, cfg.epochs * k), progress=ctx.progress,
                         description=f"trial {trial.number}")
     except optuna.TrialPruned:  # saved as evaluated (fit has put a weight average into the model by now)
         save_student(trial_dir(cfg.run_path, trial.number), model, spec)

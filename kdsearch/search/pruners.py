@@ -11,6 +11,10 @@ With `[pruner] checks_per_epoch = k` > 1 a trial is also checked k times per epo
 a 2-epoch trial has no epoch at a quarter of it). Pruners then see the accuracy at every check (the
 attribute "checks") in place of the curve and `epochs · k` in place of `epochs`: a pruner counts in
 checks, and `make_pruner` converts the settings given in epochs (warm-up, rungs >= 1) to checks.
+A check costs a pass over the validation split, so a trial measures only the mid-epoch checks its
+pruner `looks_at` (the others are recorded as None); the epoch's last check is always measured (it is
+the curve's value). `none` looks at every check: a study run without pruning records them all, so that
+`replay` can try any pruner on it.
 """
 
 from __future__ import annotations
@@ -50,10 +54,19 @@ class Pruner(Protocol):
                      costs: dict[str, float]) -> bool:
         """Stop the trial whose validation curve so far is `curve` (costs known up front)?"""
 
+    def looks_at(self, epoch: int, epochs: int) -> bool:
+        """Whether should_prune can stop a trial at this epoch (check): the others need not be measured."""
+
+
+def looks_at(pruner: Pruner, check: int, checks: int) -> bool:
+    """The pruner's looks_at, or True for a pruner without one (it may look anywhere)."""
+    method = getattr(pruner, "looks_at", None)
+    return True if method is None else method(check, checks)
+
 
 def _peers(history: Sequence[FrozenTrial], epoch: int) -> list[FrozenTrial]:
-    """Trials whose curve reached `epoch` (check)."""
-    return [t for t in history if len(check_curve(t)) >= epoch]
+    """Trials whose curve reached `epoch` (check) and measured it."""
+    return [t for t in history if len(c := check_curve(t)) >= epoch and c[epoch - 1] is not None]
 
 
 def rung_at(rung: float, epochs: int) -> int:
@@ -71,6 +84,9 @@ class NoPruner:
     def should_prune(self, history, curve, epochs, costs) -> bool:
         return False
 
+    def looks_at(self, epoch: int, epochs: int) -> bool:
+        return True  # it stops nothing, but records every check: replay tries other pruners on them
+
 
 @dataclass
 class MedianPruner:
@@ -84,9 +100,12 @@ class MedianPruner:
     min_trials: int = 4
     rungs: Sequence[float] = ()
 
+    def looks_at(self, epoch: int, epochs: int) -> bool:
+        return _checks(epoch, epochs, self.warmup_epochs, self.rungs)
+
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
-        if not _checks(epoch, epochs, self.warmup_epochs, self.rungs):
+        if not self.looks_at(epoch, epochs):
             return False
         peers = [check_curve(t)[epoch - 1] for t in _peers(history, epoch)]
         return len(peers) >= self.min_trials and curve[-1] < statistics.median(peers)
@@ -119,9 +138,12 @@ class AshaPruner:
     def rung_epochs(self, epochs: int) -> list[int]:
         return rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)
 
+    def looks_at(self, epoch: int, epochs: int) -> bool:
+        return _checks(epoch, epochs, 0, self.rung_epochs(epochs))
+
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
-        if not _checks(epoch, epochs, 0, self.rung_epochs(epochs)):
+        if not self.looks_at(epoch, epochs):
             return False
         peers = [check_curve(t)[epoch - 1] for t in _peers(history, epoch)]
         if len(peers) < self.min_trials:
@@ -161,8 +183,11 @@ class ParetoPruner:
                 return t
         return None
 
+    def looks_at(self, epoch: int, epochs: int) -> bool:
+        return _checks(epoch, epochs, self.warmup_epochs, self.rungs)
+
     def should_prune(self, history, curve, epochs, costs) -> bool:
-        if not _checks(len(curve), epochs, self.warmup_epochs, self.rungs):
+        if not self.looks_at(len(curve), epochs):
             return False
         return self.dominated_by(history, curve, costs) is not None
 
@@ -216,9 +241,12 @@ class MoAshaPruner:
     min_trials: int = 4
     rungs: Sequence[float] = ()
 
+    def looks_at(self, epoch: int, epochs: int) -> bool:
+        return _checks(epoch, epochs, 0, rung_epochs(self.min_epochs, self.eta, self.rungs, epochs))
+
     def should_prune(self, history, curve, epochs, costs) -> bool:
         epoch = len(curve)
-        if not _checks(epoch, epochs, 0, rung_epochs(self.min_epochs, self.eta, self.rungs, epochs)):
+        if not self.looks_at(epoch, epochs):
             return False
         peers = _peers(history, epoch)
         if len(peers) < self.min_trials:
@@ -268,7 +296,8 @@ def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int, checks_pe
     sampler (TPE) the live study would have sampled other students after the first pruned trial,
     so there the replay estimates the savings on the same students. Trials that never trained
     (rejected, failed) pass through unchanged. With `checks_per_epoch` k > 1 (a study that recorded
-    its checks; `pruner` from make_pruner with the same k) the pruner looks at every check.
+    all its checks: run with --pruner none; `pruner` from make_pruner with the same k) the pruner sees
+    the checks it looks at, and the others are None, as in a live study.
     """
     out: list[FrozenTrial] = []
     k = checks_per_epoch
@@ -282,8 +311,9 @@ def replay(trials: Sequence[FrozenTrial], pruner: Pruner, epochs: int, checks_pe
         stop = next((e for e in range(1, len(points) + 1)
                      if pruner.should_prune(history, points[:e], epochs * k, costs)), None)
         attrs = {a: v for a, v in t.user_attrs.items() if a != CHECKS}  # the checks this replay sees, or none
-        if k > 1:
-            attrs[CHECKS] = points[:stop]
+        if k > 1:  # as a live study records them: mid-epoch checks the pruner does not look at are not measured
+            attrs[CHECKS] = [p if c % k == 0 or looks_at(pruner, c, epochs * k) else None
+                             for c, p in enumerate(points[:stop], 1)]
         if stop is None:
             out.append(t if attrs == t.user_attrs else optuna.trial.create_trial(
                 state=t.state, values=t.values, params=t.params, distributions=t.distributions, user_attrs=attrs,
@@ -306,7 +336,11 @@ def checks_at(trial: FrozenTrial, checks_per_epoch: int) -> list[float]:
     if not recorded or rest or every < 1:
         raise ValueError(f"trial {trial.number} recorded {len(recorded)} checks over {len(curve)} epochs: "
                          f"not a multiple of {checks_per_epoch} per epoch")
-    return recorded[every - 1::every]
+    points = recorded[every - 1::every]
+    if None in points:
+        raise ValueError(f"trial {trial.number} measured only the checks its pruner looked at: replay needs a "
+                         "study run with --pruner none (it records every check)")
+    return points
 
 
 def pruned_at(check: int, checks_per_epoch: int) -> int | float:

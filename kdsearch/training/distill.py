@@ -233,7 +233,7 @@ def recipe_from(train: TrainConfig, epochs: int, lr: float, temperature: float =
 
 
 EpochCallback = Callable[[int, float, list[float]], None]  # (epoch from 1, mean loss, val curve so far)
-CheckCallback = Callable[[int, list[float]], None]  # (check from 1, val accuracy at every check so far)
+CheckCallback = Callable[[int, list[float | None]], None]  # (check from 1, val accuracy at every check so far)
 
 
 def check_steps(steps: int, per_epoch: int) -> list[int]:
@@ -246,6 +246,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
         teacher: nn.Module | None = None, cache=None, x_val: torch.Tensor | None = None,
         y_val: torch.Tensor | None = None, on_epoch: EpochCallback | None = None,
         on_check: CheckCallback | None = None, checks_per_epoch: int = 1,
+        measure_check: Callable[[int], bool] | None = None,
         progress: Progress | None = None, description: str = "train") -> list[float]:
     """Train `model` on (x, y) by `recipe`; returns validation accuracy after each epoch.
 
@@ -261,6 +262,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     times per epoch, evenly spaced in steps, the last at the epoch's end (its curve value), and
     `on_check` gets every check so far: what pruning short trials needs (a 2-epoch trial has no epoch
     at a quarter of it). A check only observes: the training is the same with or without checks.
+    `measure_check(i)` says whether mid-epoch check i (counted from 1 over the whole training) is
+    measured (a pass over the validation data: the pruner's rungs only); one that is not is recorded
+    as None and not reported. The epoch's last check is always measured.
     """
     steps = steps_per_epoch(len(y), recipe.batch_size)
     model.to(memory_format=fast_memory_format(model, x.device))
@@ -275,15 +279,20 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     curve: list[float] = []
     checking = on_check is not None and x_val is not None and y_val is not None
     mid = check_steps(steps, checks_per_epoch) if checking else []
-    checks: list[float] = []
+    checks: list[float | None] = []
 
     def on_step(step: int, epoch: int) -> None:
         if task is not None:
             progress.update(task, completed=epoch * steps + step)
         if step in mid:
-            acc = accuracy(evaluated, x_val, y_val)
-            model.train()  # back to training (evaluation put it, or its average's copy, in eval mode)
+            acc = None
             for _ in range(mid.count(step)):
+                if measure_check is not None and not measure_check(len(checks) + 1):
+                    checks.append(None)
+                    continue
+                if acc is None:
+                    acc = accuracy(evaluated, x_val, y_val)
+                    model.train()  # back to training (evaluation put it, or its average's copy, in eval mode)
                 checks.append(acc)
                 on_check(len(checks), checks)
 
