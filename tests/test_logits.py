@@ -1,5 +1,6 @@
 """The teacher-logit cache: exact per view, keyed by everything it depends on, built once."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -29,6 +30,34 @@ def test_cached_logits_equal_a_fresh_forward_on_the_same_view(tmp_path):
     torch.testing.assert_close(logits.float(), fresh, atol=1e-2, rtol=1e-2)  # fp16 storage
     again = build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path)
     assert not again.built and torch.equal(again.logits, cache.logits) and torch.equal(again.views, cache.views)
+
+
+def test_an_interrupted_build_continues_where_it_stopped(tmp_path):
+    """A long build saves what it has; killed mid-way, the next build continues from there (the
+    batches before it are not recomputed) and gives the logits an uninterrupted build gives."""
+    x, _ = data()
+    whole = build_or_load(teacher(), x, pad=1, flip=True, k=4, seed=0, key="whole", run_dir=tmp_path, batch_size=7)
+
+    class Counted(nn.Module):  # the teacher, counting its batches, killed at batch `dies_at`
+        def __init__(self, dies_at=0):
+            super().__init__()
+            self.t, self.calls, self.dies_at = teacher(), 0, dies_at
+
+        def forward(self, images):
+            self.calls += 1
+            if self.calls == self.dies_at:
+                raise RuntimeError("killed")
+            return self.t(images)
+
+    with pytest.raises(RuntimeError, match="killed"):  # at its 6th batch of 12, saving after each
+        build_or_load(Counted(dies_at=6), x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path, batch_size=7,
+                      save_every_s=0)
+    assert (tmp_path / "logits" / "k.partial.safetensors").is_file() and not (tmp_path / "logits" / "k.safetensors").exists()
+    resumed = Counted()
+    cache = build_or_load(resumed, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path, batch_size=7)
+    assert resumed.calls == 12 - 5  # batches 6 to 12: the five saved ones are not run again
+    assert cache.built and torch.equal(cache.logits, whole.logits) and torch.equal(cache.views, whole.views)
+    assert not (tmp_path / "logits" / "k.partial.safetensors").exists()
 
 
 def test_all_views_when_k_covers_them():

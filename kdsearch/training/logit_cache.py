@@ -10,6 +10,7 @@ tied to a view id (kdsearch.data.augment), and the student trains on exactly tha
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,13 +67,34 @@ def choose_views(n: int, k: int, pad: int, flip: bool, seed: int) -> torch.Tenso
 
 
 FP16_MAX = 65504.0  # the largest finite fp16 value
+SAVE_EVERY_S = 120.0  # a long build saves what it has this often, so an interruption loses minutes, not hours
+
+
+def _partial_path(path: Path) -> Path:
+    return path.with_name(path.name.replace(".safetensors", ".partial.safetensors"))
+
+
+def _load_partial(path: Path, total: int, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    """The logits an interrupted build of this cache saved (whole batches, in build order), or None."""
+    try:
+        done = load_file(str(path), device=str(device))["logits"]
+        rows = len(done)
+        if done.ndim != 2 or rows > total or (rows % batch_size and rows != total) or not bool(torch.isfinite(done).all()):
+            return None
+        return done
+    except Exception:  # noqa: BLE001  (an unreadable partial build is started over, never fatal)
+        return None
 
 
 @torch.no_grad()
 def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, k: int, seed: int, key: str,
                   run_dir: Path, batch_size: int = 512, progress: Progress | None = None,
-                  teacher_name: str = "the teacher") -> LogitCache:
+                  teacher_name: str = "the teacher", save_every_s: float = SAVE_EVERY_S) -> LogitCache:
     """Load the cache for `key` from run_dir/logits, or compute it in batches and save it atomically.
+
+    A long build (50 views of 45,000 images through a ResNet is hours on a CPU) saves the logits it has
+    every `save_every_s` seconds beside the cache (`<key>.partial.safetensors`); a build of the same key
+    continues from there, with the same batches, so the result is the uninterrupted one.
 
     A stored cache that cannot be read, does not fit the images (truncated, damaged, foreign) or
     holds non-finite values (as fp16 caches of huge logits did) is rebuilt, and the returned
@@ -96,17 +118,26 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
     views = choose_views(n, k, pad, flip, seed)
     k = views.shape[1]
     teacher.eval()
-    chunks = []
-    task = progress.add_task("teacher logits", total=n * k) if progress else None
+    partial = _partial_path(path)
+    done = _load_partial(partial, n * k, batch_size, device) if partial.is_file() else None
+    chunks = [] if done is None else [done]
+    first = 0 if done is None else len(done)
+    task = progress.add_task("teacher logits", total=n * k, completed=first) if progress else None
     flat_idx = torch.arange(n).repeat_interleave(k)
     flat_views = views.reshape(-1)
-    for start in range(0, n * k, batch_size):
+    saved = time.monotonic()
+    for start in range(first, n * k, batch_size):
         idx = flat_idx[start:start + batch_size].to(device)
         images = apply_views(to_float(x[idx]), flat_views[start:start + batch_size], pad, flip)
         with autocast(device):
             chunks.append(teacher(images.contiguous(memory_format=torch.channels_last)).float())
         if task is not None:
             progress.update(task, advance=len(idx))
+        if time.monotonic() - saved >= save_every_s and start + batch_size < n * k:
+            chunks = [torch.cat(chunks)]
+            with atomic_path(partial) as tmp:
+                save_file({"logits": chunks[0].cpu().contiguous()}, str(tmp))
+            saved = time.monotonic()
     logits = torch.cat(chunks).view(n, k, -1)
     finite = torch.isfinite(logits)
     if not bool(finite.all()):
@@ -120,6 +151,7 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
         logits = logits.half()  # the usual case: half the memory (huge logits stay float32)
     with atomic_path(path) as tmp:
         save_file({"views": views.to(torch.int32).contiguous(), "logits": logits.cpu().contiguous()}, str(tmp))
+    partial.unlink(missing_ok=True)
     if task is not None:
         progress.remove_task(task)
     return LogitCache(views.to(device), logits, path, built=True, note=note)
