@@ -249,3 +249,27 @@ def test_a_trial_measures_only_the_checks_its_pruner_looks_at():
     assert validation_passes(cfg) == 5
     assert validation_passes(load_config(str(study), {"pruner.name": "none"})) == 12
 
+
+
+def test_the_resume_guard_compares_only_the_pruner_settings_the_pruner_reads(tmp_path):
+    """A study searched with --pruner none resumes after its [pruner] settings were chosen by replaying
+    it (none reads none of them); checks per epoch, and a pareto pruner's own settings, still count."""
+    import optuna
+
+    from kdsearch.errors import KDSearchError
+    from kdsearch.search.fingerprint import FINGERPRINT_ATTR, check_resume, fingerprint
+
+    def study_with(**pruner):
+        study = optuna.create_study(directions=["maximize"])
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint(load_config(overrides=pruner)))
+        return study
+
+    unpruned = study_with(**{"pruner.name": "none", "pruner.checks_per_epoch": 4})
+    check_resume(unpruned, load_config(overrides={"pruner.name": "none", "pruner.checks_per_epoch": 4,
+                                                  "pruner.warmup_epochs": 0.25, "pruner.rungs": [0.5]}))
+    with pytest.raises(KDSearchError, match="checks_per_epoch"):
+        check_resume(unpruned, load_config(overrides={"pruner.name": "none"}))
+    pareto = study_with(**{"pruner.name": "pareto"})
+    check_resume(pareto, load_config(overrides={"pruner.name": "pareto", "pruner.eta": 2}))  # asha's setting
+    with pytest.raises(KDSearchError, match="margin"):
+        check_resume(pareto, load_config(overrides={"pruner.name": "pareto", "pruner.margin": 0.02}))

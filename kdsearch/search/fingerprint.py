@@ -19,6 +19,18 @@ from ..models.students.space import effective_space
 
 MEANING = tuple(trial_meaning_keys())  # dotted keys: "epochs", "data.subset", ..., "pruner", "space"
 FINGERPRINT_ATTR = "fingerprint"
+# the pruner settings each pruner reads: the others cannot change what its trials mean (with `none`, a
+# study resumed under the settings chosen by replaying it is the same study)
+PRUNER_READS = {"none": (), "median": ("warmup_epochs", "min_trials", "rungs"),
+                "asha": ("warmup_epochs", "eta", "min_trials", "rungs"),
+                "moasha": ("warmup_epochs", "eta", "min_trials", "rungs"),
+                "pareto": ("warmup_epochs", "margin", "rungs")}
+
+
+def effective_pruner(pruner: dict[str, Any]) -> dict[str, Any]:
+    """The pruner's name, checks per epoch (what trials record) and the settings that pruner reads."""
+    reads = PRUNER_READS.get(pruner.get("name"), tuple(pruner))
+    return {k: v for k, v in pruner.items() if k in ("name", "checks_per_epoch") or k in reads}
 
 
 def fingerprint(cfg: StudyConfig) -> dict[str, Any]:
@@ -30,6 +42,7 @@ def fingerprint(cfg: StudyConfig) -> dict[str, Any]:
         value = (values[section] if section else values)[key]
         out[dotted] = Path(value).name if dotted == "teacher.weights" and value else value
     out["space"] = effective_space(out["space"])  # a space stored before a key existed compares as it ran
+    out["pruner"] = effective_pruner(out["pruner"])
     return json.loads(json.dumps(out))
 
 
@@ -42,6 +55,7 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
     legacy.train = TrainConfig(**LEGACY_TRAIN)
     stored = {**fingerprint(legacy), **stored}  # settings added since the study began: the values it ran with
     stored["space"] = json.loads(json.dumps(effective_space(stored.get("space", {}))))
+    stored["pruner"] = effective_pruner(stored["pruner"])
     diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]
     if diff:
         raise KDSearchError(f"study {cfg.name!r} was run with other settings: {'; '.join(diff)}. Resume with the "
