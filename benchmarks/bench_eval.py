@@ -1,0 +1,68 @@
+"""Validation pass speed by evaluation batch size: kdsearch's `accuracy` at batch B vs at 1024.
+
+Every epoch of a trial ends with a pass over the validation split, and pruning checks within epochs
+add more (on the CPU a pass over 5,000 images costs about a third of a training epoch over 10,000).
+The baseline is the batch kdsearch used everywhere (1024, which suits a GPU); each student is timed
+at each batch size in interleaved rounds in one process (the median of the rounds), and the ratio is
+baseline time / time: above 1, that batch size is faster.
+
+    python benchmarks/bench_eval.py --threads 1
+    python benchmarks/bench_eval.py --device cuda --batches 256 1024 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.distill import accuracy, fast_memory_format
+
+STUDENTS = {
+    "conv18x4": {"channels": [18, 18, 18, 18]},  # the CIFAR-10 search's front (results/cifar10-resnet32-v2)
+    "conv37x4": {"channels": [37, 37, 37, 37]},
+    "res8": {"family": "residual", "channels": [16, 32, 64]},  # MLPerf Tiny ResNet-8
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
+    y = torch.randint(0, 10, (args.images,), generator=g).to(dev)
+    sizes = [1024] + [b for b in args.batches if b != 1024]
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, {args.images} images, "
+          f"median of {args.rounds} interleaved rounds; ratio = time at 1024 / time at the batch")
+    print(f"{'student':10s} " + " ".join(f"{'b' + str(b) + ' s':>9s}" for b in sizes) + "  " +
+          " ".join(f"{'x b' + str(b):>8s}" for b in sizes[1:]))
+    for name, kw in STUDENTS.items():
+        model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, **kw)).to(dev)
+        model.to(memory_format=fast_memory_format(model, dev))
+        accuracy(model, x[:1024], y[:1024])  # warm-up
+        times: dict[int, list[float]] = {b: [] for b in sizes}
+        for _ in range(args.rounds):
+            for b in sizes:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                accuracy(model, x, y, batch_size=b)  # ends in a host sync (float())
+                times[b].append(time.perf_counter() - t)
+        med = {b: statistics.median(v) for b, v in times.items()}
+        print(f"{name:10s} " + " ".join(f"{med[b]:9.2f}" for b in sizes) + "  " +
+              " ".join(f"{med[1024] / med[b]:8.2f}" for b in sizes[1:]))
+
+
+if __name__ == "__main__":
+    main()
