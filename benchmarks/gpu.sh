@@ -13,6 +13,8 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 step 75 $PY -m pytest -q -p no:cacheprovider -o addopts= tests/test_cuda.py   # one process: no xdist workers
 step 50 $PY benchmarks/bench_trial_speed.py --device cuda --train 10000 --epochs 3 --workers 8
 step 70 $PY benchmarks/bench_compile.py --device cuda --images 20000
+# validation passes by evaluation batch size (kdsearch evaluates at 1024 on a GPU)
+step 60 $PY benchmarks/bench_eval.py --device cuda --batches 256 4096 --rounds 3
 # one tiny student's step in images/s, and final training's models side by side on the device (--jobs)
 step 120 $PY benchmarks/bench_concurrent.py --device cuda --jobs 4 8 --images 20480 --epochs 3
 # latency repeats on this machine's CPU (a host whose speed may hold still, unlike the 2-core guest's)
