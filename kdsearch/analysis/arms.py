@@ -1,7 +1,7 @@
 """What final training records and concludes: the arms, one record per trained model, how each arm's
 learning rate is chosen, and the paired summary (mean per arm, the gain with its interval).
 
-Kept apart from the training itself (kdsearch.analysis.final) so that reports and exports read results
+Kept apart from the training itself (kdsearch.analysis.final) so that reports read results
 without importing the machinery that trains them.
 """
 
