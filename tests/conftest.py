@@ -1,5 +1,6 @@
 """Fixtures shared by the test files."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,18 @@ from kdsearch.measure.latency import Timing
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+# the cores shared among pytest-xdist's workers (one thread each on 2 cores), as kdsearch shares them
+# among its own workers: more threads than cores slows every test
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(autouse=True)
 def torch_threads():
-    """Each test starts with the process's thread count: a run with `threads` sets it for the whole process
-    (as the CLI does), and a later test in the same worker would record and train with it."""
-    threads = torch.get_num_threads()
+    """Each test starts with THREADS: a run with `threads` sets the count for the whole process (as the
+    CLI does), and a later test in the same worker would record and train with it."""
+    torch.set_num_threads(THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
