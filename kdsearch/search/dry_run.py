@@ -158,7 +158,7 @@ def describe_teacher(cfg: StudyConfig, data: DataSplits, device: torch.device, c
     for note in info.notes:
         console.print(f"teacher: {note}", highlight=False)
     model = model.to(device)
-    bs = eval_batch(info.input_size)
+    bs = eval_batch(info.input_size, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         speed = probe_speed(model, data, device, t.batch_size, bs, train=epochs > 0)
     train_s = speed.get("train_s_per_step", 0.0) * steps_per_epoch(len(data.train), t.batch_size) * epochs

@@ -23,7 +23,7 @@ from ..data.augment import apply_views, identity_view, num_views, to_float
 from ..errors import KDSearchError
 from ..runs.files import atomic_path
 from ..runs.layout import logits_path
-from .distill import autocast
+from .distill import autocast, eval_batch_size
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _load_partial(path: Path, total: int, batch_size: int, device: torch.device)
 
 @torch.no_grad()
 def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, k: int, seed: int, key: str,
-                  run_dir: Path, batch_size: int = 512, progress: Progress | None = None,
+                  run_dir: Path, batch_size: int | None = None, progress: Progress | None = None,
                   teacher_name: str = "the teacher", save_every_s: float = SAVE_EVERY_S) -> LogitCache:
     """Load the cache for `key` from run_dir/logits, or compute it in batches and save it atomically.
 
@@ -115,6 +115,7 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
         except Exception as exc:  # noqa: BLE001  (a damaged cache is rebuilt, never fatal)
             note = f"the stored teacher-logit cache {path.name} is unreadable ({str(exc).splitlines()[0][:120]}): rebuilt"
     n = len(x)
+    batch_size = batch_size or min(512, eval_batch_size(device))  # 256 on a CPU: ResNet-32 ran 1.3x faster than at 512
     views = choose_views(n, k, pad, flip, seed)
     k = views.shape[1]
     teacher.eval()

@@ -116,9 +116,10 @@ def teacher_training(cfg: TeacherConfig, fits_data: bool, from_scratch: bool) ->
     return epochs, lr
 
 
-def eval_batch(input_size: int) -> int:
-    """Evaluation batch: 1024 at CIFAR size, fewer for big inputs so activations fit in memory."""
-    return max(32, min(1024, int(1024 * (32 / max(input_size, 1)) ** 2)))
+def eval_batch(input_size: int, device: torch.device) -> int:
+    """Evaluation batch: the device's (distill.eval_batch_size: 1024, 256 on a CPU) at CIFAR size, fewer
+    for big inputs so activations fit in memory."""
+    return max(32, min(distill.eval_batch_size(device), int(1024 * (32 / max(input_size, 1)) ** 2)))
 
 
 def _train(model: nn.Module, data: DataSplits, device: torch.device, epochs: int, lr: float, batch_size: int,
@@ -243,7 +244,7 @@ def prepare_teacher(cfg: TeacherConfig, data: DataSplits, run_dir: str | Path, d
                              normalization)
 
     model = model.to(device).to(memory_format=torch.channels_last)
-    bs = eval_batch(info.input_size)
+    bs = eval_batch(info.input_size, device)
     console = console or Console(stderr=True)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the probe leaves no trace
         speed = probe_speed(model, data, device, cfg.batch_size, bs, train=epochs > 0)
