@@ -123,7 +123,8 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
     done = _load_partial(partial, n * k, batch_size, device) if partial.is_file() else None
     chunks = [] if done is None else [done]
     first = 0 if done is None else len(done)
-    task = progress.add_task("teacher logits", total=n * k, completed=first) if progress else None
+    title = "teacher logits" + (f" (continuing after {first:,} of {n * k:,} saved)" if first else "")
+    task = progress.add_task(title, total=n * k - first) if progress else None  # the rest: a true rate and ETA
     flat_idx = torch.arange(n).repeat_interleave(k)
     flat_views = views.reshape(-1)
     saved = time.monotonic()
