@@ -174,8 +174,8 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
             epochs: int | None = None, seeds: Iterable[int] | None = None, baseline: bool = True,
             all_views: bool = True, lr: float | None = None, lr_grid: Iterable[float] | None = None,
             lr_probe_epochs: int | None = None, full_data: bool = True, device: str | None = None,
-            batch_size: int | None = None, views: int | None = None, threads: int | None = None, jobs: int = 1, console: Console | None = None,
-            **rules: Any) -> dict[int, dict[str, Any]]:
+            batch_size: int | None = None, views: int | None = None, threads: int | None = None, jobs: int = 1,
+            console: Console | None = None, **rules: Any) -> dict[int, dict[str, Any]]:
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with
     `baseline`) without. Choose by trial number(s), `front=True`, or a picking rule (`knee=True`,
     `min_accuracy=0.9`, `max_params=5000`, ...). Returns the results.json contents by trial number."""

@@ -55,7 +55,8 @@ class Pruner(Protocol):
         """Stop the trial whose validation curve so far is `curve` (costs known up front)?"""
 
     def looks_at(self, epoch: int, epochs: int) -> bool:
-        """Whether should_prune can stop a trial at this epoch (check): the others need not be measured."""
+        """Whether should_prune can stop a trial at this epoch (check): the others need not be measured.
+        Optional: a pruner without it has every check measured (see `looks_at` below)."""
 
 
 def looks_at(pruner: Pruner, check: int, checks: int) -> bool:
