@@ -9,7 +9,7 @@ training's models (arms x seeds) finish side by side than one after the other. O
 figure is also the per-model step throughput (the issue's aim: 100,000 images/s for a tiny student
 on an H100-class device).
 
-    python benchmarks/bench_concurrent.py --jobs 2                       # this CPU's cores
+    python benchmarks/bench_concurrent.py --jobs 2                       # this CPU's cores (--student plain6k)
     python benchmarks/bench_concurrent.py --device cuda --jobs 4 8       # a GPU lease (benchmarks/gpu.sh)
 """
 
@@ -23,13 +23,9 @@ import time
 import torch
 
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.spec import StudentSpec
 from kdsearch.training.distill import fast_memory_format, make_optimizer, train_epoch
 
-STUDENTS = {
-    "res8": {"family": "residual", "channels": [16, 32, 64], "convs_per_stage": 1},  # MLPerf Tiny ResNet-8, 78k
-    "plain5k": {"channels": [8, 16, 32], "convs_per_stage": 1},
-}
+from fixed_students import STUDENTS, student_spec  # (benchmarks/ is on sys.path)
 
 
 def images_per_second(student: str, device: str, threads: int, images: int, batch: int, epochs: int,
@@ -40,7 +36,7 @@ def images_per_second(student: str, device: str, threads: int, images: int, batc
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
     y = torch.randint(0, 10, (images,), generator=g).to(dev)
-    model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[student])).to(dev)
+    model = build(student_spec(student)).to(dev)
     model.to(memory_format=fast_memory_format(model, dev))
     opt, sched = make_optimizer(model, "sgd", 0.05, None, (epochs + 1) * images // batch, "linear", 0.2)
 

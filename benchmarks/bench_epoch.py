@@ -26,20 +26,10 @@ import torch.nn.functional as F
 
 from kdsearch.config import TrainConfig
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.spec import StudentSpec
 from kdsearch.training.distill import fast_memory_format, make_optimizer, recipe_from, train_epoch, weight_average
 
 from bench_throughput import FakeCache  # teacher logits served as the real cache does (benchmarks/ is on sys.path)
-
-STUDENTS = {
-    "res8": dict(family="residual", channels=[16, 32, 64]),
-    "plain15k": dict(channels=[10, 13, 29], convs_per_stage=2),
-    "plain50k": dict(channels=[6, 17, 63], convs_per_stage=2),
-    "inv50k": dict(family="inverted", channels=[16, 32, 64], convs_per_stage=2, expand_ratio=3),
-    "plain-aligned": dict(channels=[16, 32, 64], convs_per_stage=2),
-    "odd-res": dict(family="residual", channels=[12, 18, 27], convs_per_stage=2),
-    "odd-inv": dict(family="inverted", channels=[11, 17, 25], convs_per_stage=2, expand_ratio=3),
-}
+from fixed_students import STUDENTS, student_spec
 FORMATS = {torch.channels_last: "channels_last", torch.contiguous_format: "contiguous"}
 
 
@@ -84,7 +74,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {recipe.batch_size}, "
           f"recipe {train.optimizer}/{train.schedule}, ema {train.ema}")
     for name in args.students:
-        spec = StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[name])
+        spec = student_spec(name)
         bare = build(spec)
         bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         chosen = fast_memory_format(bare, torch.device("cpu"))  # the rule reads widths only

@@ -19,14 +19,11 @@ import time
 import torch
 
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.spec import StudentSpec
 from kdsearch.training.distill import accuracy, fast_memory_format
 
-STUDENTS = {
-    "conv18x4": {"channels": [18, 18, 18, 18]},  # the CIFAR-10 search's front (results/cifar10-resnet32-v2)
-    "conv37x4": {"channels": [37, 37, 37, 37]},
-    "res8": {"family": "residual", "channels": [16, 32, 64]},  # MLPerf Tiny ResNet-8
-}
+from fixed_students import student_spec  # (benchmarks/ is on sys.path)
+
+STUDENTS = ("conv18x4", "conv37x4", "res8")
 
 
 def main() -> None:
@@ -47,8 +44,8 @@ def main() -> None:
           f"median of {args.rounds} interleaved rounds; ratio = time at 1024 / time at the batch")
     print(f"{'student':10s} " + " ".join(f"{'b' + str(b) + ' s':>9s}" for b in sizes) + "  " +
           " ".join(f"{'x b' + str(b):>8s}" for b in sizes[1:]))
-    for name, kw in STUDENTS.items():
-        model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, **kw)).to(dev)
+    for name in STUDENTS:
+        model = build(student_spec(name)).to(dev)
         model.to(memory_format=fast_memory_format(model, dev))
         accuracy(model, x[:1024], y[:1024])  # warm-up
         times: dict[int, list[float]] = {b: [] for b in sizes}

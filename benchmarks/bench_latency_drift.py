@@ -24,16 +24,16 @@ import torch
 from kdsearch.measure import latency
 from kdsearch.measure.onnx_graph import onnx_bytes
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.spec import StudentSpec
 
-STUDENTS = {"res8": dict(family="residual", channels=[16, 32, 64], convs_per_stage=1),
-            "plain50k": dict(family="plain", channels=[6, 17, 63], convs_per_stage=2)}
+from fixed_students import student_spec  # (benchmarks/ is on sys.path)
+
+STUDENTS = ("res8", "plain50k")
 
 
 def sessions() -> dict[str, tuple]:
     out = {}
-    for name, kw in STUDENTS.items():
-        spec = StudentSpec(in_channels=3, num_classes=10, image_size=32, **kw)
+    for name in STUDENTS:
+        spec = student_spec(name)
         session = latency.ort_session(onnx_bytes(build(spec).eval(), (3, 32, 32)), threads=1)
         out[name] = (session, {session.get_inputs()[0].name: torch.rand(1, 3, 32, 32).numpy()})
     return out

@@ -28,13 +28,13 @@ import torch
 
 from kdsearch.config import TrainConfig
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.spec import StudentSpec
 from kdsearch.models.teachers.build import build_teacher
 from kdsearch.training.distill import fit, recipe_from
 from kdsearch.training.logit_cache import build_or_load
 
-STUDENTS = {"res8": dict(family="residual", channels=[16, 32, 64]),
-            "plain15k": dict(family="plain", channels=[10, 13, 29], convs_per_stage=2)}
+from fixed_students import student_spec  # (benchmarks/ is on sys.path)
+
+STUDENTS = ("res8", "plain15k")
 
 
 def main() -> None:
@@ -63,8 +63,8 @@ def main() -> None:
               f"{args.threads} threads")
         print(f"{'student':>9s} {'cached s/epoch':>15s} {'online s/epoch':>15s} | {'K=' + str(args.views):>9s}"
               f" {'K=E cached':>11s} {'online':>9s} {'online / K=E':>13s}  (minutes, one distilled arm)")
-        for name, kw in STUDENTS.items():
-            spec = StudentSpec(in_channels=3, num_classes=10, image_size=32, **kw)
+        for name in STUDENTS:
+            spec = student_spec(name)
             times = {}
             for mode in ("cached", "online", "cached", "online"):  # interleaved, the faster of two kept
                 torch.manual_seed(0)

@@ -36,14 +36,11 @@ from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
 from kdsearch.training.distill import accuracy, fit, recipe_from
 
-# Fixed students: the MLPerf Tiny ResNet-8, two plain students of the committed CIFAR-10 run
-# (results/cifar10-resnet32 trials 18 and 15) and a MobileNetV2-style one of about 50k params.
-STUDENTS: dict[str, dict] = {
-    "plain15k": {"channels": [10, 13, 29], "convs_per_stage": 2},
-    "plain50k": {"channels": [6, 17, 63], "convs_per_stage": 2},
-    "res8": {"family": "residual", "channels": [16, 32, 64], "convs_per_stage": 1},
-    "inv50k": {"family": "inverted", "channels": [16, 32, 64], "convs_per_stage": 2, "expand_ratio": 3},
-}
+from fixed_students import student_spec  # (benchmarks/ is on sys.path)
+
+# Fixed students (benchmarks/fixed_students.py): the MLPerf Tiny ResNet-8, two plain students of the
+# committed CIFAR-10 run (results/cifar10-resnet32 trials 18 and 15) and a MobileNetV2-style one of about 50k params.
+STUDENTS = ("plain15k", "plain50k", "res8", "inv50k")
 OLD = {**LEGACY_TRAIN, "lr": 0.005}  # kdsearch's recipe before this benchmark, at the lr RESULTS.md used
 DEFAULT_LR = 0.2  # the peak lr of `default` (a search samples it per student)
 
@@ -67,8 +64,8 @@ def variant_settings(name: str) -> dict:
 
 
 def spec_for(name: str, data) -> StudentSpec:
-    return StudentSpec(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size,
-                       mean=list(data.mean), std=list(data.std), **STUDENTS[name])
+    return student_spec(name, data.in_channels, data.num_classes, data.image_size, mean=list(data.mean),
+                        std=list(data.std))
 
 
 def load_done(path: Path) -> list[dict]:

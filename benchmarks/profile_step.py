@@ -12,10 +12,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.spec import StudentSpec
 from kdsearch.training.distill import fast_memory_format
 
-from bench_epoch import STUDENTS  # noqa: E402  (the same fixed students)
+from fixed_students import STUDENTS, student_spec  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def main() -> None:
@@ -26,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, **STUDENTS[args.student])).train()
+    model = build(student_spec(args.student)).train()
     fmt = fast_memory_format(model, torch.device("cpu"))
     model = model.to(memory_format=fmt)
     x = torch.randn(args.batch, 3, 32, 32).to(memory_format=fmt)
