@@ -8,13 +8,14 @@ import torch
 
 from kdsearch.measure.costs import count_params
 from kdsearch.measure.latency import Timing
+from kdsearch.search.supervise import threads_each
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 # the cores shared among pytest-xdist's workers (one thread each on 2 cores), as kdsearch shares them
 # among its own workers: more threads than cores slows every test
-THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+THREADS = threads_each(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 @pytest.fixture(autouse=True)
