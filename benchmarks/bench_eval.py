@@ -1,12 +1,14 @@
 """Validation pass speed by evaluation batch size: kdsearch's `accuracy` at batch B vs at 1024.
 
 Every epoch of a trial ends with a pass over the validation split, and pruning checks within epochs
-add more (on the CPU a pass over 5,000 images costs about a third of a training epoch over 10,000).
+add more (on the CPU a pass over 5,000 images costs over a quarter of a training epoch over 10,000).
 The baseline is the batch kdsearch used everywhere (1024, which suits a GPU); each student is timed
 at each batch size in interleaved rounds in one process (the median of the rounds), and the ratio is
-baseline time / time: above 1, that batch size is faster.
+baseline time / time: above 1, that batch size is faster. `--teacher NAME` times that teacher's forward
+(random weights) the same way; `--train-images N` also times one training epoch of each student over N
+images (batch 128, the default recipe's SGD) against its validation pass at kdsearch's evaluation batch.
 
-    python benchmarks/bench_eval.py --threads 1
+    python benchmarks/bench_eval.py --threads 1 --teacher resnet32 --train-images 10000
     python benchmarks/bench_eval.py --device cuda --batches 256 1024 4096
 """
 
@@ -19,7 +21,8 @@ import time
 import torch
 
 from kdsearch.models.students.registry import build
-from kdsearch.training.distill import accuracy, fast_memory_format
+from kdsearch.models.teachers.registry import get_arch
+from kdsearch.training.distill import accuracy, eval_batch_size, fast_memory_format, make_optimizer, train_epoch
 
 from fixed_students import student_spec  # (benchmarks/ is on sys.path)
 
@@ -33,6 +36,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--teacher", help="also a teacher of kdsearch's registry, e.g. resnet32")
+    ap.add_argument("--train-images", type=int, default=0, help="also one training epoch over N images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -44,8 +49,10 @@ def main() -> None:
           f"median of {args.rounds} interleaved rounds; ratio = time at 1024 / time at the batch")
     print(f"{'student':10s} " + " ".join(f"{'b' + str(b) + ' s':>9s}" for b in sizes) + "  " +
           " ".join(f"{'x b' + str(b):>8s}" for b in sizes[1:]))
-    for name in STUDENTS:
-        model = build(student_spec(name)).to(dev)
+    models = {name: build(student_spec(name)).to(dev) for name in STUDENTS}
+    if args.teacher:
+        models[args.teacher] = get_arch(args.teacher).build(10, 3, True).to(dev)
+    for name, model in models.items():
         model.to(memory_format=fast_memory_format(model, dev))
         accuracy(model, x[:1024], y[:1024])  # warm-up
         times: dict[int, list[float]] = {b: [] for b in sizes}
@@ -59,6 +66,22 @@ def main() -> None:
         med = {b: statistics.median(v) for b, v in times.items()}
         print(f"{name:10s} " + " ".join(f"{med[b]:9.2f}" for b in sizes) + "  " +
               " ".join(f"{med[1024] / med[b]:8.2f}" for b in sizes[1:]))
+    if args.train_images:
+        xt = torch.randint(0, 256, (args.train_images, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
+        yt = torch.randint(0, 10, (args.train_images,), generator=g).to(dev)
+        bs = eval_batch_size(dev)
+        for name in STUDENTS:
+            model = models[name]
+            opt, sched = make_optimizer(model, "sgd", 0.05, None, 10 ** 6, "linear", 0.2)
+            train_epoch(model, xt[:1280], yt[:1280], opt, sched, batch_size=128, pad=4, flip=True, generator=g)
+            t = time.perf_counter()
+            train_epoch(model, xt, yt, opt, sched, batch_size=128, pad=4, flip=True, generator=g)
+            epoch = time.perf_counter() - t
+            t = time.perf_counter()
+            accuracy(model, x, y, batch_size=bs)
+            val = time.perf_counter() - t
+            print(f"{name:10s} training epoch over {args.train_images} images {epoch:.1f} s; validation pass over "
+                  f"{args.images} at batch {bs} {val:.1f} s = {val / epoch:.2f} of the epoch")
 
 
 if __name__ == "__main__":
