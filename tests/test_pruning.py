@@ -273,3 +273,17 @@ def test_the_resume_guard_compares_only_the_pruner_settings_the_pruner_reads(tmp
     check_resume(pareto, load_config(overrides={"pruner.name": "pareto", "pruner.eta": 2}))  # asha's setting
     with pytest.raises(KDSearchError, match="margin"):
         check_resume(pareto, load_config(overrides={"pruner.name": "pareto", "pruner.margin": 0.02}))
+
+
+@pytest.mark.parametrize("name", ["pareto", "median", "asha", "moasha", "none"])
+def test_the_guards_list_of_what_each_pruner_reads_matches_make_pruner(name):
+    """PRUNER_READS (the resume guard) and make_pruner say the same thing twice: a setting changes the
+    pruner built exactly when the guard counts it, so the two cannot drift apart unnoticed."""
+    from kdsearch.search.fingerprint import PRUNER_READS
+
+    changed = {"warmup_epochs": 2, "min_trials": 7, "margin": 0.05, "rungs": [0.2, 0.6], "eta": 4}
+    assert set(changed) == set(PrunerConfig.model_fields) - {"name", "checks_per_epoch"}
+    base = make_pruner(PrunerConfig(name=name))
+    for key, value in changed.items():
+        differs = make_pruner(PrunerConfig(name=name, **{key: value})) != base
+        assert differs == (key in PRUNER_READS[name]), (name, key)
