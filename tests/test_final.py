@@ -214,3 +214,39 @@ def test_jobs_train_side_by_side_what_one_process_trains(tiny_run, tmp_path, cac
     for r in two:
         a, b = (weights(tmp_path / f"jobs{j}", 4, r["mode"], r["seed"], r["lr"]) for j in (1, 2))
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_path, cache_env, monkeypatch):
+    """An interrupted `train` keeps the model in progress (an epoch checkpoint in the trial's folder); the same
+    command continues it from there, to the model and results an uninterrupted run gives, and removes the file."""
+    import kdsearch.analysis.final as final
+    import kdsearch.training.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # every epoch (a minute apart in real use)
+    args = dict(epochs=3, seeds=[0], policy=LrPolicy(grid=(1.0,)), baseline=False, all_views=False, device="cpu",
+                threads=1)
+    runs = {}
+    for name in ("whole", "stopped"):
+        runs[name] = tmp_path / name
+        shutil.copytree(tiny_run, runs[name], ignore=shutil.ignore_patterns("final", "export"))
+    whole = train_final(open_run(runs["whole"]), [4], **args)[4]["runs"][0]
+    real_fit = final.fit
+
+    def killed_in_epoch_3(*a, **kw):
+        def on_epoch(epoch, loss, curve):
+            if epoch == 3:
+                raise KeyboardInterrupt
+        return real_fit(*a, on_epoch=on_epoch, **kw)
+
+    monkeypatch.setattr(final, "fit", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_final(open_run(runs["stopped"]), [4], **args)
+    partial = list(final_dir(runs["stopped"], 4).glob("*.partial.pt"))
+    assert [p.name for p in partial] == [f"kd-lr{whole['lr']:.4g}-seed0.partial.pt"]
+    monkeypatch.setattr(final, "fit", real_fit)
+    again = train_final(open_run(runs["stopped"]), [4], **args)[4]["runs"][0]
+    assert again["resumed_at"] == 2 and whole["resumed_at"] == 0
+    assert (again["curve"], again["test_accuracy"]) == (whole["curve"], whole["test_accuracy"])
+    a, b = (weights(runs[n], 4, "kd", 0, whole["lr"]) for n in ("whole", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not partial[0].exists()

@@ -37,6 +37,7 @@ class FinalRun:
     seconds: float
     error: str | None = None  # why the model failed (a diverging loss): no accuracy, the other arms go on
     probe: int | None = None  # epochs of a short lr probe (LrPolicy.probe_epochs): chooses an lr, not a result
+    resumed_at: int = 0  # epochs it continued from (an interrupted training's checkpoint); seconds count the rest
 
     @property
     def val_accuracy(self) -> float:

@@ -45,12 +45,13 @@ from ..models.students.io import save_student
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.layout import RESULTS_FILE, final_dir, model_dir
+from ..runs.layout import RESULTS_FILE, final_dir, model_dir, partial_model_path
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.inputs import TrialContext, prepare_inputs
 from ..search.supervise import family_modules, threads_each
+from ..training.checkpoint import Resume
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from, resolve_device
 from .arms import FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize
 from .front import pareto_trials
@@ -69,21 +70,29 @@ def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[st
 
 def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str, seed: int, lr: float,
               epochs: int, x_test: torch.Tensor, y_test: torch.Tensor, progress: Progress | None,
-              probe: int | None = None) -> tuple[FinalRun, torch.nn.Module]:
+              probe: int | None = None, checkpoint: Path | None = None) -> tuple[FinalRun, torch.nn.Module]:
     """Train the spec from scratch (same init, batches and views for every arm of a seed); val curve, test once.
-    An lr probe trains `probe` epochs and never reads the test split (it only chooses a learning rate)."""
+    An lr probe trains `probe` epochs and never reads the test split (it only chooses a learning rate).
+    With `checkpoint`, its state is saved there at epoch ends and a stopped training of the same model continues
+    from it (a 50-epoch model on a CPU can outlast the session that started it)."""
     epochs = probe or epochs
     cfg, data = ctx.cfg, ctx.data
     recipe = recipe_from(cfg.train, epochs, lr, hp["temperature"], hp["alpha"] if mode == "kd" else 0.0)
+    cache = None if mode == "ce-all" else ctx.cache
+    # what the model is, beyond what fit adds (recipe, seed, images): a checkpoint of anything else is not used
+    key = {"spec": spec.to_json(), "mode": mode, "teacher": ctx.teacher.key,
+           "cache": cache.path.stem if cache is not None else None}
+    resume = Resume(checkpoint, key) if checkpoint is not None else None
     torch.manual_seed(seed)
     model = build(spec).to(ctx.device)
     start = time.perf_counter()
     curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
-                teacher=ctx.teacher.model if mode == "kd" else None, cache=None if mode == "ce-all" else ctx.cache,
-                x_val=ctx.x_val, y_val=ctx.y_val, progress=progress,
+                teacher=ctx.teacher.model if mode == "kd" else None, cache=cache,
+                x_val=ctx.x_val, y_val=ctx.y_val, progress=progress, resume=resume,
                 description=f"{mode} lr {lr:.3g} seed {seed}" + (f" ({probe}-epoch probe)" if probe else ""))
     test = math.nan if probe else accuracy(model, x_test, y_test)
-    return FinalRun(mode, seed, lr, curve, test, time.perf_counter() - start, probe=probe), model
+    return FinalRun(mode, seed, lr, curve, test, time.perf_counter() - start, probe=probe,
+                    resumed_at=resume.resumed_at if resume is not None else 0), model
 
 
 def _train_and_save(run_dir: Path, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], mode: str,
@@ -92,7 +101,8 @@ def _train_and_save(run_dir: Path, ctx: TrialContext, number: int, spec: Student
     """One model trained and its weights saved (an lr probe's are not kept); a diverging arm is a failed
     FinalRun (the others go on)."""
     try:
-        result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress, probe)
+        result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress, probe,
+                                  partial_model_path(run_dir, number, mode, seed, lr, probe))
         if probe is None:
             save_student(model_dir(run_dir, number, mode, seed, lr), model, spec)
         return result
@@ -275,9 +285,11 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     def record(result: FinalRun, progress: Progress) -> None:
         runs.append(result)
         save_results(path, body())  # at once: an interruption keeps it
+        partial_model_path(run.run_dir, number, result.mode, result.seed, result.lr, result.probe).unlink(missing_ok=True)
         done = (f"[red]failed: {escape(result.error)}[/]" if result.error else
                 f"val {result.val_accuracy:.2%}, " + (f"{result.probe}-epoch lr probe" if result.probe else
-                                                     f"test {result.test_accuracy:.2%}") + f" ({result.seconds:.0f} s)")
+                                                     f"test {result.test_accuracy:.2%}") + f" ({result.seconds:.0f} s"
+                + (f", continued from epoch {result.resumed_at}" if result.resumed_at else "") + ")")
         progress.console.print(f"  {result.mode:6s} lr {result.lr:.3g} seed {result.seed}: {done}", highlight=False)
 
     with progress_bar(console) as progress:

@@ -26,6 +26,7 @@ TEST_FILE = "test_accuracy.json"
 RESULTS_FILE = "results.json"
 NOTES_FILE = "notes.md"
 LOCK_FILE = ".lock"
+PARTIAL_SUFFIX = ".partial.pt"  # a final-training model in progress (partial_model_path)
 SPEC_FILE, WEIGHTS_FILE = "spec.json", "student.safetensors"  # a saved student (models.students.io)
 STUDENT_FILES = (SPEC_FILE, WEIGHTS_FILE)
 
@@ -64,6 +65,12 @@ def final_results(run_dir: Path, number: int) -> Path:
 
 def model_dir(run_dir: Path, number: int, mode: str, seed: int, lr: float) -> Path:
     return final_dir(run_dir, number) / f"{mode}-lr{lr:.4g}-seed{seed}"
+
+
+def partial_model_path(run_dir: Path, number: int, mode: str, seed: int, lr: float, probe: int | None = None) -> Path:
+    """The epoch checkpoint of a final-training model in progress (training.checkpoint); removed once it is kept."""
+    name = f"{mode}-lr{lr:.4g}-seed{seed}" + (f"-probe{probe}" if probe else "")
+    return final_dir(run_dir, number) / f"{name}{PARTIAL_SUFFIX}"
 
 
 def export_dir(run_dir: Path, number: int, arm: str = "kd") -> Path:

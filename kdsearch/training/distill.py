@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..data.augment import apply_views, random_views, to_float
 from ..errors import KDSearchError
 from ..models.students.zero_init import zero_init_last_bn
+from . import checkpoint
+from .checkpoint import Resume
 
 
 class NonFiniteLoss(RuntimeError):
@@ -247,7 +250,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
         y_val: torch.Tensor | None = None, on_epoch: EpochCallback | None = None,
         on_check: CheckCallback | None = None, checks_per_epoch: int = 1,
         measure_check: Callable[[int], bool] | None = None,
-        progress: Progress | None = None, description: str = "train") -> list[float]:
+        progress: Progress | None = None, description: str = "train", resume: Resume | None = None) -> list[float]:
     """Train `model` on (x, y) by `recipe`; returns validation accuracy after each epoch.
 
     The one training loop of kdsearch: search trials (on_epoch prunes by raising), final
@@ -265,6 +268,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     `measure_check(i)` says whether mid-epoch check i (counted from 1 over the whole training) is
     measured (a pass over the validation data: the pruner's rungs only); one that is not is recorded
     as None and not reported. The epoch's last check is always measured.
+
+    With `resume`, the training's state is saved at epoch ends (every resume.every_s seconds) and a
+    saved state of the same training is continued from (training.checkpoint): for long trainings that
+    may be stopped part-way. The caller removes the file once it has kept the finished model.
     """
     steps = steps_per_epoch(len(y), recipe.batch_size)
     model.to(memory_format=fast_memory_format(model, x.device))
@@ -275,11 +282,19 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     ema = weight_average(model, recipe.ema)
     evaluated = model if ema is None else ema.module
     generator = torch.Generator().manual_seed(seed)
-    task = progress.add_task(description, total=recipe.epochs * steps) if progress is not None else None
     curve: list[float] = []
     checking = on_check is not None and x_val is not None and y_val is not None
     mid = check_steps(steps, checks_per_epoch) if checking else []
     checks: list[float | None] = []
+    start = 0
+    if resume is not None:
+        key = checkpoint.full_key(resume, recipe, seed, len(y))
+        state = checkpoint.load(resume, key)
+        if state is not None:
+            start, curve, checks = checkpoint.restore(state, model, opt, sched, ema, generator)
+        resume.resumed_at, resume.last_save = start, time.monotonic()
+    task = (progress.add_task(description, total=recipe.epochs * steps, completed=start * steps)
+            if progress is not None else None)
 
     def on_step(step: int, epoch: int) -> None:
         if task is not None:
@@ -297,7 +312,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
                 on_check(len(checks), checks)
 
     try:
-        for epoch in range(recipe.epochs):
+        for epoch in range(start, recipe.epochs):
             if task is not None:
                 progress.update(task, description=f"{description} epoch {epoch + 1}/{recipe.epochs}")
             loss = train_epoch(
@@ -312,6 +327,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
             if checking:
                 checks.append(curve[-1])
                 on_check(len(checks), checks)
+            if resume is not None and epoch + 1 < recipe.epochs:
+                checkpoint.save(resume, key, epoch + 1, curve, checks, model, opt, sched, ema, generator)
     finally:
         if ema is not None:  # the average is the model: what was evaluated is what is kept
             model.load_state_dict(ema.module.state_dict())
