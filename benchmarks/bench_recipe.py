@@ -9,7 +9,8 @@ variant is printed as its difference from `old` on the same student and seed.
 A variant is the shipped default ([train] of kdsearch.config.TrainConfig) plus `key=value`
 changes, e.g. `lr=0.4`, `optimizer=adamw,lr=0.005,weight_decay=0.05`; `old` and `default`
 are named. Every finished model is appended to OUT/results.jsonl at once: an interrupted
-benchmark continues where it stopped and never trains a finished model twice.
+benchmark continues where it stopped and never trains a finished model twice; the model in progress
+continues from its last saved epoch (OUT/partial/, kdsearch.training.checkpoint).
 
 With `--teacher-run RUN` (a kdsearch run folder: its teacher and teacher-logit cache, built
 on this data if missing), students also train distilled (`--arms kd`) at the given T and alpha.
@@ -22,6 +23,7 @@ on this data if missing), students also train distilled (`--arms kd`) at the giv
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -34,6 +36,7 @@ from kdsearch.data.datasets import load_data
 from kdsearch.measure.costs import count_params
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
+from kdsearch.training.checkpoint import Resume
 from kdsearch.training.distill import accuracy, fit, recipe_from
 
 from fixed_students import student_spec  # (benchmarks/ is on sys.path)
@@ -87,23 +90,33 @@ def label(settings: dict) -> str:
     return ",".join(diff) or "default"
 
 
+def partial_path(out: Path, student: str, settings: dict, seed: int, arm: str, epochs: int) -> Path:
+    """The epoch checkpoint of a model in progress (kdsearch.training.checkpoint): a stopped benchmark
+    continues the model it was training, not only the next one."""
+    digest = hashlib.sha256(json.dumps([student, settings, seed, arm, epochs], sort_keys=True).encode()).hexdigest()
+    return out / "partial" / f"{student}-{arm}-seed{seed}-{digest[:12]}.pt"
+
+
 def train_one(data, student: str, variant: str, seed: int, arm: str, epochs: int, teacher, cache,
-              temperature: float, alpha: float) -> dict:
+              temperature: float, alpha: float, partial: Path | None = None) -> dict:
     settings = variant_settings(variant)
     train = TrainConfig(**{k: v for k, v in settings.items() if k != "lr"})
     recipe = recipe_from(train, epochs, settings["lr"], temperature, alpha if arm == "kd" else 0.0)
     spec = spec_for(student, data)
+    resume = Resume(partial, {"spec": spec.to_json(), "cache": cache.path.stem if arm == "kd" else None}) \
+        if partial is not None else None
     torch.manual_seed(seed)
     model = build(spec)  # fit picks its memory format
     start = time.perf_counter()
     curve = fit(model, data.train.x, data.train.y, recipe, pad=data.pad, flip=data.flip, seed=seed,
                 teacher=teacher if arm == "kd" else None, cache=cache if arm == "kd" else None,
-                x_val=data.val.x, y_val=data.val.y)
+                x_val=data.val.x, y_val=data.val.y, resume=resume)
     seconds = time.perf_counter() - start
     return {"student": student, "arch": spec.summary(), "params": count_params(model), "variant": variant,
             "settings": settings, "seed": seed, "arm": arm, "epochs": epochs, "val_curve": curve,
             "val_accuracy": curve[-1], "test_accuracy": accuracy(model, data.test.x, data.test.y),
-            "seconds": seconds, "threads": torch.get_num_threads()}
+            "seconds": seconds, "resumed_at": resume.resumed_at if resume is not None else 0,
+            "threads": torch.get_num_threads()}
 
 
 def table(rows: list[dict], markdown: bool) -> str:
@@ -130,7 +143,7 @@ def table(rows: list[dict], markdown: bool) -> str:
             sd = f" ± {statistics.stdev(test):.2f}" if len(test) > 1 else ""
             cells = [variant, str(len(rs)), f"{statistics.mean(test):.2f}{sd}", f"{statistics.mean(val):.2f}",
                      f"{statistics.mean(diffs):+.2f} ({len(diffs)})" if diffs and variant != "old" else "",
-                     f"{statistics.mean(r['seconds'] / r['epochs'] for r in rs):.1f}"]
+                     f"{statistics.mean(r['seconds'] / (r['epochs'] - r.get('resumed_at', 0)) for r in rs):.1f}"]
             out.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>22s}" for c in cells))
     return "\n".join(out)
 
@@ -183,10 +196,12 @@ def main() -> None:
                 for arm in args.arms:
                     if key(student, variant_settings(variant), seed, arm, args.epochs) in done:
                         continue
+                    partial = partial_path(out, student, variant_settings(variant), seed, arm, args.epochs)
                     r = train_one(data, student, variant, seed, arm, args.epochs, teacher, cache,
-                                  args.temperature, args.alpha)
+                                  args.temperature, args.alpha, partial)
                     with path.open("a") as f:
                         f.write(json.dumps(r) + "\n")
+                    partial.unlink(missing_ok=True)
                     print(f"{student:9s} {variant:40s} seed {seed} {arm}: test {r['test_accuracy']:.2%} "
                           f"val {r['val_accuracy']:.2%} ({r['seconds'] / args.epochs:.1f} s/epoch)", flush=True)
     print(table(load_done(path), markdown=False))
