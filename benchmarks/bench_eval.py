@@ -7,8 +7,11 @@ at each batch size in interleaved rounds in one process (the median of the round
 baseline time / time: above 1, that batch size is faster. `--teacher NAME` times that teacher's forward
 (random weights) the same way; `--train-images N` also times one training epoch of each student over N
 images (batch 128, the default recipe's SGD) against its validation pass at kdsearch's evaluation batch.
+`--bf16` also times every model under bf16 autocast (kdsearch's precision on CUDA; on a CPU with AMX,
+e.g. Intel Sapphire Rapids, oneDNN runs it natively), against the default precision at 1024.
 
     python benchmarks/bench_eval.py --threads 1 --teacher resnet32 --train-images 10000
+    python benchmarks/bench_eval.py --threads 1 --teacher resnet32 --batches 128 --bf16
     python benchmarks/bench_eval.py --device cuda --batches 256 1024 4096
 """
 
@@ -38,6 +41,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--teacher", help="also a teacher of kdsearch's registry, e.g. resnet32")
     ap.add_argument("--train-images", type=int, default=0, help="also one training epoch over N images")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also under bf16 autocast (ratios against the default precision at 1024)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -47,25 +52,30 @@ def main() -> None:
     sizes = [1024] + [b for b in args.batches if b != 1024]
     print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, {args.images} images, "
           f"median of {args.rounds} interleaved rounds; ratio = time at 1024 / time at the batch")
-    print(f"{'student':10s} " + " ".join(f"{'b' + str(b) + ' s':>9s}" for b in sizes) + "  " +
+    print(f"{'student':14s} " + " ".join(f"{'b' + str(b) + ' s':>9s}" for b in sizes) + "  " +
           " ".join(f"{'x b' + str(b):>8s}" for b in sizes[1:]))
     models = {name: build(student_spec(name)).to(dev) for name in STUDENTS}
     if args.teacher:
         models[args.teacher] = get_arch(args.teacher).build(10, 3, True).to(dev)
+    precisions = ["default"] + (["bf16"] if args.bf16 else [])
     for name, model in models.items():
         model.to(memory_format=fast_memory_format(model, dev))
         accuracy(model, x[:1024], y[:1024])  # warm-up
-        times: dict[int, list[float]] = {b: [] for b in sizes}
+        times: dict[tuple[str, int], list[float]] = {(p, b): [] for p in precisions for b in sizes}
         for _ in range(args.rounds):
-            for b in sizes:
+            for p, b in times:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
-                t = time.perf_counter()
-                accuracy(model, x, y, batch_size=b)  # ends in a host sync (float())
-                times[b].append(time.perf_counter() - t)
-        med = {b: statistics.median(v) for b, v in times.items()}
-        print(f"{name:10s} " + " ".join(f"{med[b]:9.2f}" for b in sizes) + "  " +
-              " ".join(f"{med[1024] / med[b]:8.2f}" for b in sizes[1:]))
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=p == "bf16"):
+                    t = time.perf_counter()
+                    accuracy(model, x, y, batch_size=b)  # ends in a host sync (float())
+                    times[p, b].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = med["default", 1024]
+        for p in precisions:
+            label = name if p == "default" else f"{name} bf16"
+            print(f"{label:14s} " + " ".join(f"{med[p, b]:9.2f}" for b in sizes) + "  " +
+                  " ".join(f"{base / med[p, b]:8.2f}" for b in sizes[1:]))
     if args.train_images:
         xt = torch.randint(0, 256, (args.train_images, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
         yt = torch.randint(0, 10, (args.train_images,), generator=g).to(dev)
