@@ -338,10 +338,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
 
 
 def eval_batch_size(device: torch.device) -> int:
-    """Images per evaluation batch: 1024 on an accelerator; 256 on a CPU, where a small student's
-    validation pass ran 1.3-1.6x faster than at 1024 (its activations stay in cache;
-    benchmarks/bench_eval.py, BENCHMARKS.md)."""
-    return 256 if device.type == "cpu" else 1024
+    """Images per evaluation batch: 1024 on an accelerator; 128 on a CPU, where a validation pass of a small
+    student, and a ResNet-32's forward, ran 1.4-2.0x faster than at 1024 and 1.1-1.4x faster than at 256
+    (benchmarks/bench_eval.py, BENCHMARKS.md "Validation passes")."""
+    return 128 if device.type == "cpu" else 1024
 
 
 @torch.no_grad()

@@ -117,7 +117,7 @@ def teacher_training(cfg: TeacherConfig, fits_data: bool, from_scratch: bool) ->
 
 
 def eval_batch(input_size: int, device: torch.device) -> int:
-    """Evaluation batch: the device's (distill.eval_batch_size: 1024, 256 on a CPU) at CIFAR size, fewer
+    """Evaluation batch: the device's (distill.eval_batch_size: 1024, 128 on a CPU) at CIFAR size, fewer
     for big inputs so activations fit in memory."""
     return max(32, min(distill.eval_batch_size(device), int(1024 * (32 / max(input_size, 1)) ** 2)))
 
