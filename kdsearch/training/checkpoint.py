@@ -57,12 +57,11 @@ def load(resume: Resume, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def save(resume: Resume, key: dict[str, Any], epoch: int, curve: list[float], checks: list[float | None],
-         model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, ema, generator: torch.Generator,
-         force: bool = False) -> None:
+         model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, ema, generator: torch.Generator) -> None:
     """Save the state after `epoch` epochs (atomically), unless the last save is under every_s seconds old."""
     now = time.monotonic()
     every = SAVE_EVERY_S if resume.every_s is None else resume.every_s
-    if not force and now - resume.last_save < every:
+    if now - resume.last_save < every:
         return
     state = {"key": key, "epoch": epoch, "curve": list(curve), "checks": list(checks),
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
