@@ -217,8 +217,9 @@ def test_jobs_train_side_by_side_what_one_process_trains(tiny_run, tmp_path, cac
 
 
 def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_path, cache_env, monkeypatch):
-    """An interrupted `train` keeps the model in progress (an epoch checkpoint in the trial's folder); the same
-    command continues it from there, to the model and results an uninterrupted run gives, and removes the file."""
+    """An interrupted `train` keeps the model in progress (an epoch checkpoint in the trial's folder, which
+    `kdsearch status` shows); the same command continues it from there, to the model and results an
+    uninterrupted run gives, and removes the file."""
     import kdsearch.analysis.final as final
     import kdsearch.training.checkpoint as checkpoint
 
@@ -243,6 +244,10 @@ def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_pa
         train_final(open_run(runs["stopped"]), [4], **args)
     partial = list(final_dir(runs["stopped"], 4).glob("*.partial.pt"))
     assert [p.name for p in partial] == [f"kd-lr{whole['lr']:.4g}-seed0.partial.pt"]
+    status = CliRunner().invoke(app, ["status", str(runs["stopped"])])
+    assert status.exit_code == 0, status.output
+    assert (f"final training of trial 4: 0 model(s) and 0 lr probe(s) recorded; in progress: kd-lr{whole['lr']:.4g}-seed0 "
+            "at epoch 2/3") in " ".join(status.output.split())
     monkeypatch.setattr(final, "fit", real_fit)
     again = train_final(open_run(runs["stopped"]), [4], **args)[4]["runs"][0]
     assert again["resumed_at"] == 2 and whole["resumed_at"] == 0

@@ -2,22 +2,26 @@
 
 Trials by state, the running ones with their worker, age and last heartbeat (and whether that
 worker is alive, when it runs on this machine), recent failures with their reasons, the front so
-far, and whether the teacher and its logit cache are ready in the run folder.
+far, whether the teacher and its logit cache are ready in the run folder, and how far final training
+(`kdsearch train`) has come: the models recorded and those in progress.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from pathlib import Path
 
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
 from ..analysis.front import trial_state
-from ..runs.layout import teachers_dir
+from ..runs.layout import PARTIAL_SUFFIX, RESULTS_FILE, teachers_dir
 from ..runs.run import Run
 from ..search.workers import ERROR_ATTR, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
+from ..training.checkpoint import progress_of
 from .tables import pareto_table
 
 
@@ -56,10 +60,31 @@ def show_status(run: Run, console: Console) -> None:
     teacher = study.user_attrs.get("teacher")
     if run.run_dir is not None:
         ready = teacher and (teachers_dir(run.run_dir) / f"{teacher['key']}.json").is_file()
-        caches = sorted((run.run_dir / "logits").glob("*.safetensors")) if (run.run_dir / "logits").is_dir() else []
+        files = sorted((run.run_dir / "logits").glob("*.safetensors")) if (run.run_dir / "logits").is_dir() else []
+        caches = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if not p.name.endswith(".partial.safetensors")]
+        caches += [f"{p.name.split('.')[0]} being built ({p.stat().st_size / 2**20:.1f} MiB so far, saved "
+                   f"{_ago(now - p.stat().st_mtime)} ago)" for p in files if p.name.endswith(".partial.safetensors")]
         console.print(f"teacher: {teacher['name'] + ', test ' + format(teacher['test_accuracy'], '.2%') if teacher else 'not prepared yet'}"
                       f"{' (weights ready in the run folder)' if ready else ''}; teacher-logit cache: "
-                      + (", ".join(f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in caches) or "not built yet"),
-                      highlight=False)
+                      + (", ".join(caches) or "not built yet"), highlight=False)
+        for line in _final_training(run.run_dir, now):
+            console.print(line, highlight=False)
     if counts["complete"]:
         console.print(pareto_table(study))
+
+
+def _final_training(run_dir: Path, now: float) -> list[str]:
+    """A line per retrained trial: the models recorded, and those in progress with their last saved epoch."""
+    lines = []
+    for folder in sorted((Path(run_dir) / "final").glob("[0-9]*")):
+        results = folder / RESULTS_FILE
+        runs = json.loads(results.read_text()).get("runs", []) if results.is_file() else []
+        probes = sum(1 for r in runs if r.get("probe"))
+        partial = []
+        for p in sorted(folder.glob(f"*{PARTIAL_SUFFIX}")):
+            done = progress_of(p)
+            where = f"epoch {done[0]}/{done[1]}" if done else "unreadable"
+            partial.append(f"{p.name[:-len(PARTIAL_SUFFIX)]} at {where}, saved {_ago(now - p.stat().st_mtime)} ago")
+        lines.append(f"final training of trial {int(folder.name)}: {len(runs) - probes} model(s) and {probes} lr probe(s) "
+                     "recorded" + (f"; in progress: {'; '.join(partial)}" if partial else ""))
+    return lines

@@ -88,3 +88,13 @@ def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epoch"]), list(state["curve"]), list(state["checks"])
+
+
+def progress_of(path: Path) -> tuple[int, int] | None:
+    """(epochs done, epochs in all) of the training saved in `path`, or None if it cannot be read
+    (for `kdsearch status`)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return int(state["epoch"]), int(state["key"]["recipe"]["epochs"])
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
+        return None
