@@ -203,7 +203,7 @@ def main() -> None:
                         f.write(json.dumps(r) + "\n")
                     partial.unlink(missing_ok=True)
                     print(f"{student:9s} {variant:40s} seed {seed} {arm}: test {r['test_accuracy']:.2%} "
-                          f"val {r['val_accuracy']:.2%} ({r['seconds'] / args.epochs:.1f} s/epoch)", flush=True)
+                          f"val {r['val_accuracy']:.2%} ({r['seconds'] / (args.epochs - r['resumed_at']):.1f} s/epoch)", flush=True)
     print(table(load_done(path), markdown=False))
 
 
