@@ -1,11 +1,13 @@
 """Final training: the chosen students retrained with and without their teacher, fairly, resumable."""
 
+import io
 import json
 import math
 import shutil
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -39,6 +41,7 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
     assert result.exit_code == 0, result.output
     assert "0 model(s) already done" in result.output and "distillation adds" in result.output
     assert "one seed: no interval" in result.output and "the trial's learning rate for every arm" in result.output
+    assert "estimate: 3 model(s), 6 epochs in all on" in result.output  # said before the hours a CPU may take
     stored = json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())
     runs = {r["mode"]: r for r in stored["runs"]}
     assert set(runs) == {"kd", "ce", "ce-all"}  # distilled, the control (same views) and ordinary training
@@ -57,6 +60,7 @@ def test_train_with_and_without_teacher_then_resume_and_export(tiny_run, tmp_pat
 
     again = train(tiny_run, "--trial", str(TRIAL), "--epochs", "2", "--lr-grid", "1")  # kept, not retrained
     assert again.exit_code == 0 and "3 model(s) already done" in again.output, again.output
+    assert "estimate:" not in again.output
     assert json.loads((final_dir(tiny_run, TRIAL) / RESULTS_FILE).read_text())["runs"] == stored["runs"]
 
     out = tmp_path / "exp"
@@ -184,8 +188,11 @@ def test_lr_probes_choose_the_lr_then_every_seed_trains_the_full_budget(tiny_run
     validation is the arm's lr, and seed 0 trains again at it for the full budget, as seed 1 does."""
     run = tmp_path / "probes"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    console = Console(file=io.StringIO(), width=200)
     out = train_final(open_run(run), [4], epochs=2, seeds=[0, 1], policy=LrPolicy(grid=(0.5, 2.0), probe_epochs=1),
-                      baseline=False, all_views=False, device="cpu", threads=1)[4]
+                      baseline=False, all_views=False, device="cpu", threads=1, console=console)[4]
+    # left at the start: 2 one-epoch probes, then 2 seeds of 2 epochs
+    assert "estimate: 4 model(s), 6 epochs in all" in console.file.getvalue()
     probes = [r for r in out["runs"] if r["probe"]]
     full = [r for r in out["runs"] if not r["probe"]]
     assert len(probes) == 2 and all(len(r["curve"]) == 1 and math.isnan(r["test_accuracy"]) for r in probes)

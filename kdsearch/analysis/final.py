@@ -49,6 +49,7 @@ from ..runs.layout import RESULTS_FILE, final_dir, model_dir, partial_model_path
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
+from ..search.estimate import estimate_training
 from ..search.inputs import TrialContext, prepare_inputs
 from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
@@ -278,10 +279,24 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
             return todo
         return [(m, s, lrs[m], None) for s in seeds for m in modes if find(runs, m, s, lrs[m]) is None]
 
+    def left() -> tuple[int, int]:
+        """Models and epochs left to train in all: the lr candidates not yet trained, then each seed's arms."""
+        sizes = []
+        for mode in modes:
+            if len(candidates) > 1:
+                sizes += [probe or epochs for lr in candidates if find(runs, mode, seeds[0], lr, probe) is None]
+            for s in seeds[1:] if probe is None and len(candidates) > 1 else seeds:  # (no probes: seed 0's are the candidates)
+                if all(find(runs, mode, s, lr) is None for lr in candidates):
+                    sizes.append(epochs)
+        return len(sizes), sum(sizes)
+
     todo = plan()
     console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}; "
                   f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
                   f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
+    models_left, epochs_left = left()
+    if models_left:
+        estimate_training(ctx, spec, hp["lr"], models_left, epochs_left, min(jobs, models_left), console)
     def record(result: FinalRun, progress: Progress) -> None:
         runs.append(result)
         save_results(path, body())  # at once: an interruption keeps it

@@ -1,4 +1,4 @@
-"""How long the remaining trials may take, printed before they start."""
+"""How long the remaining trials, or a final training, may take, printed before they start."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.console import Console
 from ..measure.costs import wall_seconds
 from ..models.students.registry import build
 from ..models.students.space import sample_spec
+from ..models.students.spec import StudentSpec
 from ..progress import SLOW_S, minutes
 from ..training import distill
 from ..training.distill import recipe_from
@@ -37,20 +38,48 @@ def validation_passes(cfg) -> int:
     return cfg.epochs + sum(1 for c in range(1, cfg.epochs * k + 1) if c % k and looks_at(pruner, c, cfg.epochs * k))
 
 
+def _seconds_per_image(ctx: TrialContext, spec: StudentSpec, lr: float) -> tuple[float, float]:
+    """(training, validation) seconds per image of `spec` on the run's device: a few timed steps and a pass."""
+    cfg, data = ctx.cfg, ctx.data
+    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+        model = build(spec).to(ctx.device)
+        n = min(len(ctx.y_train), cfg.train.batch_size * 3)
+        recipe = recipe_from(cfg.train, epochs=1, lr=lr)
+        per_image = wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
+                                                     pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
+        m = min(len(ctx.y_val), n)
+        per_val = wall_seconds(lambda: distill.predict(model, ctx.x_val[:m]), ctx.device) / m if m else 0.0
+    return per_image, per_val
+
+
+def estimate_training(ctx: TrialContext, spec: StudentSpec, lr: float, models: int, epochs: int, jobs: int,
+                      console: Console) -> float | None:
+    """Print what `models` models of `spec` training `epochs` epochs in all (an epoch: the training split and a
+    validation pass) may take in `jobs` processes at once, from a few timed steps of it; the seconds, or None
+    when the probe fails (an estimate is never worth stopping for). Final training at long budgets takes hours
+    on a CPU: better said before than found out."""
+    try:
+        per_image, per_val = _seconds_per_image(ctx, spec, lr)
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"(no estimate of the training: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})",
+                      highlight=False)
+        return None
+    total = (per_image * len(ctx.y_train) + per_val * len(ctx.y_val)) * epochs / jobs
+    console.print(f"estimate: {models} model(s), {epochs} epochs in all on {len(ctx.y_train):,} images ≈ {minutes(total)}"
+                  + (f" in {jobs} processes" if jobs > 1 else "")
+                  + ("  (to shorten it: fewer --epochs or --seeds, --jobs, or a GPU)" if total > SLOW_S else ""),
+                  highlight=False)
+    return total
+
+
 def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     cfg, data = ctx.cfg, ctx.data
     study = optuna.create_study(sampler=Middle({}))
     spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
                        list(data.mean), list(data.std))
-    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-        model = build(spec).to(ctx.device)
-        n = min(len(ctx.y_train), cfg.train.batch_size * 3)
-        recipe = recipe_from(cfg.train, epochs=1, lr=min(cfg.space["lr"]) if isinstance(cfg.space["lr"], list)
-                             else cfg.space["lr"])
-        per_image = wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
-                                                             pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
-        m = min(len(ctx.y_val), n)  # and the validation passes: one per epoch and per mid-epoch check measured
-        per_val = wall_seconds(lambda: distill.predict(model, ctx.x_val[:m]), ctx.device) / m if m else 0.0
+    lr = min(cfg.space["lr"]) if isinstance(cfg.space["lr"], list) else cfg.space["lr"]
+    # and the validation passes: one per epoch and per mid-epoch check measured
+    per_image, per_val = _seconds_per_image(ctx, spec, lr)
     total = (per_image * len(ctx.y_train) * cfg.epochs + per_val * len(ctx.y_val) * validation_passes(cfg)) * trials
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
                   "(pruning and smaller students take less)"
