@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..analysis.front import trial_state
-from ..runs.layout import PARTIAL_SUFFIX, RESULTS_FILE, teachers_dir
+from ..runs.layout import PARTIAL_LOGITS_SUFFIX, PARTIAL_SUFFIX, RESULTS_FILE, teachers_dir
 from ..runs.run import Run
 from ..search.workers import ERROR_ATTR, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
 from ..training.checkpoint import progress_of
@@ -61,9 +61,10 @@ def show_status(run: Run, console: Console) -> None:
     if run.run_dir is not None:
         ready = teacher and (teachers_dir(run.run_dir) / f"{teacher['key']}.json").is_file()
         files = sorted((run.run_dir / "logits").glob("*.safetensors")) if (run.run_dir / "logits").is_dir() else []
-        caches = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if not p.name.endswith(".partial.safetensors")]
-        caches += [f"{p.name.split('.')[0]} being built ({p.stat().st_size / 2**20:.1f} MiB so far, saved "
-                   f"{_ago(now - p.stat().st_mtime)} ago)" for p in files if p.name.endswith(".partial.safetensors")]
+        building = [p for p in files if p.name.endswith(PARTIAL_LOGITS_SUFFIX)]
+        caches = [f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if p not in building]
+        caches += [f"{p.name[:-len(PARTIAL_LOGITS_SUFFIX)]} being built ({p.stat().st_size / 2**20:.1f} MiB so far, "
+                   f"saved {_ago(now - p.stat().st_mtime)} ago)" for p in building]
         console.print(f"teacher: {teacher['name'] + ', test ' + format(teacher['test_accuracy'], '.2%') if teacher else 'not prepared yet'}"
                       f"{' (weights ready in the run folder)' if ready else ''}; teacher-logit cache: "
                       + (", ".join(caches) or "not built yet"), highlight=False)

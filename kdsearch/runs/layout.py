@@ -27,6 +27,7 @@ RESULTS_FILE = "results.json"
 NOTES_FILE = "notes.md"
 LOCK_FILE = ".lock"
 PARTIAL_SUFFIX = ".partial.pt"  # a final-training model in progress (partial_model_path)
+PARTIAL_LOGITS_SUFFIX = ".partial.safetensors"  # a logit cache being built (partial_logits_path)
 SPEC_FILE, WEIGHTS_FILE = "spec.json", "student.safetensors"  # a saved student (models.students.io)
 STUDENT_FILES = (SPEC_FILE, WEIGHTS_FILE)
 
@@ -45,6 +46,11 @@ def teachers_dir(run_dir: Path) -> Path:
 
 def logits_path(run_dir: Path, key: str) -> Path:
     return Path(run_dir) / "logits" / f"{key}.safetensors"
+
+
+def partial_logits_path(run_dir: Path, key: str) -> Path:
+    """What a logit cache build saved so far (training.logit_cache), beside the cache it becomes."""
+    return Path(run_dir) / "logits" / f"{key}{PARTIAL_LOGITS_SUFFIX}"
 
 
 def trial_dir(run_dir: Path, number: int) -> Path:

@@ -78,8 +78,8 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     spec = sample_spec(study.ask(), cfg.space, data.in_channels, data.num_classes, data.image_size,
                        list(data.mean), list(data.std))
     lr = min(cfg.space["lr"]) if isinstance(cfg.space["lr"], list) else cfg.space["lr"]
-    # and the validation passes: one per epoch and per mid-epoch check measured
     per_image, per_val = _seconds_per_image(ctx, spec, lr)
+    # the epochs, and the validation passes: one per epoch and per mid-epoch check measured
     total = (per_image * len(ctx.y_train) * cfg.epochs + per_val * len(ctx.y_val) * validation_passes(cfg)) * trials
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
                   "(pruning and smaller students take less)"

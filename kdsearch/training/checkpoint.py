@@ -45,15 +45,19 @@ def full_key(resume: Resume, recipe: Any, seed: int, images: int) -> dict[str, A
     return json.loads(json.dumps({**resume.key, "recipe": asdict(recipe), "seed": seed, "images": images}))
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    """A saved state, or None when there is none or it cannot be read (damaged: the training starts over)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never a full unpickle
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def load(resume: Resume, key: dict[str, Any]) -> dict[str, Any] | None:
     """The saved state of this training, or None (none saved, another training's, or unreadable)."""
-    if not resume.path.is_file():
-        return None
-    try:
-        state = torch.load(resume.path, map_location="cpu", weights_only=True)  # never a full unpickle
-    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError):  # damaged: start over
-        return None
-    return state if isinstance(state, dict) and state.get("key") == key else None
+    state = _read(resume.path)
+    return state if state is not None and state.get("key") == key else None
 
 
 def save(resume: Resume, key: dict[str, Any], epoch: int, curve: list[float], checks: list[float | None],
@@ -93,8 +97,10 @@ def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
 def progress_of(path: Path) -> tuple[int, int] | None:
     """(epochs done, epochs in all) of the training saved in `path`, or None if it cannot be read
     (for `kdsearch status`)."""
+    state = _read(path)
+    if state is None:
+        return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         return int(state["epoch"]), int(state["key"]["recipe"]["epochs"])
-    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
+    except (KeyError, TypeError, ValueError):
         return None

@@ -22,7 +22,7 @@ from torch import nn
 from ..data.augment import apply_views, identity_view, num_views, to_float
 from ..errors import KDSearchError
 from ..runs.files import atomic_path
-from ..runs.layout import logits_path
+from ..runs.layout import logits_path, partial_logits_path
 from .distill import autocast, eval_batch_size
 
 
@@ -70,10 +70,6 @@ FP16_MAX = 65504.0  # the largest finite fp16 value
 SAVE_EVERY_S = 120.0  # a long build saves what it has this often, so an interruption loses minutes, not hours
 
 
-def _partial_path(path: Path) -> Path:
-    return path.with_name(path.name.replace(".safetensors", ".partial.safetensors"))
-
-
 def _load_partial(path: Path, total: int, batch_size: int, device: torch.device) -> torch.Tensor | None:
     """The logits an interrupted build of this cache saved (whole batches, in build order), or None."""
     try:
@@ -119,7 +115,7 @@ def build_or_load(teacher: nn.Module, x: torch.Tensor, *, pad: int, flip: bool, 
     views = choose_views(n, k, pad, flip, seed)
     k = views.shape[1]
     teacher.eval()
-    partial = _partial_path(path)
+    partial = partial_logits_path(run_dir, key)
     done = _load_partial(partial, n * k, batch_size, device) if partial.is_file() else None
     chunks = [] if done is None else [done]
     first = 0 if done is None else len(done)
