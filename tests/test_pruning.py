@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from kdsearch.config import PrunerConfig, load_config
+from kdsearch.config.schema import PRUNERS
 from kdsearch.measure.costs import count_params
 from kdsearch.measure.latency import Timing
 from kdsearch.search.estimate import validation_passes
@@ -275,7 +276,7 @@ def test_the_resume_guard_compares_only_the_pruner_settings_the_pruner_reads(tmp
         check_resume(pareto, load_config(overrides={"pruner.name": "pareto", "pruner.margin": 0.02}))
 
 
-@pytest.mark.parametrize("name", ["pareto", "median", "asha", "moasha", "none"])
+@pytest.mark.parametrize("name", PRUNERS)
 def test_the_guards_list_of_what_each_pruner_reads_matches_make_pruner(name):
     """PRUNER_READS (the resume guard) and make_pruner say the same thing twice: a setting changes the
     pruner built exactly when the guard counts it, so the two cannot drift apart unnoticed."""
