@@ -262,3 +262,17 @@ def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_pa
     a, b = (weights(runs[n], 4, "kd", 0, whole["lr"]) for n in ("whole", "stopped"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not partial[0].exists()
+
+
+def test_jobs_processes_share_the_cores_and_the_parent_prepares_on_all_of_them(monkeypatch):
+    """--jobs N on a CPU: each process gets its share of the cores unless --threads says otherwise; the
+    parent keeps them all for what it prepares before (the teacher's logit cache), since nothing else runs then."""
+    from types import SimpleNamespace
+
+    import kdsearch.analysis.final as final
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    for threads, device, want in ((None, "cpu", 4), (3, "cpu", 3), (None, "cuda", None)):
+        cfg = SimpleNamespace(to_dict=lambda t=threads: {"threads": t, "name": "x"})
+        ctx = SimpleNamespace(cfg=cfg, device=torch.device(device))
+        assert final.worker_config(ctx, 2) == {"threads": want, "name": "x"}

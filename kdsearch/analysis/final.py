@@ -53,7 +53,7 @@ from ..search.estimate import estimate_training
 from ..search.inputs import TrialContext, prepare_inputs
 from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
-from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from, resolve_device
+from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
 from .arms import FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize
 from .front import pareto_trials
 
@@ -129,6 +129,15 @@ def _train_in_worker(run_dir: str, number: int, spec: str, hp: dict[str, float],
                            probe, epochs, *_WORKER["test"], None)
 
 
+def worker_config(ctx: TrialContext, jobs: int) -> dict[str, Any]:
+    """A --jobs process's config: on a CPU without --threads, its share of the cores, as search workers
+    have (the parent prepared the teacher and its logit cache on all of them first)."""
+    cfg = ctx.cfg.to_dict()
+    if cfg["threads"] is None and ctx.device.type == "cpu":
+        cfg["threads"] = threads_each(jobs)
+    return cfg
+
+
 def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], epochs: int,
                         plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
                         jobs: int, progress: Progress) -> None:
@@ -138,7 +147,7 @@ def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentS
     context = multiprocessing.get_context("spawn")
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                 initargs=(ctx.cfg.to_dict(), family_modules())) as pool:
+                                 initargs=(worker_config(ctx, jobs), family_modules())) as pool:
             running: dict[Any, Item] = {}
             finished_models = 0
             while True:
@@ -209,8 +218,6 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         cfg.threads = threads
     if jobs < 1:
         raise KDSearchError("--jobs must be at least 1")
-    if jobs > 1 and threads is None and resolve_device(cfg.device).type == "cpu":
-        cfg.threads = threads_each(jobs)  # the processes share the cores, as search workers do
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
