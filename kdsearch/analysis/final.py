@@ -218,6 +218,8 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         cfg.threads = threads
     if jobs < 1:
         raise KDSearchError("--jobs must be at least 1")
+    if jobs > 1 and threads is None:
+        cfg.threads = None  # the parent prepares on all the cores; each process gets its share (worker_config)
     epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
     if epochs < 1:
