@@ -3,8 +3,9 @@
 # studies/cifar10-resnet32.toml, then the most accurate front members within 1/10, 1/30 and 1/100 of
 # the teacher's 464,154 parameters retrained on all 45,000 training images for EPOCHS epochs, with the
 # teacher, without it (ordinary training) and the same-views control, each arm at its own learning rate
-# chosen on validation from the trial's lr x 0.5, 1, 2 by 10-epoch probes on the first seed (a full grid
-# would train the first seed three times over), the distilled arm
+# chosen on validation from the trial's lr x 0.5, 1, 2, 4 by 10-epoch probes on the first seed (a full grid
+# would train the first seed four times over; x4 was added when both arms of the first student chose x2, the
+# grid's edge), the distilled arm
 # from VIEWS cached teacher views per image (default: one per epoch, so it sees fresh views as ordinary
 # training does; cheaper than the teacher online over 3 seeds, BENCHMARKS.md). Seed 0 of every
 # student first, then seeds 1 and 2, so a stopped run has every size. Resumable: rerun the same
@@ -29,6 +30,6 @@ fi
 $KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
 for seeds in 0 0,1,2; do   # seed 0 of every size first
   for params in 4642 15472 46415; do   # 1/100, 1/30, 1/10 of the teacher's params (the quickest first)
-    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"
+    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2,4 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"
   done
 done
