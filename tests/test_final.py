@@ -276,3 +276,29 @@ def test_jobs_processes_share_the_cores_and_the_parent_prepares_on_all_of_them(m
         cfg = SimpleNamespace(to_dict=lambda t=threads: {"threads": t, "name": "x"})
         ctx = SimpleNamespace(cfg=cfg, device=torch.device(device))
         assert final.worker_config(ctx, 2) == {"threads": want, "name": "x"}
+
+
+def test_an_arm_whose_every_lr_candidate_diverges_is_failed_and_the_others_train_every_seed(
+        tiny_run, tmp_path, cache_env, monkeypatch):
+    """Ordinary training diverges at every lr of the grid: its probes are recorded as failed, it trains no
+    model (there is no lr to train it at), and the other arms go on to every seed."""
+    real = fit
+
+    def diverge_without_cache(model, x, y, recipe, **kw):
+        if kw.get("cache") is None:
+            raise NonFiniteLoss("training loss became nan (try a lower learning rate)")
+        return real(model, x, y, recipe, **kw)
+
+    monkeypatch.setattr("kdsearch.analysis.final.fit", diverge_without_cache)
+    run = tmp_path / "diverging"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    console = Console(file=io.StringIO(), width=200)
+    out = train_final(open_run(run), [4], epochs=2, seeds=[0, 1], policy=LrPolicy(grid=(0.5, 2.0), probe_epochs=1),
+                      device="cpu", threads=1, console=console)[4]
+    # 3 arms x 2 probes, then 3 arms x 2 seeds, before anything is known about divergence
+    assert "estimate: 12 model(s), 18 epochs in all" in console.file.getvalue()
+    by_arm = {m: sorted((r["seed"], r["probe"] or 0, bool(r["error"])) for r in out["runs"] if r["mode"] == m)
+              for m in ("kd", "ce", "ce-all")}
+    assert by_arm["ce-all"] == [(0, 1, True), (0, 1, True)]
+    assert by_arm["kd"] == by_arm["ce"] == [(0, 0, False), (0, 1, False), (0, 1, False), (1, 0, False)]
+    assert set(out["summary"]["arms"]) == {"kd", "ce"} and "ce-all" not in out["summary"]["gain"]

@@ -274,38 +274,35 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
                 "summary": summarize(runs, modes, seeds, policy, hp["lr"], teacher["test_accuracy"]),
                 "environment": environment(ctx.device), "command": command_line()}
 
-    def plan() -> list[Item]:
-        """What is left: the lr selection runs first (first seed, every arm), then each seed's arms together."""
+    def plan(upcoming: bool = False) -> list[Item]:
+        """What is left: the lr selection runs first (first seed, every arm), then each seed's arms together.
+        `upcoming` adds the models that wait on the selection (lr None until it is made), for the estimate;
+        an arm whose every lr candidate diverged has nothing left (summarize records it as failed)."""
         todo: list[Item] = []
-        lrs: dict[str, float | None] = {}
+        then: list[Item] = []
         for mode in modes:
-            if len(candidates) == 1:
-                lrs[mode] = candidates[0]
-            else:
-                todo += [(mode, seeds[0], lr, probe) for lr in candidates if find(runs, mode, seeds[0], lr, probe) is None]
-                lrs[mode] = choose_lr(runs, mode, seeds[0], candidates, hp["lr"], probe)
-        if todo:
-            return todo
-        return [(m, s, lrs[m], None) for s in seeds for m in modes if find(runs, m, s, lrs[m]) is None]
-
-    def left() -> tuple[int, int]:
-        """Models and epochs left to train in all: the lr candidates not yet trained, then each seed's arms."""
-        sizes = []
-        for mode in modes:
-            if len(candidates) > 1:
-                sizes += [probe or epochs for lr in candidates if find(runs, mode, seeds[0], lr, probe) is None]
-            for s in seeds[1:] if probe is None and len(candidates) > 1 else seeds:  # (no probes: seed 0's are the candidates)
-                if all(find(runs, mode, s, lr) is None for lr in candidates):
-                    sizes.append(epochs)
-        return len(sizes), sum(sizes)
+            lr: float | None = candidates[0]
+            selecting = len(candidates) > 1
+            if selecting:
+                todo += (missing := [(mode, seeds[0], c, probe) for c in candidates
+                                     if find(runs, mode, seeds[0], c, probe) is None])
+                lr = choose_lr(runs, mode, seeds[0], candidates, hp["lr"], probe)
+                if lr is None and not (missing and upcoming):
+                    continue
+            for s in seeds:
+                if lr is not None:
+                    then += [(mode, s, lr, None)] if find(runs, mode, s, lr) is None else []
+                elif not (probe is None and s == seeds[0]):  # (no probes: seed 0's candidates are its models)
+                    then.append((mode, s, None, None))
+        return todo if todo and not upcoming else todo + then
 
     todo = plan()
     console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}; "
                   f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
                   f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
-    models_left, epochs_left = left()
-    if models_left:
-        estimate_training(ctx, spec, hp["lr"], models_left, epochs_left, min(jobs, models_left), console)
+    if upcoming := plan(upcoming=True):
+        estimate_training(ctx, spec, hp["lr"], len(upcoming), sum(item[3] or epochs for item in upcoming),
+                          min(jobs, len(upcoming)), console)
     def record(result: FinalRun, progress: Progress) -> None:
         runs.append(result)
         save_results(path, body())  # at once: an interruption keeps it
