@@ -23,7 +23,8 @@ import time
 import torch
 
 from kdsearch.models.students.registry import build
-from kdsearch.training.distill import fast_memory_format, make_optimizer, train_epoch
+from kdsearch.training.distill import make_optimizer, train_epoch
+from kdsearch.training.memory_format import fast_memory_format
 
 from fixed_students import STUDENTS, student_spec  # (benchmarks/ is on sys.path)
 
@@ -37,7 +38,7 @@ def images_per_second(student: str, device: str, threads: int, images: int, batc
     x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
     y = torch.randint(0, 10, (images,), generator=g).to(dev)
     model = build(student_spec(student)).to(dev)
-    model.to(memory_format=fast_memory_format(model, dev))
+    model.to(memory_format=fast_memory_format(model, dev, (3, 32, 32), batch))
     opt, sched = make_optimizer(model, "sgd", 0.05, None, (epochs + 1) * images // batch, "linear", 0.2)
 
     def epoch() -> None:

@@ -8,8 +8,9 @@ weight average) runs the same number of steps on the same student. Both run in t
 interleaved block by block so that load on the machine hits both alike; the ratio of median
 seconds per step is printed (the target: kdsearch within 1.2x of the bare loop).
 
-kdsearch trains each student in the memory format distill.fast_memory_format picks; with
---formats, its loop is also timed in the other format, the evidence for that rule.
+kdsearch trains each student in the memory format training.memory_format.fast_memory_format picks
+(on a CPU, by a short timing of both, remembered per machine); with --formats, its loop is also timed
+in the other format: whether that choice was right.
 
     python benchmarks/bench_epoch.py --threads 2
     python benchmarks/bench_epoch.py --threads 2 --formats --students res8 plain15k odd-res inv50k odd-inv
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 
 from kdsearch.config import TrainConfig
 from kdsearch.models.students.registry import build
-from kdsearch.training.distill import fast_memory_format, make_optimizer, recipe_from, train_epoch, weight_average
+from kdsearch.training.distill import make_optimizer, recipe_from, train_epoch, weight_average
+from kdsearch.training.memory_format import fast_memory_format
 
 from bench_throughput import FakeCache  # teacher logits served as the real cache does (benchmarks/ is on sys.path)
 from fixed_students import STUDENTS, student_spec
@@ -77,7 +79,7 @@ def main() -> None:
         spec = student_spec(name)
         bare = build(spec)
         bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-        chosen = fast_memory_format(bare, torch.device("cpu"))  # the rule reads widths only
+        chosen = fast_memory_format(bare, torch.device("cpu"), (3, 32, 32), recipe.batch_size)  # (timed on a copy)
         formats = [chosen] + ([f for f in FORMATS if f != chosen] if args.formats else [])
         cache = FakeCache(n, 10)
         bare_steps(bare, xf, y, recipe.batch_size, 2, bare_opt)  # warm-up

@@ -19,6 +19,9 @@ STUDENTS: dict[str, dict] = {
     # the v2 CIFAR-10 search's front (results/cifar10-resnet32-v2)
     "conv18x4": dict(channels=[18, 18, 18, 18]),
     "conv37x4": dict(channels=[37, 37, 37, 37]),
+    # its final-training picks at 1/100 and 1/30 of the teacher (trials 25 and 18; 1/10 is trial 26, conv37x4)
+    "conv10x4": dict(channels=[10, 10, 10, 10]),
+    "conv23x4": dict(channels=[23, 23, 23, 23]),
 }
 
 

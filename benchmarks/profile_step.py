@@ -12,7 +12,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kdsearch.models.students.registry import build
-from kdsearch.training.distill import fast_memory_format
+from kdsearch.training.memory_format import fast_memory_format
 
 from fixed_students import STUDENTS, student_spec  # noqa: E402  (benchmarks/ is on sys.path)
 
@@ -26,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(student_spec(args.student)).train()
-    fmt = fast_memory_format(model, torch.device("cpu"))
+    fmt = fast_memory_format(model, torch.device("cpu"), (3, 32, 32), args.batch)
     model = model.to(memory_format=fmt)
     x = torch.randn(args.batch, 3, 32, 32).to(memory_format=fmt)
     y = torch.randint(0, 10, (args.batch,))

@@ -1,5 +1,6 @@
 """The distillation loss, the replayable augmentation and the training loop."""
 
+import json
 import math
 
 import pytest
@@ -93,21 +94,58 @@ def test_schedule_works_for_any_number_of_steps(kind):
         assert math.isfinite(opt.param_groups[0]["lr"])
 
 
-def test_students_train_in_the_memory_format_that_is_fast_for_their_widths():
-    from kdsearch.training.distill import Recipe, fast_memory_format, fit, memory_format_of
+def test_students_train_in_the_memory_format_measured_fastest_for_them_on_this_machine(tmp_path, monkeypatch):
+    """On a CPU the faster layout of each architecture is timed once, kept in the cache folder (a later
+    process reads it instead of timing again) and used by fit; on CUDA it is channels_last, untimed."""
     from kdsearch.models.students.registry import build
     from kdsearch.models.students.spec import StudentSpec
+    from kdsearch.training import memory_format as mf
+    from kdsearch.training.distill import Recipe, fit
 
-    def student(channels, family="residual"):
-        return build(StudentSpec(in_channels=3, num_classes=4, image_size=8, family=family, channels=channels))
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(mf, "_CHOSEN", {})
+    timed = []
 
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert fast_memory_format(student([16, 32, 64]), cpu) == torch.channels_last  # ResNet-8's widths
-    assert fast_memory_format(student([10, 13, 29]), cpu) == torch.contiguous_format
-    assert fast_memory_format(student([10, 13, 29]), cuda) == torch.channels_last
+    def fake_timing(model, sample, batch_size):  # channels_last wins where the first conv is 8 wide
+        width = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).out_channels
+        timed.append((width, tuple(sample), batch_size))
+        return {"contiguous": 2.0, "channels_last": 1.0 if width == 8 else 3.0}
+
+    monkeypatch.setattr(mf, "time_formats", fake_timing)
+
+    def student(channels):
+        return build(StudentSpec(in_channels=3, num_classes=4, image_size=8, family="plain", channels=channels))
+
+    cpu = torch.device("cpu")
+    assert mf.fast_memory_format(student([8, 12]), torch.device("cuda"), (3, 8, 8), 8) == torch.channels_last
+    assert timed == []
     x, y = torch.randint(0, 255, (16, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (16,))
     for channels, expected in [([8, 12], torch.channels_last), ([6, 9], torch.contiguous_format)]:
-        model = student(channels, family="plain").to(memory_format=torch.channels_last)
+        model = student(channels).to(memory_format=torch.channels_last)
         fit(model, x, y, Recipe(epochs=1, lr=0.01, batch_size=8), pad=1, flip=True, seed=0, x_val=x, y_val=y)
-        assert memory_format_of(model) == expected
+        assert mf.memory_format_of(model) == expected
         assert accuracy(model, x, y) >= 0  # predict feeds inputs in the model's format
+    assert timed == [(8, (3, 8, 8), 8), (6, (3, 8, 8), 8)]
+    saved = sorted(json.loads(f.read_text())["format"] for f in (tmp_path / "memory-format").glob("*.json"))
+    assert saved == ["channels_last", "contiguous"]
+    monkeypatch.setattr(mf, "_CHOSEN", {})  # as a new process on the same machine: read, not timed again
+    assert mf.fast_memory_format(student([8, 12]), cpu, (3, 8, 8), 8) == torch.channels_last
+    assert len(timed) == 2
+    mf.fast_memory_format(student([8, 12]), cpu, (3, 8, 8), 16)  # another batch size is another question
+    assert len(timed) == 3
+
+
+def test_timing_the_layouts_leaves_the_network_and_the_random_state_as_they_were():
+    from kdsearch.models.students.registry import build
+    from kdsearch.models.students.spec import StudentSpec
+    from kdsearch.training.memory_format import time_formats
+
+    torch.manual_seed(0)
+    model = build(StudentSpec(in_channels=3, num_classes=4, image_size=8, family="residual", channels=[8, 12]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = time_formats(model, (3, 8, 8), 4)
+    assert set(seconds) == {"contiguous", "channels_last"} and all(t > 0 for t in seconds.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and model.training
+    assert torch.equal(torch.get_rng_state(), rng)

@@ -54,6 +54,7 @@ from ..search.inputs import TrialContext, prepare_inputs
 from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
+from ..training.memory_format import fast_memory_format
 from .arms import FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize
 from .front import pareto_trials
 
@@ -138,12 +139,25 @@ def worker_config(ctx: TrialContext, jobs: int) -> dict[str, Any]:
     return cfg
 
 
+def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
+    """Time the student's memory layouts here, at a --jobs process's thread count, before the processes
+    start: each then reads the choice (training.memory_format) instead of timing it beside the others
+    at once, where two of them could choose differently and train arms of one seed in different layouts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(worker_config(ctx, jobs)["threads"] or before)
+    try:
+        fast_memory_format(build(spec).to(ctx.device), ctx.device, tuple(ctx.x_train.shape[1:]), ctx.cfg.train.batch_size)
+    finally:
+        torch.set_num_threads(before)
+
+
 def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], epochs: int,
                         plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
                         jobs: int, progress: Progress) -> None:
     """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
     model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
     task = progress.add_task(f"trial {number}: models in {jobs} processes", total=len(plan()))
+    choose_layout(ctx, spec, jobs)
     context = multiprocessing.get_context("spawn")
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,

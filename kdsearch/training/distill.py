@@ -28,6 +28,7 @@ from ..errors import KDSearchError
 from ..models.students.zero_init import zero_init_last_bn
 from . import checkpoint
 from .checkpoint import Resume
+from .memory_format import fast_memory_format, memory_format_of
 
 
 class NonFiniteLoss(RuntimeError):
@@ -53,29 +54,6 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def fast_memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """The memory format that trains `model` faster on `device`.
-
-    channels_last on CUDA (tensor-core convolutions); on the CPU only when every convolution's
-    channel counts are multiples of 4: oneDNN's channels_last kernels are 20-30% faster there and
-    up to 30% slower on odd widths such as conv[10,13,29] (benchmarks/bench_epoch.py --formats).
-    A rule, not a timing, so that a seeded run repeats bit for bit.
-    """
-    if device.type == "cuda":
-        return torch.channels_last
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    aligned = all(c % 4 == 0 for m in convs for c in (m.in_channels, m.out_channels) if c > 3)
-    return torch.channels_last if convs and aligned else torch.contiguous_format
-
-
-def memory_format_of(model: nn.Module) -> torch.memory_format:
-    """The memory format `model`'s convolution weights are in (its inputs are given the same)."""
-    for p in model.parameters():
-        if p.ndim == 4 and not p.is_contiguous():
-            return torch.channels_last
-    return torch.contiguous_format
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, targets: torch.Tensor,
@@ -274,7 +252,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
     may be stopped part-way. The caller removes the file once it has kept the finished model.
     """
     steps = steps_per_epoch(len(y), recipe.batch_size)
-    model.to(memory_format=fast_memory_format(model, x.device))
+    model.to(memory_format=fast_memory_format(model, x.device, tuple(x.shape[1:]), recipe.batch_size))
     if recipe.zero_init_residual:
         zero_init_last_bn(model)
     opt, sched = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs * steps,
