@@ -78,14 +78,15 @@ def time_formats(model: nn.Module, sample: tuple[int, ...], batch_size: int) -> 
     copies = {name: copy.deepcopy(model).train().to(memory_format=fmt) for name, fmt in FORMATS.items()}
     inputs = {name: images.contiguous(memory_format=fmt) for name, fmt in FORMATS.items()}
     times: dict[str, list[float]] = {name: [] for name in FORMATS}
-    for round_ in range(ROUNDS + 1):  # round 0 warms up
-        for name, net in copies.items():
-            start = time.perf_counter()
-            out = net(inputs[name]).float().sum()
-            if out.requires_grad:  # (a frozen network is timed forward only)
-                out.backward()
-            if round_:
-                times[name].append(time.perf_counter() - start)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from torch's generator: put it back after
+        for round_ in range(ROUNDS + 1):  # round 0 warms up
+            for name, net in copies.items():
+                start = time.perf_counter()
+                out = net(inputs[name]).float().sum()
+                if out.requires_grad:  # (a frozen network is timed forward only)
+                    out.backward()
+                if round_:
+                    times[name].append(time.perf_counter() - start)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
@@ -105,11 +106,12 @@ def _read(path: Path) -> torch.memory_format | None:
 
 
 def _machine() -> str:
-    """The CPU's model name (what decides which kernels are faster), else what platform knows."""
+    """The CPU's model name and instruction sets (what decides which kernels are faster: a virtual
+    machine may name only "AMD EPYC" for hosts with and without AVX-512), else what platform knows."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.processor()}"
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        flags = " ".join(sorted(f for f in info.get("flags", "").split() if f.startswith(("avx", "amx", "sse", "fma"))))
+        return f"{info['model name']} [{flags}]"
+    except (OSError, KeyError, ValueError):
+        return f"{platform.machine()} {platform.processor()}"
