@@ -51,9 +51,13 @@ def test_run_resume_and_report(folder, tmp_path):
         assert (trial_dir(run_dir, t.number) / "student.safetensors").is_file()
         assert len(t.user_attrs["curve"]) >= 1
 
-    # the same command again: the study already holds 3 finished trials, nothing runs
+    # the same command again: the study already holds 3 finished trials, nothing runs and nothing is
+    # prepared (no data, teacher or logit cache) or recorded
+    attrs = load(run_dir).user_attrs
     result = runner.invoke(app, args(folder, run_dir, "--trials", "3"))
     assert result.exit_code == 0 and "nothing to run" in result.output
+    assert "train," not in result.output and "teacher logits" not in result.output, result.output
+    assert load(run_dir).user_attrs == attrs
     assert len(load(run_dir).trials) == 3
     # --trials 5 means five finished in all, not five more; the teacher comes from the cache
     result = runner.invoke(app, args(folder, run_dir, "--trials", "5"))

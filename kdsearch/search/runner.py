@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.trial import TrialState
 from rich.console import Console
 
 from ..config import StudyConfig
@@ -56,6 +57,19 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
     return ctx, study
 
 
+def _finished(cfg: StudyConfig, console: Console) -> optuna.Study | None:
+    """The study, when it already holds its trials and none is in flight: then nothing is prepared (no data,
+    teacher or logit cache: rebuilding a cache only to run nothing took minutes) and nothing is recorded.
+    Its settings are still checked against the command's (the resume guard, in open_study)."""
+    with run_lock(cfg.run_path, console, "creating the study"):
+        study = open_study(cfg)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if trials or (done := n_finished(study)) < cfg.trials:
+        return None
+    console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
+    return study
+
+
 def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
                workers: int = 1, record: bool = True, enqueue: str | Path | None = None,
                in_process: bool = False, callbacks: list[Callback] | None = None) -> optuna.Study:
@@ -90,6 +104,8 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
 def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, workers: int, record: bool,
                 enqueue: str | Path | None, entries: list, in_process: bool, callbacks: list[Callback],
                 tracker: Tracker | None) -> optuna.Study:
+    if not entries and (study := _finished(cfg, console)) is not None:
+        return study
     ctx, study = prepare(cfg, console, study_file, record)
     feed = TrialFeed(callbacks, study) if callbacks else None
     if tracker is not None:
