@@ -276,6 +276,12 @@ def test_jobs_processes_share_the_cores_and_the_parent_prepares_on_all_of_them(m
         cfg = SimpleNamespace(to_dict=lambda t=threads: {"threads": t, "name": "x"})
         ctx = SimpleNamespace(cfg=cfg, device=torch.device(device))
         assert final.worker_config(ctx, 2) == {"threads": want, "name": "x"}
+    # what the parent measures for them (the estimate, the layout) it measures at their thread count
+    ctx = SimpleNamespace(cfg=SimpleNamespace(to_dict=lambda: {"threads": None}), device=torch.device("cpu"))
+    before = torch.get_num_threads()
+    with final.as_a_job(ctx, 2):
+        assert torch.get_num_threads() == 4
+    assert torch.get_num_threads() == before
 
 
 def test_an_arm_whose_every_lr_candidate_diverges_is_failed_and_the_others_train_every_seed(

@@ -21,12 +21,13 @@ finished and the same command continues.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
@@ -139,16 +140,24 @@ def worker_config(ctx: TrialContext, jobs: int) -> dict[str, Any]:
     return cfg
 
 
-def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
-    """Time the student's memory layouts here, at a --jobs process's thread count, before the processes
-    start: each then reads the choice (training.memory_format) instead of timing it beside the others
-    at once, where two of them could choose differently and train arms of one seed in different layouts."""
+@contextlib.contextmanager
+def as_a_job(ctx: TrialContext, jobs: int) -> Iterator[None]:
+    """This process at a --jobs process's thread count, for what it measures on their behalf (the parent
+    prepares on all the cores; a timing at that count would not say how the processes run)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(worker_config(ctx, jobs)["threads"] or before)
+    torch.set_num_threads((worker_config(ctx, jobs)["threads"] if jobs > 1 else None) or before)
     try:
-        fast_memory_format(build(spec).to(ctx.device), ctx.device, tuple(ctx.x_train.shape[1:]), ctx.cfg.train.batch_size)
+        yield
     finally:
         torch.set_num_threads(before)
+
+
+def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
+    """Time the student's memory layouts here, as a --jobs process, before the processes start: each then
+    reads the choice (training.memory_format) instead of timing it beside the others at once, where two
+    of them could choose differently and train arms of one seed in different layouts."""
+    with as_a_job(ctx, jobs):
+        fast_memory_format(build(spec).to(ctx.device), ctx.device, tuple(ctx.x_train.shape[1:]), ctx.cfg.train.batch_size)
 
 
 def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], epochs: int,
@@ -315,8 +324,9 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
                   f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
                   f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
     if upcoming := plan(upcoming=True):
-        estimate_training(ctx, spec, hp["lr"], len(upcoming), sum(item[3] or epochs for item in upcoming),
-                          min(jobs, len(upcoming)), console)
+        with as_a_job(ctx, jobs):
+            estimate_training(ctx, spec, hp["lr"], len(upcoming), sum(item[3] or epochs for item in upcoming),
+                              min(jobs, len(upcoming)), console)
     def record(result: FinalRun, progress: Progress) -> None:
         runs.append(result)
         save_results(path, body())  # at once: an interruption keeps it
