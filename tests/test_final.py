@@ -308,3 +308,29 @@ def test_an_arm_whose_every_lr_candidate_diverges_is_failed_and_the_others_train
     assert by_arm["ce-all"] == [(0, 1, True), (0, 1, True)]
     assert by_arm["kd"] == by_arm["ce"] == [(0, 0, False), (0, 1, False), (0, 1, False), (1, 0, False)]
     assert set(out["summary"]["arms"]) == {"kd", "ce"} and "ce-all" not in out["summary"]["gain"]
+
+
+def test_the_estimate_times_training_steps_not_the_layout_choice(tiny_run, tmp_path, cache_env, monkeypatch):
+    """The one-time timing of a new student's memory layouts happens before the estimate's timed steps
+    (inside them it made a 70-minute training look like ten hours)."""
+    import kdsearch.search.estimate as estimate
+    import kdsearch.training.memory_format as mf
+
+    monkeypatch.setattr(mf, "_CHOSEN", {})
+    timing, inside = [], []
+    real_layouts, real_wall = mf.time_formats, estimate.wall_seconds
+    monkeypatch.setattr(mf, "time_formats", lambda *a: inside.append(bool(timing)) or real_layouts(*a))
+
+    def timed(fn, device):
+        timing.append(1)
+        try:
+            return real_wall(fn, device)
+        finally:
+            timing.pop()
+
+    monkeypatch.setattr(estimate, "wall_seconds", timed)
+    run = tmp_path / "estimate"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    train_final(open_run(run), [4], epochs=1, seeds=[0], policy=LrPolicy(grid=(1.0,)), baseline=False,
+                all_views=False, device="cpu", threads=1, console=Console(file=io.StringIO()))
+    assert inside == [False]  # timed once, before the estimate's steps

@@ -13,6 +13,7 @@ from ..models.students.spec import StudentSpec
 from ..progress import SLOW_S, minutes
 from ..training import distill
 from ..training.distill import recipe_from
+from ..training.memory_format import fast_memory_format
 from .inputs import TrialContext
 from .pruners import looks_at, make_pruner
 from .stand_ins import Middle
@@ -45,6 +46,8 @@ def _seconds_per_image(ctx: TrialContext, spec: StudentSpec, lr: float) -> tuple
         model = build(spec).to(ctx.device)
         n = min(len(ctx.y_train), cfg.train.batch_size * 3)
         recipe = recipe_from(cfg.train, epochs=1, lr=lr)
+        # the layout first: its one-time timing (training.memory_format) is not part of a step
+        fast_memory_format(model, ctx.device, tuple(ctx.x_train.shape[1:]), recipe.batch_size)
         per_image = wall_seconds(lambda: distill.fit(model, ctx.x_train[:n], ctx.y_train[:n], recipe,
                                                      pad=data.pad, flip=data.flip, seed=0), ctx.device) / n
         m = min(len(ctx.y_val), n)
