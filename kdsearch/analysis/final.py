@@ -156,7 +156,7 @@ def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
     """Time the student's memory layouts here, as a --jobs process, before the processes start: each then
     reads the choice (training.memory_format) instead of timing it beside the others at once, where two
     of them could choose differently and train arms of one seed in different layouts."""
-    with as_a_job(ctx, jobs):
+    with as_a_job(ctx, jobs), torch.random.fork_rng(devices=[]):  # (building it draws initial weights)
         fast_memory_format(build(spec).to(ctx.device), ctx.device, tuple(ctx.x_train.shape[1:]), ctx.cfg.train.batch_size)
 
 
@@ -305,18 +305,18 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
         then: list[Item] = []
         for mode in modes:
             lr: float | None = candidates[0]
-            selecting = len(candidates) > 1
-            if selecting:
+            if len(candidates) > 1:
                 todo += (missing := [(mode, seeds[0], c, probe) for c in candidates
                                      if find(runs, mode, seeds[0], c, probe) is None])
                 lr = choose_lr(runs, mode, seeds[0], candidates, hp["lr"], probe)
                 if lr is None and not (missing and upcoming):
                     continue
             for s in seeds:
-                if lr is not None:
-                    then += [(mode, s, lr, None)] if find(runs, mode, s, lr) is None else []
-                elif not (probe is None and s == seeds[0]):  # (no probes: seed 0's candidates are its models)
-                    then.append((mode, s, None, None))
+                if lr is None:
+                    if not (probe is None and s == seeds[0]):  # (no probes: seed 0's candidates are its models)
+                        then.append((mode, s, None, None))
+                elif find(runs, mode, s, lr) is None:
+                    then.append((mode, s, lr, None))
         return todo if todo and not upcoming else todo + then
 
     todo = plan()

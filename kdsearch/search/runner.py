@@ -63,8 +63,8 @@ def _finished(cfg: StudyConfig, console: Console) -> optuna.Study | None:
     Its settings are still checked against the command's (the resume guard, in open_study)."""
     with run_lock(cfg.run_path, console, "creating the study"):
         study = open_study(cfg)
-    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-    if trials or (done := n_finished(study)) < cfg.trials:
+    in_flight = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if in_flight or (done := n_finished(study)) < cfg.trials:
         return None
     console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
     return study
