@@ -4,7 +4,7 @@ architecture and machine, and remembered.
 Convolutions, batch norm and pooling run on different kernels in PyTorch's two 4-D layouts, and which
 layout is faster on a CPU depends on the channel widths and on the CPU itself (oneDNN picks kernels by
 instruction set; max pooling is several times slower in the contiguous layout on some hosts): on one
-2-core guest channels_last trained plain students with odd widths 1.4-1.6x slower, on another 1.3-1.7x
+2-core guest channels_last trained plain students with odd widths 1.4-1.6x slower, on another 1.2-1.7x
 faster (BENCHMARKS.md, "Time per training step"). No rule on widths holds on both, so on a CPU the
 choice is a short timing of both layouts (forward and backward steps on a copy of the network,
 interleaved), written to kdsearch's cache folder under the machine, torch version, thread count,
