@@ -271,6 +271,26 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         return out
 
 
+def put_aside(folder: Path, setup: dict[str, Any]) -> str:
+    """Move a final training of other settings (its results.json, models and checkpoints) into
+    folder/earlier-<UTC time>/ before this one starts over: a changed setup trains anew, and never at the
+    cost of what finished before. Returns what it says about it."""
+    try:
+        before = json.loads((folder / RESULTS_FILE).read_text()).get("setup") or {}
+        changed = ", ".join(f"{k} {before.get(k)!r} -> {setup.get(k)!r}" for k in sorted(set(before) | set(setup))
+                            if before.get(k) != setup.get(k)) or "its format"
+    except (ValueError, AttributeError):
+        changed = "unreadable results.json"
+    stamp = time.strftime("earlier-%Y%m%dT%H%M%SZ", time.gmtime())
+    keep = next(k for i in range(1, 1000) if not (k := folder / (stamp + (f"-{i}" if i > 1 else ""))).exists())
+    keep.mkdir()
+    for item in folder.iterdir():
+        if item != keep and not item.name.startswith("earlier-"):
+            item.rename(keep / item.name)
+    return (f"its final training had other settings ({changed}): moved to {keep.name}/, "
+            "these settings train from scratch")
+
+
 def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float],
                  modes: list[str], seeds: list[int], epochs: int, policy: LrPolicy, teacher: dict[str, Any],
                  x_test: torch.Tensor, y_test: torch.Tensor, console: Console, jobs: int = 1) -> dict[str, Any]:
@@ -286,6 +306,8 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RESULTS_FILE
     runs = load_results(path, setup)
+    if not runs and path.is_file():
+        console.print(f"[yellow]trial {number}: {put_aside(folder, setup)}[/]", highlight=False)
     candidates = policy.candidates(hp["lr"])
     probe = policy.probing(hp["lr"])
 
