@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -200,3 +201,14 @@ def test_a_search_commit_newer_than_the_search_is_not_named_as_the_searchs(tiny_
     assert search_code_line(info, study) == "- The search ran with kdsearch 0.1.0, commit abcdef0 (run.json)."
     monkeypatch.setattr("kdsearch.reporting.results_provenance.commit_time", lambda recorded: None)
     assert "the code that first wrote it" in search_code_line(info, study)
+
+
+def test_recorded_commands_show_the_run_folder_as_given_not_the_machines_absolute_path():
+    from kdsearch.reporting.results_provenance import shown_command
+
+    run = Path("results/cifar10-v2")
+    recorded = "kdsearch train /work/main/results/cifar10-v2 --seeds 0 --out /work/main/results/cifar10-v2/x"
+    assert shown_command(recorded, run) == "kdsearch train results/cifar10-v2 --seeds 0 --out results/cifar10-v2/x"
+    assert shown_command("kdsearch train results/cifar10-v2 --seeds 0", run) == "kdsearch train results/cifar10-v2 --seeds 0"
+    assert shown_command("kdsearch train /w/results/cifar10-v2b", run) == "kdsearch train /w/results/cifar10-v2b"
+    assert shown_command(recorded, Path("/abs/run")) == recorded

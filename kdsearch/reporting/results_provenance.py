@@ -104,12 +104,21 @@ def study_file_lines(info: dict[str, Any]) -> list[str]:
             "", "```toml", info["study_text"].rstrip(), "```", "", "</details>", ""]
 
 
+def shown_command(command: str, run_dir: Path) -> str:
+    """A recorded command with its run folder written as `kdsearch results` was given it, when that is a
+    relative path: the absolute path of the machine that ran it reruns nowhere else."""
+    if run_dir.is_absolute():
+        return command
+    rel = run_dir.as_posix()
+    return re.sub(r"(?<!\S)/\S*/" + re.escape(rel) + r"(?=/|\s|$)", rel, command)
+
+
 def provenance_section(run_dir: Path, study: optuna.Study, finals: list[dict[str, Any]]) -> list[str]:
     """How a run was made: its commands, the search's code, final training's machines, the study file."""
     info = json.loads(run_file(run_dir).read_text())
     lines = ["### How it was made", ""]
     commands = [info.get("command")] + list(dict.fromkeys(b.get("command") for b in finals))
-    commands = [c for c in commands if c]
+    commands = [shown_command(c, run_dir) for c in commands if c]
     if commands:
         lines += ["```", *commands, "```", ""]
     code = search_code_line(info, study)
