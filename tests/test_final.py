@@ -278,11 +278,11 @@ def test_jobs_processes_share_the_cores_and_the_parent_prepares_on_all_of_them(m
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     for threads, device, want in ((None, "cpu", 4), (3, "cpu", 3), (None, "cuda", None)):
-        cfg = SimpleNamespace(to_dict=lambda t=threads: {"threads": t, "name": "x"})
+        cfg = SimpleNamespace(threads=threads, to_dict=lambda t=threads: {"threads": t, "name": "x"})
         ctx = SimpleNamespace(cfg=cfg, device=torch.device(device))
         assert final.worker_config(ctx, 2) == {"threads": want, "name": "x"}
     # what the parent measures for them (the estimate, the layout) it measures at their thread count
-    ctx = SimpleNamespace(cfg=SimpleNamespace(to_dict=lambda: {"threads": None}), device=torch.device("cpu"))
+    ctx = SimpleNamespace(cfg=SimpleNamespace(threads=None, to_dict=lambda: {"threads": None}), device=torch.device("cpu"))
     before = torch.get_num_threads()
     with final.as_a_job(ctx, 2):
         assert torch.get_num_threads() == 4

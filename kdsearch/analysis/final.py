@@ -131,13 +131,17 @@ def _train_in_worker(run_dir: str, number: int, spec: str, hp: dict[str, float],
                            probe, epochs, *_WORKER["test"], None)
 
 
+def job_threads(ctx: TrialContext, jobs: int) -> int | None:
+    """A --jobs process's CPU threads: --threads if given, else on a CPU its share of the cores, as search
+    workers have (the parent prepared the teacher and its logit cache on all of them first)."""
+    if ctx.cfg.threads is None and ctx.device.type == "cpu":
+        return threads_each(jobs)
+    return ctx.cfg.threads
+
+
 def worker_config(ctx: TrialContext, jobs: int) -> dict[str, Any]:
-    """A --jobs process's config: on a CPU without --threads, its share of the cores, as search workers
-    have (the parent prepared the teacher and its logit cache on all of them first)."""
-    cfg = ctx.cfg.to_dict()
-    if cfg["threads"] is None and ctx.device.type == "cpu":
-        cfg["threads"] = threads_each(jobs)
-    return cfg
+    """A --jobs process's config: the run's, at the process's thread count."""
+    return {**ctx.cfg.to_dict(), "threads": job_threads(ctx, jobs)}
 
 
 @contextlib.contextmanager
@@ -145,7 +149,7 @@ def as_a_job(ctx: TrialContext, jobs: int) -> Iterator[None]:
     """This process at a --jobs process's thread count, for what it measures on their behalf (the parent
     prepares on all the cores; a timing at that count would not say how the processes run)."""
     before = torch.get_num_threads()
-    torch.set_num_threads((worker_config(ctx, jobs)["threads"] if jobs > 1 else None) or before)
+    torch.set_num_threads((job_threads(ctx, jobs) if jobs > 1 else None) or before)
     try:
         yield
     finally:

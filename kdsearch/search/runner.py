@@ -66,8 +66,12 @@ def _finished(cfg: StudyConfig, console: Console) -> optuna.Study | None:
     in_flight = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
     if in_flight or (done := n_finished(study)) < cfg.trials:
         return None
-    console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
+    _nothing_to_run(console, done, cfg.trials)
     return study
+
+
+def _nothing_to_run(console: Console, done: int, trials: int) -> None:
+    console.print(f"study already has {done} finished trials (target {trials}): nothing to run")
 
 
 def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Path | None = None,
@@ -120,8 +124,8 @@ def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, wor
             console.print(f"[yellow]trial(s) {', '.join(map(str, recovered))} of stopped workers marked failed; "
                           "their parameters are queued again unless they were retried already[/]", highlight=False)
         done = n_finished(study)
-        if done >= cfg.trials:
-            console.print(f"study already has {done} finished trials (target {cfg.trials}): nothing to run")
+        if done >= cfg.trials:  # (_finished saw trials in flight; other workers may have finished it since)
+            _nothing_to_run(console, done, cfg.trials)
             return study
         console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
         if in_process:

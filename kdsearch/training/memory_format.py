@@ -15,6 +15,7 @@ layout, so a seeded run still repeats bit for bit there (as it can only on the s
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import platform
@@ -105,6 +106,7 @@ def _read(path: Path) -> torch.memory_format | None:
         return None
 
 
+@functools.cache  # (read once a process: fit asks on every training)
 def _machine() -> str:
     """The CPU's model name and instruction sets (what decides which kernels are faster: a virtual
     machine may name only "AMD EPYC" for hosts with and without AVX-512), else what platform knows."""
