@@ -1,7 +1,7 @@
 """Where a student's CPU training step goes: torch.profiler over a few SGD steps of a fixed student
-(bench_epoch.py's students), in the memory format kdsearch trains it in, operators by self time.
+(bench_epoch.py's students), in the memory format kdsearch trains it in (or --layout), operators by self time.
 
-    python benchmarks/profile_step.py inv50k [--threads 1] [--batch 128]
+    python benchmarks/profile_step.py inv50k [--threads 1] [--batch 128] [--layout contiguous|channels_last]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kdsearch.models.students.registry import build
-from kdsearch.training.memory_format import fast_memory_format
+from kdsearch.training.memory_format import FORMATS, fast_memory_format
 
 from fixed_students import STUDENTS, student_spec  # noqa: E402  (benchmarks/ is on sys.path)
 
@@ -22,11 +22,14 @@ def main() -> None:
     ap.add_argument("student", choices=list(STUDENTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--layout", choices=["auto", *FORMATS], default="auto",
+                    help="the memory layout to profile in (auto: the one kdsearch trains the student in)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(student_spec(args.student)).train()
-    fmt = fast_memory_format(model, torch.device("cpu"), (3, 32, 32), args.batch)
+    fmt = (fast_memory_format(model, torch.device("cpu"), (3, 32, 32), args.batch) if args.layout == "auto"
+           else FORMATS[args.layout])
     model = model.to(memory_format=fmt)
     x = torch.randn(args.batch, 3, 32, 32).to(memory_format=fmt)
     y = torch.randint(0, 10, (args.batch,))
