@@ -247,6 +247,8 @@ def train(
     views: Annotated[Optional[int], Opt(help="Teacher views cached per image for the distilled arm (default: the run's [train] views); for long budgets about --epochs.")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (default: the run's; with --jobs on a CPU, the cores shared out).")] = None,
     jobs: Annotated[int, Opt(help="Train this many models at once, each in its own process on the device (arms, seeds, lr candidates).")] = 1,
+    temperature: Annotated[Optional[float], Opt(help="The distilled arm's temperature T instead of the trial's (the arms without a teacher are kept).")] = None,
+    alpha: Annotated[Optional[float], Opt(help="The distilled arm's loss weight alpha in [0, 1] instead of the trial's: how much the teacher counts.")] = None,
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
     from .analysis.arms import LrPolicy
@@ -266,7 +268,8 @@ def train(
     numbers = [picked] if picked is not None else numbers
     train_final(run, numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
-                batch_size=batch_size, views=views, threads=threads, jobs=jobs, console=console)
+                batch_size=batch_size, views=views, threads=threads, jobs=jobs, temperature=temperature, alpha=alpha,
+                console=console)
 
 
 @app.command()

@@ -339,3 +339,58 @@ def test_the_estimate_times_training_steps_not_the_layout_choice(tiny_run, tmp_p
     train_final(open_run(run), [4], epochs=1, seeds=[0], policy=LrPolicy(grid=(1.0,)), baseline=False,
                 all_views=False, device="cpu", threads=1, console=Console(file=io.StringIO()))
     assert inside == [False]  # timed once, before the estimate's steps
+
+
+def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tiny_run, tmp_path, cache_env,
+                                                                             monkeypatch):
+    """`train --temperature/--alpha` replaces the trial's T and alpha in the distilled arm: the arms without a
+    teacher (alpha 0) keep their models, the distilled arm of the search's settings is put aside, and the
+    export, the results table and RESULTS.md say which settings it trained with."""
+    import kdsearch.analysis.final as final
+
+    run = tmp_path / "given"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    first = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1")
+    assert first.exit_code == 0, first.output
+    before = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
+    searched = {k: before["setup"][k] for k in ("temperature", "alpha")}
+    trained = []
+    real = final.recipe_from
+    monkeypatch.setattr(final, "recipe_from", lambda *a: trained.append(a[3:]) or real(*a))
+
+    given = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.9")
+    said = " ".join(given.output.split())
+    assert given.exit_code == 0 and "2 model(s) already done" in said, given.output
+    assert f"T 3, alpha 0.9 (given; the search's T {searched['temperature']:.3g}" in said
+    assert f"alpha {searched['alpha']!r} -> 0.9" in said and "the arms without a teacher" in said
+    assert trained == [(3.0, 0.9)]  # one model trained: the distilled one, at the given settings
+    after = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
+    assert after["setup"] | searched == before["setup"]
+    assert (after["setup"]["temperature"], after["setup"]["alpha"]) == (3.0, 0.9)
+    kept = lambda body: [r for r in body["runs"] if r["mode"] != "kd"]  # noqa: E731
+    assert kept(after) == kept(before) and len(after["runs"]) == 3
+    assert after["summary"]["arms"]["kd"]["label"] == "distilled (T 3, alpha 0.9, given to train)"
+    earlier, = final_dir(run, 4).glob("earlier-*")  # the search's distilled arm, kept beside
+    lr = before["runs"][0]["lr"]
+    assert (earlier / model_dir(run, 4, "kd", 0, lr).name / "student.safetensors").is_file()
+    assert json.loads((earlier / RESULTS_FILE).read_text()) == before
+    assert all(model_dir(run, 4, m, 0, lr).is_dir() for m in ("kd", "ce", "ce-all"))
+
+    again = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.9")
+    assert again.exit_code == 0 and "3 model(s) already done" in " ".join(again.output.split()) and len(trained) == 1
+
+    exported = CliRunner().invoke(app, ["export", str(run), "--trial", "4", "--out", str(tmp_path / "exp")])
+    assert exported.exit_code == 0, exported.output
+    assert {k: json.loads((tmp_path / "exp" / "export.json").read_text())[k] for k in searched} == \
+        {"temperature": 3.0, "alpha": 0.9}
+    page = tmp_path / "RESULTS.md"
+    written = CliRunner().invoke(app, ["results", str(run), "--out", str(page), "--figures", str(tmp_path / "f")])
+    assert written.exit_code == 0, written.output
+    assert "distilled at T 3, alpha 0.9 (given to `train`; the search's T" in page.read_text()
+
+
+@pytest.mark.parametrize("argv, match", [(["--alpha", "1.5"], "--alpha must be in [0, 1], not 1.5"),
+                                         (["--temperature", "0"], "--temperature must be a positive number")])
+def test_a_given_temperature_or_alpha_out_of_range_is_one_line(tiny_run, cache_env, argv, match):
+    result = train(tiny_run, "--trial", "3", *argv)
+    assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output

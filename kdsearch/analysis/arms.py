@@ -94,6 +94,21 @@ def load_results(path: Path, setup: dict[str, Any]) -> list[FinalRun]:
         return []
 
 
+def teacher_free_runs(path: Path, setup: dict[str, Any], distill_only: tuple[str, ...]) -> list[FinalRun] | None:
+    """The stored runs of the arms without a teacher, when the stored setup differs from `setup` only in
+    settings of the distilled arm (`distill_only`: T and alpha, which a no-teacher arm trains without);
+    None when anything else differs (every arm retrains)."""
+    try:
+        stored = json.loads(path.read_text())
+        before = stored["setup"]
+        if {k: v for k, v in before.items() if k not in distill_only} != \
+                {k: v for k, v in setup.items() if k not in distill_only}:
+            return None
+        return [FinalRun(**r) for r in stored["runs"] if r["mode"] != "kd"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def find(runs: list[FinalRun], mode: str, seed: int, lr: float, probe: int | None = None) -> FinalRun | None:
     """The model of that arm, seed and lr: a full-budget one, or with `probe` the lr probe of that many epochs."""
     return next((r for r in runs if r.mode == mode and r.seed == seed and r.probe == probe
@@ -115,8 +130,9 @@ def choose_lr(runs: list[FinalRun], mode: str, seed: int, candidates: list[float
 
 
 def summarize(runs: list[FinalRun], modes: list[str], seeds: list[int], policy: LrPolicy, trial_lr: float,
-              teacher_test: float) -> dict[str, Any]:
-    """Per arm: chosen lr, test accuracy per seed, mean and sd; the paired gain of kd over each baseline."""
+              teacher_test: float, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per arm: chosen lr, test accuracy per seed, mean and sd; the paired gain of kd over each baseline.
+    `labels`: an arm's name where it is not MODES' (a distilled arm at T and alpha given to `train`)."""
     out: dict[str, Any] = {"arms": {}, "gain": {}}
     candidates = policy.candidates(trial_lr)
     per_seed: dict[str, dict[int, float]] = {}
@@ -133,7 +149,8 @@ def summarize(runs: list[FinalRun], modes: list[str], seeds: list[int], policy: 
         per_seed[mode] = {s: r.test_accuracy for s, r in chosen.items()}
         mean, sd = mean_sd(list(per_seed[mode].values()))
         val_mean, _ = mean_sd([r.val_accuracy for r in chosen.values()])
-        out["arms"][mode] = {"label": MODES[mode], "lr": lr, "seeds": sorted(chosen), "test": per_seed[mode],
+        out["arms"][mode] = {"label": (labels or {}).get(mode, MODES[mode]), "lr": lr, "seeds": sorted(chosen),
+                             "test": per_seed[mode],
                              "test_mean": mean, "test_sd": sd, "val_mean": val_mean,
                              "retained": mean / teacher_test if teacher_test else math.nan}
     for base in ("ce", "ce-all"):

@@ -26,6 +26,7 @@ import importlib
 import json
 import math
 import multiprocessing
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -56,7 +57,8 @@ from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
 from ..training.memory_format import fast_memory_format
-from .arms import FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize
+from .arms import (FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize,
+                   teacher_free_runs)
 from .front import pareto_trials
 
 
@@ -214,20 +216,25 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
                 seeds: list[int] | None = None, baseline: bool = True, all_views: bool = True,
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
                 batch_size: int | None = None, views: int | None = None, threads: int | None = None,
-                jobs: int = 1, console: Console | None = None) -> dict[int, dict[str, Any]]:
+                jobs: int = 1, temperature: float | None = None, alpha: float | None = None,
+                console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
     of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device`,
     `threads` and `jobs` say where it runs, not what it trains (not part of a model's setup): with `jobs`
     N > 1, N processes train the models that can run at once (the lr candidates of the first seed, then
-    every arm and seed) side by side on the device, each loading the prepared inputs."""
+    every arm and seed) side by side on the device, each loading the prepared inputs. `temperature` and
+    `alpha` replace the trial's in the distilled arm (the search chose them at its short budget; a longer one
+    may want the teacher weighed otherwise): the arms without a teacher do not depend on them, so their
+    models are kept, and the distilled arm of other settings is put aside, never overwritten."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
         raise KDSearchError("final training needs the run folder (its config, teacher and data settings)")
     numbers = resolve_trials(run, numbers, front)
     chosen = {n: chosen_trial(run.study, n) for n in numbers}  # every request checked before any work
+    distill = distill_settings(temperature, alpha)
     cfg = config_from_dict(run.config)
     cfg.run_dir = str(run.run_dir)
     if full_data:
@@ -270,15 +277,30 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         out = {}
         for number in numbers:
             spec, hp = chosen[number]
-            out[number] = _train_trial(run, ctx, number, spec, hp, modes, seeds, epochs, policy, teacher,
+            out[number] = _train_trial(run, ctx, number, spec, {**hp, **distill}, modes, seeds, epochs, policy, teacher,
                                        x_test, y_test, console, jobs)
         return out
 
 
-def put_aside(folder: Path, setup: dict[str, Any]) -> str:
+DISTILL_ONLY = ("temperature", "alpha")  # setup keys only the distilled arm depends on (the others train at alpha 0)
+
+
+def distill_settings(temperature: float | None, alpha: float | None) -> dict[str, float]:
+    """The distilled arm's T and alpha as given to `train`, checked as a study file's [space] checks them."""
+    given = {k: float(v) for k, v in zip(DISTILL_ONLY, (temperature, alpha)) if v is not None}
+    if not (math.isfinite(given.get("temperature", 1.0)) and given.get("temperature", 1.0) > 0):
+        raise KDSearchError(f"--temperature must be a positive number, not {temperature}")
+    if not 0 <= given.get("alpha", 0.0) <= 1:
+        raise KDSearchError(f"--alpha must be in [0, 1], not {alpha}")
+    return given
+
+
+def put_aside(folder: Path, setup: dict[str, Any], only: str | None = None) -> str:
     """Move a final training of other settings (its results.json, models and checkpoints) into
     folder/earlier-<UTC time>/ before this one starts over: a changed setup trains anew, and never at the
-    cost of what finished before. Returns what it says about it."""
+    cost of what finished before. With `only` (an arm), just that arm's models and checkpoints move (and a
+    copy of results.json): the other arms stay, for they do not depend on what changed. Returns what it
+    says about it."""
     try:
         before = json.loads((folder / RESULTS_FILE).read_text()).get("setup") or {}
         changed = ", ".join(f"{k} {before.get(k)!r} -> {setup.get(k)!r}" for k in sorted(set(before) | set(setup))
@@ -289,8 +311,13 @@ def put_aside(folder: Path, setup: dict[str, Any]) -> str:
     keep = next(k for i in range(1, 1000) if not (k := folder / (stamp + (f"-{i}" if i > 1 else ""))).exists())
     keep.mkdir()
     for item in folder.iterdir():
-        if item != keep and not item.name.startswith("earlier-"):
+        if only is not None and item.name == RESULTS_FILE:
+            shutil.copy2(item, keep / item.name)
+        elif item != keep and not item.name.startswith("earlier-") and (only is None or item.name.startswith(f"{only}-")):
             item.rename(keep / item.name)
+    if only is not None:
+        return (f"its {only} arm had other settings ({changed}): moved to {keep.name}/; the arms without a teacher "
+                "do not depend on them and are kept")
     return (f"its final training had other settings ({changed}): moved to {keep.name}/, "
             "these settings train from scratch")
 
@@ -310,18 +337,28 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RESULTS_FILE
     runs = load_results(path, setup)
-    if not runs and path.is_file():
-        console.print(f"[yellow]trial {number}: {put_aside(folder, setup)}[/]", highlight=False)
     candidates = policy.candidates(hp["lr"])
     probe = policy.probing(hp["lr"])
+    searched = {k: float(attrs[k]) for k in DISTILL_ONLY}
+    given = {k: hp[k] for k in DISTILL_ONLY if hp[k] != searched[k]}  # --temperature/--alpha, where they differ
+    distilled = f"T {hp['temperature']:.3g}, alpha {hp['alpha']:.3g}"
+    labels = {"kd": f"distilled ({distilled}, given to train)"} if given else {}
 
     def body() -> dict[str, Any]:
         return {"setup": setup, "lr_policy": {**policy.to_dict(), "text": policy.describe(hp["lr"])},
-                "trial": {k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms")}
+                "trial": {k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms", *DISTILL_ONLY)}
                 | {"search_val_accuracy": (attrs.get("curve") or [None])[-1], "search_epochs": cfg.epochs},
                 "teacher": teacher, "runs": [asdict(r) for r in runs],
-                "summary": summarize(runs, modes, seeds, policy, hp["lr"], teacher["test_accuracy"]),
+                "summary": summarize(runs, modes, seeds, policy, hp["lr"], teacher["test_accuracy"], labels),
                 "environment": environment(ctx.device), "command": command_line()}
+
+    if not runs and path.is_file():
+        kept = teacher_free_runs(path, setup, DISTILL_ONLY)  # None unless only the distilled arm's settings changed
+        console.print(f"[yellow]trial {number}: {put_aside(folder, setup, None if kept is None else 'kd')}[/]",
+                      highlight=False)
+        if kept:
+            runs += kept
+            save_results(path, body())  # the kept arms under this setup at once (the put-aside arm is not in it)
 
     def plan(upcoming: bool = False) -> list[Item]:
         """What is left: the lr selection runs first (first seed, every arm), then each seed's arms together.
@@ -346,7 +383,9 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
         return todo if todo and not upcoming else todo + then
 
     todo = plan()
-    console.print(f"trial {number}: {spec.summary()}, T {hp['temperature']:.2f}, alpha {hp['alpha']:.2f}; "
+    said = (f"{distilled} (given; the search's T {searched['temperature']:.3g}, alpha {searched['alpha']:.3g})"
+            if given else distilled)
+    console.print(f"trial {number}: {spec.summary()}, {said}; "
                   f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
                   f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
     if upcoming := plan(upcoming=True):

@@ -109,7 +109,9 @@ def pick_source(run_dir: Path, number: int, weights: str, arm: str = "kd") -> tu
         best = max(done, key=lambda r: r["curve"][-1])
         return (model_dir(run_dir, number, arm, best["seed"], best["lr"]), "final",
                 {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
-                 "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]})
+                 "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]}
+                # the distilled arm's T and alpha as trained (`train --temperature/--alpha` may replace the trial's)
+                | ({k: stored["setup"][k] for k in ("temperature", "alpha")} if arm == "kd" else {}))
     return trial_dir(run_dir, number), "search", {}
 
 

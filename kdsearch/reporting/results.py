@@ -182,6 +182,16 @@ def policy_text(policy: dict[str, Any]) -> str:
             f"{', '.join(f'{m:g}' for m in grid)}")
 
 
+def distill_given(b: dict[str, Any]) -> str | None:
+    """What a final training's distilled arm was trained with when `train --temperature/--alpha` replaced the
+    trial's T and alpha (results.json's setup against its trial record; older files do not record the trial's)."""
+    s, t, keys = b["setup"], b["trial"], ("temperature", "alpha")
+    if any(t.get(k) is None for k in keys) or all(t[k] == s[k] for k in keys):
+        return None
+    return (f"distilled at T {s['temperature']:.3g}, alpha {s['alpha']:.3g} (given to `train`; the search's "
+            f"T {t['temperature']:.3g}, alpha {t['alpha']:.3g})")
+
+
 def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
     """The final-training table, then in prose only what the table does not say: the data and learning-rate
     policy (once, when every student shares them) and each student's failures or differences."""
@@ -221,6 +231,8 @@ def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> lis
             says.append(f"{s['train_images']:,} training images")
         if len(policies) > 1:
             says.append(policy_text(b["lr_policy"]))
+        if given := distill_given(b):
+            says.append(given)
         says += [f"{MODES[m]} failed at seed(s) {', '.join(map(str, f))}: {next(iter(f.values()))}"
                  for m, f in b["summary"].get("failed", {}).items()]
         if says:
