@@ -235,3 +235,20 @@ def test_a_subset_smaller_than_the_classes_is_one_line(tmp_path):
                                  "--no-pretrained", "--device", "cpu", "--run-dir", str(tmp_path / "r")])
     one_line_exit_2(result, "--subset 5: fewer images than the 10 classes of digits")
     assert not (tmp_path / "r" / "teachers").exists()
+
+
+def test_a_trial_interrupted_while_it_trains_is_failed_with_the_reason(folder, tmp_path, monkeypatch):
+    """Ctrl-C during a trial: Optuna fails it; the trial says it was interrupted (status showed
+    "no reason recorded"), and the run exits as interrupted, keeping the study."""
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kdsearch.search.objective.fit", interrupted)
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none", "--in-process"))
+    assert result.exit_code != 0 and "interrupted" in result.output, result.output
+    trial, = load(run_dir).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["error"].startswith("interrupted while it trained")
+    status = runner.invoke(app, ["status", str(run_dir)])
+    assert "failed trial 0: interrupted while it trained" in " ".join(status.output.split()), status.output

@@ -40,6 +40,10 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
             return train_trial(trial, ctx)
     except optuna.TrialPruned:
         raise
+    except KeyboardInterrupt:  # Optuna fails the trial; `kdsearch status` should say why, not "no reason recorded"
+        trial.set_user_attr(ERROR_ATTR, "interrupted while it trained (Ctrl-C or a stop signal): not retried; "
+                                        "`kdsearch run` on the run folder goes on with new trials")
+        raise
     except Exception as exc:
         if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
             torch.cuda.empty_cache()  # the trial's tensors are gone with its frames: give their memory back
