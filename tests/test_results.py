@@ -212,3 +212,12 @@ def test_recorded_commands_show_the_run_folder_as_given_not_the_machines_absolut
     assert shown_command("kdsearch train results/cifar10-v2 --seeds 0", run) == "kdsearch train results/cifar10-v2 --seeds 0"
     assert shown_command("kdsearch train /w/results/cifar10-v2b", run) == "kdsearch train /w/results/cifar10-v2b"
     assert shown_command(recorded, Path("/abs/run")) == recorded
+
+
+def test_the_figure_names_a_distilled_arm_by_the_settings_it_trained_with():
+    from kdsearch.reporting.results import legend
+
+    given = {"label": "distilled (T 4, alpha 0.9, given to train)"}
+    assert legend("kd", [given, dict(given)]) == given["label"]
+    assert legend("kd", [{"label": "distilled (trial's T, alpha)"}, given]) == "distilled"
+    assert legend("ce-all", [{}]) == "ordinary training: no teacher, fresh views every epoch"

@@ -277,8 +277,8 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         out = {}
         for number in numbers:
             spec, hp = chosen[number]
-            out[number] = _train_trial(run, ctx, number, spec, {**hp, **distill}, modes, seeds, epochs, policy, teacher,
-                                       x_test, y_test, console, jobs)
+            out[number] = _train_trial(run, ctx, number, spec, {**hp, **distill}, modes, seeds, epochs, policy,
+                                       teacher, x_test, y_test, console, jobs)
         return out
 
 
@@ -310,10 +310,11 @@ def put_aside(folder: Path, setup: dict[str, Any], only: str | None = None) -> s
     stamp = time.strftime("earlier-%Y%m%dT%H%M%SZ", time.gmtime())
     keep = next(k for i in range(1, 1000) if not (k := folder / (stamp + (f"-{i}" if i > 1 else ""))).exists())
     keep.mkdir()
+    prefix = f"{only}-" if only is not None else ""  # an arm's models and checkpoints: <arm>-lr...
     for item in folder.iterdir():
         if only is not None and item.name == RESULTS_FILE:
             shutil.copy2(item, keep / item.name)
-        elif item != keep and not item.name.startswith("earlier-") and (only is None or item.name.startswith(f"{only}-")):
+        elif item != keep and not item.name.startswith("earlier-") and item.name.startswith(prefix):
             item.rename(keep / item.name)
     if only is not None:
         return (f"its {only} arm had other settings ({changed}): moved to {keep.name}/; the arms without a teacher "

@@ -83,6 +83,13 @@ def load_finals(run_dir: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda b: b["setup"]["trial"])
 
 
+def legend(mode: str, arms: list[dict[str, Any]]) -> str:
+    """An arm's name in the figure: its label where the students share it (a distilled arm at a T and alpha
+    given to `train` says so), else the arm's kind alone."""
+    labels = {arm.get("label", MODES[mode]) for arm in arms}
+    return labels.pop() if len(labels) == 1 else MODES[mode].split(" (")[0]
+
+
 def figure(finals: list[dict[str, Any]], teacher: dict[str, Any], title: str) -> go.Figure:
     """Test accuracy against params: each arm's mean over seeds (bars: sd), the teacher as a star and line."""
     fig = go.Figure()
@@ -95,7 +102,7 @@ def figure(finals: list[dict[str, Any]], teacher: dict[str, Any], title: str) ->
             x=[r[0] * shift for r in rows], y=[r[1]["test_mean"] for r in rows], mode="markers+text",
             text=[f"#{r[2]}" if mode == "kd" else "" for r in rows], textposition="top center",
             error_y=dict(type="data", array=[0 if math.isnan(r[1]["test_sd"]) else r[1]["test_sd"] for r in rows]),
-            name=MODES[mode], marker=dict(color=color, symbol=symbol, size=10)))
+            name=legend(mode, [r[1] for r in rows]), marker=dict(color=color, symbol=symbol, size=10)))
     fig.add_trace(go.Scatter(x=[teacher["params"]], y=[teacher["test_accuracy"]], mode="markers",
                              name=f"teacher {teacher['name']}", marker=dict(symbol="star", size=16, color="#222")))
     fig.add_hline(y=teacher["test_accuracy"], line=dict(color="#222", dash="dot", width=1))
