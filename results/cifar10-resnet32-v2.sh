@@ -7,9 +7,10 @@
 # would train the first seed four times over; x4 was added when both arms of the first student chose x2, the
 # grid's edge), the distilled arm
 # from VIEWS cached teacher views per image (default: one per epoch, so it sees fresh views as ordinary
-# training does; cheaper than the teacher online over 3 seeds, BENCHMARKS.md). Seed 0 of every
-# student first, then seeds 1 and 2, so a stopped run has every size. Resumable: rerun the same
-# command and it continues where it stopped (finished trials and models are kept).
+# training does; cheaper than the teacher online over 3 seeds, BENCHMARKS.md). The two smaller students
+# first, seed 0 then seeds 1 and 2 (their gains get intervals), then the 1/10 student, which costs more
+# than both together. Resumable: rerun the same command and it continues where it stopped (finished
+# trials and models are kept, a model in progress from its last saved epoch).
 #   bash results/cifar10-resnet32-v2.sh            (from the repository root, kdsearch installed)
 #   JOBS=2 bash results/cifar10-resnet32-v2.sh    (final training: two models at once, one CPU thread each on 2 cores)
 #   THREADS=1 ...                                  (the search on one thread, beside other work)
@@ -28,8 +29,10 @@ fi
 # searched without pruning, so that the study file's pruner can be measured on it at no training cost:
 #   python benchmarks/bench_pruners.py --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
 $KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
-for seeds in 0 0,1,2; do   # seed 0 of every size first
-  for params in 4642 15472 46415; do   # 1/100, 1/30, 1/10 of the teacher's params (the quickest first)
-    $KD train "$RUN" --max-params "$params" --seeds "$seeds" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2,4 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"
+train() { $KD train "$RUN" --max-params "$1" --seeds "$2" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2,4 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"; }
+# 1/100, 1/30 and 1/10 of the teacher's params (4642, 15472, 46415)
+for students in "4642 15472" 46415; do
+  for seeds in 0 0,1,2; do
+    for params in $students; do train "$params" "$seeds"; done
   done
 done
