@@ -36,10 +36,15 @@ def user_errors(fn):
             err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted: everything finished is kept (a running trial is marked failed); "
+            err_console.print(f"interrupted: everything finished is kept{INTERRUPTED.get(fn.__name__, '')}; "
                               "the same command resumes", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
     return wrapper
+
+
+# what an interruption leaves in progress, by command
+INTERRUPTED = {"run": " (a running trial is marked failed)",
+               "train": " (a model in progress continues from its last saved epoch)"}
 
 
 Opt = typer.Option

@@ -394,3 +394,14 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
 def test_a_given_temperature_or_alpha_out_of_range_is_one_line(tiny_run, cache_env, argv, match):
     result = train(tiny_run, "--trial", "3", *argv)
     assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_an_interrupted_train_says_what_it_keeps(tiny_run, tmp_path, cache_env, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kdsearch.analysis.final.train_one", interrupted)
+    result = train(tiny_run, "--trial", "5", "--epochs", "1", "--lr-grid", "1", "--no-baseline", "--no-all-views-baseline")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130 and "a model in progress continues from its last saved epoch" in said, said
+    assert "trial is marked failed" not in said  # (what `run` says: train fails no trial)
