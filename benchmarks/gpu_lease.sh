@@ -4,6 +4,8 @@
 # training's limits sized to the time that is left; the run folder's small files come back as
 # OUTDIR/run.tar.gz (study.db, run.json, teacher metadata, test accuracies, final results).
 #   bash benchmarks/gpu_lease.sh OUTDIR [SECONDS]        # SECONDS: the whole budget (default 540)
+#   PART=final bash benchmarks/gpu_lease.sh OUTDIR 840   # gpu.sh, then gpu_final.sh (the v2 run's students at
+#                                                         # 200 epochs) instead of the ResNet-50 study
 # Needs the package importable (installed, or PYTHONPATH=.) and the data where the study file
 # says (../shared/data/cifar10-jpg.tar.gz); decoding it is started at once, beside gpu.sh.
 set -uo pipefail
@@ -17,10 +19,17 @@ mkdir -p "$OUTDIR"
 export KDSEARCH_CACHE=${KDSEARCH_CACHE:-/tmp/kdsearch-cache}
 
 $PY -m kdsearch --help > /dev/null || { echo "kdsearch does not import: stopping"; exit 1; }
-$PY benchmarks/decode_data.py studies/cifar10-resnet50-gpu.toml > "$OUTDIR/decode.log" 2>&1 &
+STUDY=studies/cifar10-resnet50-gpu.toml
+[ "${PART:-}" = final ] && STUDY=studies/cifar10-resnet32.toml   # the same data file: one decode either way
+$PY benchmarks/decode_data.py "$STUDY" > "$OUTDIR/decode.log" 2>&1 &
 bash benchmarks/gpu.sh > "$OUTDIR/gpu.log" 2>&1
 wait
 echo "gpu.sh done, $(left)s left"
+if [ "${PART:-}" = final ]; then
+  bash benchmarks/gpu_final.sh "$OUTDIR" "$(left)" > "$OUTDIR/final-steps.log" 2>&1
+  echo "done, $(left)s left"
+  exit 0
+fi
 
 TRAIN_S=${TRAIN_S:-$(( $(left) / 4 ))}
 SEARCH_S=$(( $(left) - TRAIN_S - 230 ))  # teacher + logit cache + start-up + wrap-up take ~230 s
