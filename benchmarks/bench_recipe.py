@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from kdsearch.analysis.stats import t_interval
 from kdsearch.config import LEGACY_TRAIN, DataConfig, TrainConfig, config_from_dict
 from kdsearch.data.datasets import load_data
 from kdsearch.measure.costs import count_params
@@ -128,10 +129,14 @@ def table(rows: list[dict], markdown: bool) -> str:
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         groups.setdefault((r["student"], r["arm"], r["epochs"]), {}).setdefault(label(r["settings"]), []).append(r)
+    # the same student, recipe, seed and epochs without the teacher: what the teacher adds to a kd row
+    plain = {(r["student"], label(r["settings"]), r["seed"], r["epochs"]): r for r in rows if r["arm"] == "ce"}
     for (student, arm, epochs), variants in groups.items():
         any_row = next(iter(variants.values()))[0]
         out.append(f"\n{student} ({any_row['arch']}, {any_row['params']:,} params), {arm}, {epochs} epochs\n")
         head = ["variant", "seeds", "test %", "val %", "test vs old (paired)", "s / epoch"]
+        if arm == "kd":
+            head.insert(5, "vs no teacher, points [95% CI] (paired)")
         out.append("| " + " | ".join(head) + " |" if markdown else "  ".join(f"{h:>22s}" for h in head))
         if markdown:
             out.append("|" + "---|" * len(head))
@@ -144,8 +149,20 @@ def table(rows: list[dict], markdown: bool) -> str:
             cells = [variant, str(len(rs)), f"{statistics.mean(test):.2f}{sd}", f"{statistics.mean(val):.2f}",
                      f"{statistics.mean(diffs):+.2f} ({len(diffs)})" if diffs and variant != "old" else "",
                      f"{statistics.mean(r['seconds'] / (r['epochs'] - r.get('resumed_at', 0)) for r in rs):.1f}"]
+            if arm == "kd":
+                cells.insert(5, teacher_gain([(r["test_accuracy"] - plain[k]["test_accuracy"]) * 100 for r in rs
+                                              if (k := (student, variant, r["seed"], epochs)) in plain]))
             out.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>22s}" for c in cells))
     return "\n".join(out)
+
+
+def teacher_gain(diffs: list[float]) -> str:
+    """Distilled minus no-teacher test accuracy over the seeds both have: mean, 95% t-interval, pairs."""
+    if not diffs:
+        return ""
+    gain = t_interval(diffs)
+    interval = f" [{gain.low:+.2f}, {gain.high:+.2f}]" if gain.n > 1 else ""
+    return f"{gain.mean:+.2f}{interval} ({gain.n})"
 
 
 def main() -> None:
