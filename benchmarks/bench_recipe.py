@@ -13,7 +13,8 @@ benchmark continues where it stopped and never trains a finished model twice; th
 continues from its last saved epoch (OUT/partial/, kdsearch.training.checkpoint).
 
 With `--teacher-run RUN` (a kdsearch run folder: its teacher and teacher-logit cache, built
-on this data if missing), students also train distilled (`--arms kd`) at the given T and alpha.
+on this data if missing), students also train distilled (`--arms kd`) at the given T and alpha
+(`--temperature 4 --alpha 0.9`, recorded as arm `kd`; other values are recorded as their own arm).
 
     python benchmarks/bench_recipe.py --data ../shared/data/cifar10-jpg.tar.gz --students plain15k res8 \
         --variants old default lr=0.4 --seeds 0 --epochs 10 --out benchmarks/results/recipe
@@ -91,6 +92,14 @@ def label(settings: dict) -> str:
     return ",".join(diff) or "default"
 
 
+def arm_name(arm: str, temperature: float, alpha: float) -> str:
+    """The arm as recorded: `kd` is T 4, alpha 0.9 (every kd model so far); other settings are named, so that
+    they are other models, not ones already done."""
+    if arm == "ce" or (temperature, alpha) == (4.0, 0.9):
+        return arm
+    return f"kd(T={temperature:g},alpha={alpha:g})"
+
+
 def partial_path(out: Path, student: str, settings: dict, seed: int, arm: str, epochs: int) -> Path:
     """The epoch checkpoint of a model in progress (kdsearch.training.checkpoint): a stopped benchmark
     continues the model it was training, not only the next one."""
@@ -102,15 +111,16 @@ def train_one(data, student: str, variant: str, seed: int, arm: str, epochs: int
               temperature: float, alpha: float, partial: Path | None = None) -> dict:
     settings = variant_settings(variant)
     train = TrainConfig(**{k: v for k, v in settings.items() if k != "lr"})
-    recipe = recipe_from(train, epochs, settings["lr"], temperature, alpha if arm == "kd" else 0.0)
+    teaches = arm.startswith("kd")
+    recipe = recipe_from(train, epochs, settings["lr"], temperature, alpha if teaches else 0.0)
     spec = spec_for(student, data)
-    resume = Resume(partial, {"spec": spec.to_json(), "cache": cache.path.stem if arm == "kd" else None}) \
+    resume = Resume(partial, {"spec": spec.to_json(), "cache": cache.path.stem if teaches else None}) \
         if partial is not None else None
     torch.manual_seed(seed)
     model = build(spec)  # fit picks its memory format
     start = time.perf_counter()
     curve = fit(model, data.train.x, data.train.y, recipe, pad=data.pad, flip=data.flip, seed=seed,
-                teacher=teacher if arm == "kd" else None, cache=cache if arm == "kd" else None,
+                teacher=teacher if teaches else None, cache=cache if teaches else None,
                 x_val=data.val.x, y_val=data.val.y, resume=resume)
     seconds = time.perf_counter() - start
     return {"student": student, "arch": spec.summary(), "params": count_params(model), "variant": variant,
@@ -135,7 +145,7 @@ def table(rows: list[dict], markdown: bool) -> str:
         any_row = next(iter(variants.values()))[0]
         out.append(f"\n{student} ({any_row['arch']}, {any_row['params']:,} params), {arm}, {epochs} epochs\n")
         head = ["variant", "seeds", "test %", "val %", "test vs old (paired)", "s / epoch"]
-        if arm == "kd":
+        if arm.startswith("kd"):
             head.insert(5, "vs no teacher, points [95% CI] (paired)")
         out.append("| " + " | ".join(head) + " |" if markdown else "  ".join(f"{h:>22s}" for h in head))
         if markdown:
@@ -149,7 +159,7 @@ def table(rows: list[dict], markdown: bool) -> str:
             cells = [variant, str(len(rs)), f"{statistics.mean(test):.2f}{sd}", f"{statistics.mean(val):.2f}",
                      f"{statistics.mean(diffs):+.2f} ({len(diffs)})" if diffs and variant != "old" else "",
                      f"{statistics.mean(r['seconds'] / (r['epochs'] - r.get('resumed_at', 0)) for r in rs):.1f}"]
-            if arm == "kd":
+            if arm.startswith("kd"):
                 cells.insert(5, teacher_gain([(r["test_accuracy"] - plain[k]["test_accuracy"]) * 100 for r in rs
                                               if (k := (student, variant, r["seed"], epochs)) in plain]))
             out.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>22s}" for c in cells))
@@ -210,7 +220,7 @@ def main() -> None:
     for student in args.students:
         for variant in args.variants:
             for seed in args.seeds:
-                for arm in args.arms:
+                for arm in (arm_name(a, args.temperature, args.alpha) for a in args.arms):
                     if key(student, variant_settings(variant), seed, arm, args.epochs) in done:
                         continue
                     partial = partial_path(out, student, variant_settings(variant), seed, arm, args.epochs)
