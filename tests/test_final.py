@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -405,3 +406,15 @@ def test_an_interrupted_train_says_what_it_keeps(tiny_run, tmp_path, cache_env, 
     said = " ".join(result.output.split())
     assert result.exit_code == 130 and "a model in progress continues from its last saved epoch" in said, said
     assert "trial is marked failed" not in said  # (what `run` says: train fails no trial)
+
+
+def test_an_estimate_on_a_busy_cpu_says_it_may_take_longer(monkeypatch):
+    """Timed beside other work, and shared with it later: the estimate says so rather than promise minutes."""
+    from kdsearch.search.estimate import busy
+
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 1.5, 0.0, 0.0))
+    assert f"load {cores + 1.5:.1f} on {cores} cores: it may take longer" in busy(torch.device("cpu"))
+    assert busy(torch.device("cuda")) == ""  # (a GPU's speed does not follow the CPU's load)
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores - 0.5, 0.0, 0.0))
+    assert busy(torch.device("cpu")) == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import torch
 from rich.console import Console
@@ -70,9 +72,23 @@ def estimate_training(ctx: TrialContext, spec: StudentSpec, lr: float, models: i
     total = (per_image * len(ctx.y_train) + per_val * len(ctx.y_val)) * epochs / jobs
     console.print(f"estimate: {models} model(s), {epochs} epochs in all on {len(ctx.y_train):,} images ≈ {minutes(total)}"
                   + (f" in {jobs} processes" if jobs > 1 else "")
-                  + ("  (to shorten it: fewer --epochs or --seeds, --jobs, or a GPU)" if total > SLOW_S else ""),
-                  highlight=False)
+                  + ("  (to shorten it: fewer --epochs or --seeds, --jobs, or a GPU)" if total > SLOW_S else "")
+                  + busy(ctx.device), highlight=False)
     return total
+
+
+def busy(device: torch.device) -> str:
+    """A note when other work already fills the CPU (1-minute load average at or above its cores): the steps
+    were timed beside it, and the processes to come will share the cores with it and with each other, so
+    it may take longer than the timed steps say."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return ""
+    if device.type != "cpu" or load < cores:
+        return ""
+    return f"  (the CPU is busy with other work, load {load:.1f} on {cores} cores: it may take longer)"
 
 
 def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
@@ -87,5 +103,5 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
                   "(pruning and smaller students take less)"
                   + ("  (to shorten it: --subset, fewer --epochs or --trials, --workers, or a GPU)"
-                     if total > SLOW_S else ""), highlight=False)
+                     if total > SLOW_S else "") + busy(ctx.device), highlight=False)
     return total
