@@ -8,7 +8,7 @@
 # run folder's small files come back as OUTDIR/run.tar.gz, with the checkpoints of models in progress).
 #   bash benchmarks/gpu_final.sh OUTDIR [SECONDS]        # SECONDS: this script's budget (default 300)
 # Knobs (environment): SRC, RUN, EPOCHS, SEEDS, VIEWS, JOBS, PARAMS, DEVICE, EXTRA (more `train` options).
-# Dry run on a CPU: DEVICE=cpu EPOCHS=2 VIEWS=1 JOBS=1 PARAMS=4642 SEEDS=0 EXTRA=--subset bash ... OUT 900
+# Dry run on a CPU: DEVICE=cpu EPOCHS=5 VIEWS=1 JOBS=1 PARAMS=4642 SEEDS=0 EXTRA=--subset RUN=/tmp/dry bash ... OUT 900
 set -uo pipefail
 OUTDIR=${1:?usage: gpu_final.sh OUTDIR [SECONDS]}
 BUDGET=${2:-300}
@@ -18,7 +18,7 @@ SRC=${SRC:-results/cifar10-resnet32-v2}
 RUN=${RUN:-results/cifar10-resnet32-e200}
 EPOCHS=${EPOCHS:-200}
 SEEDS=${SEEDS:-0,1,2}
-VIEWS=${VIEWS:-50}    # 50 cached views (each seen 4 times in 200 epochs): the cache builds in about a minute
+VIEWS=${VIEWS:-50}    # 50 cached views, each seen 4 times in 200 epochs (a cache of 200 would cost 9M teacher forwards)
 JOBS=${JOBS:-8}
 PARAMS=${PARAMS:-4642 15472 46415}   # 1/100, 1/30, 1/10 of the teacher's 464,154 parameters
 DEVICE=${DEVICE:-cuda}
