@@ -24,6 +24,7 @@ on this data if missing), students also train distilled (`--arms kd`) at the giv
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import statistics
@@ -35,6 +36,7 @@ import torch
 from kdsearch.analysis.stats import t_interval
 from kdsearch.config import LEGACY_TRAIN, DataConfig, TrainConfig, config_from_dict
 from kdsearch.data.datasets import load_data
+from kdsearch.data.splits import Split, stratified_pick
 from kdsearch.measure.costs import count_params
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
@@ -77,10 +79,10 @@ def load_done(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def key(student: str, settings: dict, seed: int, arm: str, epochs: int) -> tuple:
+def key(student: str, settings: dict, seed: int, arm: str, epochs: int, subset: int = 0) -> tuple:
     """What makes two models the same: their settings, not the name they were asked for (`default` is
-    another recipe once the defaults change)."""
-    return student, json.dumps(settings, sort_keys=True), seed, arm, epochs
+    another recipe once the defaults change); `subset`: the training images when not all (0)."""
+    return student, json.dumps(settings, sort_keys=True), seed, arm, epochs, subset
 
 
 def label(settings: dict) -> str:
@@ -100,10 +102,11 @@ def arm_name(arm: str, temperature: float, alpha: float) -> str:
     return f"kd(T={temperature:g},alpha={alpha:g})"
 
 
-def partial_path(out: Path, student: str, settings: dict, seed: int, arm: str, epochs: int) -> Path:
+def partial_path(out: Path, student: str, settings: dict, seed: int, arm: str, epochs: int, subset: int = 0) -> Path:
     """The epoch checkpoint of a model in progress (kdsearch.training.checkpoint): a stopped benchmark
     continues the model it was training, not only the next one."""
-    digest = hashlib.sha256(json.dumps([student, settings, seed, arm, epochs], sort_keys=True).encode()).hexdigest()
+    what = [student, settings, seed, arm, epochs] + ([subset] if subset else [])
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
     return out / "partial" / f"{student}-{arm}-seed{seed}-{digest[:12]}.pt"
 
 
@@ -138,12 +141,15 @@ def table(rows: list[dict], markdown: bool) -> str:
     out = []
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
-        groups.setdefault((r["student"], r["arm"], r["epochs"]), {}).setdefault(label(r["settings"]), []).append(r)
-    # the same student, recipe, seed and epochs without the teacher: what the teacher adds to a kd row
-    plain = {(r["student"], label(r["settings"]), r["seed"], r["epochs"]): r for r in rows if r["arm"] == "ce"}
-    for (student, arm, epochs), variants in groups.items():
+        groups.setdefault((r["student"], r["arm"], r["epochs"], r.get("subset", 0)), {}) \
+            .setdefault(label(r["settings"]), []).append(r)
+    # the same student, recipe, seed, epochs and images without the teacher: what the teacher adds to a kd row
+    plain = {(r["student"], label(r["settings"]), r["seed"], r["epochs"], r.get("subset", 0)): r
+             for r in rows if r["arm"] == "ce"}
+    for (student, arm, epochs, subset), variants in groups.items():
         any_row = next(iter(variants.values()))[0]
-        out.append(f"\n{student} ({any_row['arch']}, {any_row['params']:,} params), {arm}, {epochs} epochs\n")
+        images = f" on {subset:,} training images" if subset else ""
+        out.append(f"\n{student} ({any_row['arch']}, {any_row['params']:,} params), {arm}, {epochs} epochs{images}\n")
         head = ["variant", "seeds", "test %", "val %", "test vs old (paired)", "s / epoch"]
         if arm.startswith("kd"):
             head.insert(5, "vs no teacher, points [95% CI] (paired)")
@@ -161,7 +167,7 @@ def table(rows: list[dict], markdown: bool) -> str:
                      f"{statistics.mean(r['seconds'] / (r['epochs'] - r.get('resumed_at', 0)) for r in rs):.1f}"]
             if arm.startswith("kd"):
                 cells.insert(5, teacher_gain([(r["test_accuracy"] - plain[k]["test_accuracy"]) * 100 for r in rs
-                                              if (k := (student, variant, r["seed"], epochs)) in plain]))
+                                              if (k := (student, variant, r["seed"], epochs, subset)) in plain]))
             out.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>22s}" for c in cells))
     return "\n".join(out)
 
@@ -186,6 +192,8 @@ def main() -> None:
     ap.add_argument("--teacher-run", help="a kdsearch run folder whose teacher distills the kd arm")
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--subset", type=int, default=0,
+                    help="train on a stratified subset of N training images, as a search trial does (0: all)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--markdown", action="store_true", help="print the tables of OUT only")
@@ -214,18 +222,24 @@ def main() -> None:
         source = Path(args.data)
         cfg = DataConfig(dataset="imagefolder", data_dir=str(source)) if source.exists() else DataConfig(dataset=args.data)
         data = load_data(cfg, seed=0)
+    if args.subset:  # the images a search trial trains on (and their cached teacher views)
+        index = torch.from_numpy(stratified_pick(data.train.y.cpu().numpy(), args.subset, 0))
+        data = dataclasses.replace(data, train=Split(data.train.x[index], data.train.y[index]))
+        if cache is not None:
+            cache = dataclasses.replace(cache, views=cache.views[index], logits=cache.logits[index])
     for v in args.variants:
         variant_settings(v)  # every name checked before any training
-    done = {key(r["student"], r["settings"], r["seed"], r["arm"], r["epochs"]) for r in load_done(path)}
+    done = {key(r["student"], r["settings"], r["seed"], r["arm"], r["epochs"], r.get("subset", 0))
+            for r in load_done(path)}
     for student in args.students:
         for variant in args.variants:
             for seed in args.seeds:
                 for arm in (arm_name(a, args.temperature, args.alpha) for a in args.arms):
-                    if key(student, variant_settings(variant), seed, arm, args.epochs) in done:
+                    if key(student, variant_settings(variant), seed, arm, args.epochs, args.subset) in done:
                         continue
-                    partial = partial_path(out, student, variant_settings(variant), seed, arm, args.epochs)
+                    partial = partial_path(out, student, variant_settings(variant), seed, arm, args.epochs, args.subset)
                     r = train_one(data, student, variant, seed, arm, args.epochs, teacher, cache,
-                                  args.temperature, args.alpha, partial)
+                                  args.temperature, args.alpha, partial) | ({"subset": args.subset} if args.subset else {})
                     with path.open("a") as f:
                         f.write(json.dumps(r) + "\n")
                     partial.unlink(missing_ok=True)
