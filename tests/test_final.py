@@ -384,6 +384,8 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
     assert exported.exit_code == 0, exported.output
     assert {k: json.loads((tmp_path / "exp" / "export.json").read_text())[k] for k in searched} == \
         {"temperature": 3.0, "alpha": 0.9}
+    card = " ".join((tmp_path / "exp" / "MODEL_CARD.md").read_text().split())
+    assert "temperature T 3, alpha 0.9 (the weight of the teacher's soft targets; given to `kdsearch train`" in card
     page = tmp_path / "RESULTS.md"
     written = CliRunner().invoke(app, ["results", str(run), "--out", str(page), "--figures", str(tmp_path / "f")])
     assert written.exit_code == 0, written.output

@@ -134,8 +134,13 @@ def recipe_section(cfg: dict[str, Any], info: dict[str, Any], trial: dict[str, A
                                                    "label_smoothing", "ema") if train.get(k) is not None)
     lines = ["## Recipe", "", f"Training settings of the run: {recipe}."]
     if arm == "kd":
-        lines.append(f"Distillation: temperature T {trial.get('temperature'):.4g}, alpha {trial.get('alpha'):.4g} (the "
-                     f"weight of the teacher's soft targets); the search's peak learning rate {trial.get('lr'):.4g}.")
+        # as these weights trained: final training's T and alpha (`train --temperature/--alpha`), else the trial's
+        t, alpha = (info.get(k) if info.get(k) is not None else trial.get(k) for k in ("temperature", "alpha"))
+        given = (t, alpha) != (trial.get("temperature"), trial.get("alpha"))
+        lines.append(f"Distillation: temperature T {t:.4g}, alpha {alpha:.4g} (the weight of the teacher's soft "
+                     "targets" + (f"; given to `kdsearch train`, the search's were T {trial.get('temperature'):.4g}, "
+                                  f"alpha {trial.get('alpha'):.4g}" if given else "")
+                     + f"); the search's peak learning rate {trial.get('lr'):.4g}.")
     else:
         lines.append("No teacher: cross-entropy on the labels alone (alpha 0).")
     if final:
