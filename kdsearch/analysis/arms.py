@@ -23,6 +23,7 @@ MODES = {
     "ce": "control: no teacher, the teacher's cached views",
     "ce-all": "ordinary training: no teacher, fresh views every epoch",
 }
+DISTILL_ONLY = ("temperature", "alpha")  # setup keys only the distilled arm depends on (the others train at alpha 0)
 HEADLINE = ("ce-all", "ce")  # the baseline a gain is reported against: ordinary training where it was run
 DEFAULT_GRID = (0.5, 1.0, 2.0)
 
@@ -94,19 +95,17 @@ def load_results(path: Path, setup: dict[str, Any]) -> list[FinalRun]:
         return []
 
 
-def teacher_free_runs(path: Path, setup: dict[str, Any], distill_only: tuple[str, ...]) -> list[FinalRun] | None:
+def teacher_free_runs(path: Path, setup: dict[str, Any]) -> list[FinalRun] | None:
     """The stored runs of the arms without a teacher, when the stored setup differs from `setup` only in
-    settings of the distilled arm (`distill_only`: T and alpha, which a no-teacher arm trains without);
+    the distilled arm's settings (DISTILL_ONLY: T and alpha, which a no-teacher arm trains without);
     None when anything else differs (every arm retrains)."""
     try:
-        stored = json.loads(path.read_text())
-        before = stored["setup"]
-        if {k: v for k, v in before.items() if k not in distill_only} != \
-                {k: v for k, v in setup.items() if k not in distill_only}:
+        before = json.loads(path.read_text())["setup"]
+        if {**before, **{k: setup.get(k) for k in DISTILL_ONLY}} != setup:
             return None
-        return [FinalRun(**r) for r in stored["runs"] if r["mode"] != "kd"]
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError):
         return None
+    return [r for r in load_results(path, before) if r.mode != "kd"]
 
 
 def find(runs: list[FinalRun], mode: str, seed: int, lr: float, probe: int | None = None) -> FinalRun | None:

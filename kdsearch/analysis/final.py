@@ -57,8 +57,8 @@ from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
 from ..training.memory_format import fast_memory_format
-from .arms import (FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results, summarize,
-                   teacher_free_runs)
+from .arms import (DISTILL_ONLY, FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results,
+                   summarize, teacher_free_runs)
 from .front import pareto_trials
 
 
@@ -282,9 +282,6 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         return out
 
 
-DISTILL_ONLY = ("temperature", "alpha")  # setup keys only the distilled arm depends on (the others train at alpha 0)
-
-
 def distill_settings(temperature: float | None, alpha: float | None) -> dict[str, float]:
     """The distilled arm's T and alpha as given to `train`, checked as a study file's [space] checks them."""
     given = {k: float(v) for k, v in zip(DISTILL_ONLY, (temperature, alpha)) if v is not None}
@@ -341,7 +338,7 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     candidates = policy.candidates(hp["lr"])
     probe = policy.probing(hp["lr"])
     searched = {k: float(attrs[k]) for k in DISTILL_ONLY}
-    given = {k: hp[k] for k in DISTILL_ONLY if hp[k] != searched[k]}  # --temperature/--alpha, where they differ
+    given = any(hp[k] != searched[k] for k in DISTILL_ONLY)  # --temperature/--alpha other than the trial's
     distilled = f"T {hp['temperature']:.3g}, alpha {hp['alpha']:.3g}"
     labels = {"kd": f"distilled ({distilled}, given to train)"} if given else {}
 
@@ -354,7 +351,7 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
                 "environment": environment(ctx.device), "command": command_line()}
 
     if not runs and path.is_file():
-        kept = teacher_free_runs(path, setup, DISTILL_ONLY)  # None unless only the distilled arm's settings changed
+        kept = teacher_free_runs(path, setup)  # None unless only the distilled arm's settings changed
         console.print(f"[yellow]trial {number}: {put_aside(folder, setup, None if kept is None else 'kd')}[/]",
                       highlight=False)
         if kept:

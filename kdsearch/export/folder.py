@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis.arms import MODES
+from ..analysis.arms import DISTILL_ONLY, MODES
 from ..analysis.final import chosen_trial
 from ..analysis.holdout import load_test_accuracies
 from ..errors import KDSearchError
@@ -111,7 +111,7 @@ def pick_source(run_dir: Path, number: int, weights: str, arm: str = "kd") -> tu
                 {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
                  "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]}
                 # the distilled arm's T and alpha as trained (`train --temperature/--alpha` may replace the trial's)
-                | ({k: stored["setup"][k] for k in ("temperature", "alpha")} if arm == "kd" else {}))
+                | ({k: stored["setup"][k] for k in DISTILL_ONLY} if arm == "kd" else {}))
     return trial_dir(run_dir, number), "search", {}
 
 

@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+from ..analysis.arms import DISTILL_ONLY
 from ..runs.layout import final_results, run_file
 from ..runs.run import Run
 
@@ -135,7 +136,7 @@ def recipe_section(cfg: dict[str, Any], info: dict[str, Any], trial: dict[str, A
     lines = ["## Recipe", "", f"Training settings of the run: {recipe}."]
     if arm == "kd":
         # as these weights trained: final training's T and alpha (`train --temperature/--alpha`), else the trial's
-        t, alpha = (info.get(k) if info.get(k) is not None else trial.get(k) for k in ("temperature", "alpha"))
+        t, alpha = (info.get(k) if info.get(k) is not None else trial.get(k) for k in DISTILL_ONLY)
         given = (t, alpha) != (trial.get("temperature"), trial.get("alpha"))
         lines.append(f"Distillation: temperature T {t:.4g}, alpha {alpha:.4g} (the weight of the teacher's soft "
                      "targets" + (f"; given to `kdsearch train`, the search's were T {trial.get('temperature'):.4g}, "

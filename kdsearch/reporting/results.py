@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
-from ..analysis.arms import MODES, headline
+from ..analysis.arms import DISTILL_ONLY, MODES, headline
 from ..analysis.front import pareto_trials
 from ..analysis.stats import excludes_zero
 from ..errors import KDSearchError
@@ -192,8 +192,8 @@ def policy_text(policy: dict[str, Any]) -> str:
 def distill_given(b: dict[str, Any]) -> str | None:
     """What a final training's distilled arm was trained with when `train --temperature/--alpha` replaced the
     trial's T and alpha (results.json's setup against its trial record; older files do not record the trial's)."""
-    s, t, keys = b["setup"], b["trial"], ("temperature", "alpha")
-    if any(t.get(k) is None for k in keys) or all(t[k] == s[k] for k in keys):
+    s, t = b["setup"], b["trial"]
+    if any(t.get(k) is None for k in DISTILL_ONLY) or all(t[k] == s[k] for k in DISTILL_ONLY):
         return None
     return (f"distilled at T {s['temperature']:.3g}, alpha {s['alpha']:.3g} (given to `train`; the search's "
             f"T {t['temperature']:.3g}, alpha {t['alpha']:.3g})")
