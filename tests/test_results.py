@@ -120,6 +120,27 @@ def test_two_runs_of_one_study_get_their_own_sections_and_figures(tiny_run, tmp_
     text = out.read_text()
     assert f"## tiny ({tiny_run.name})" in text and "## tiny (copy)" in text
     assert names == [f"tiny-{tiny_run.name}-accuracy-vs-params", "tiny-copy-accuracy-vs-params"]  # none overwritten
+    first, second = text.split("## tiny (copy)")
+    # the copy holds the same search: its front, study file and search command are shown once, for the first
+    assert "### The search's Pareto front" in first and "### The search's Pareto front" not in second
+    assert f"The same search as `{tiny_run}` above" in second
+    assert "<details><summary>Study file" in first and "<details><summary>Study file" not in second
+    search = json.loads((tiny_run / "run.json").read_text())["command"]
+    assert search in first and search not in second and "kdsearch train" in second
+    assert "### Final training" in second
+
+
+def test_a_run_with_more_trials_is_another_search(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from kdsearch.reporting.results import search_key
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    assert search_key(open_run(copy)) == search_key(open_run(tiny_run))
+    run = open_run(copy)
+    run.study.enqueue_trial({})  # a waiting trial: the copy's study is no longer the same search
+    assert search_key(open_run(copy)) != search_key(open_run(tiny_run))
 
 
 def test_results_of_a_folder_that_is_no_run_exits_2(tmp_path):

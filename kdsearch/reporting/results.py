@@ -320,9 +320,25 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
     return lines + [""]
 
 
-def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool = False) -> list[str]:
+def search_key(run: Run) -> str:
+    """What identifies a search: its study name and every trial's number, state, values and parameters
+    (a run folder that copied another's study, to retrain its students otherwise, has the same key)."""
+    trials = [(t.number, t.state.name, t.values, sorted(t.params.items())) for t in run.study.trials]
+    return json.dumps([run.study.study_name, trials], default=str)
+
+
+def same_search_section(run: Run, shown_in: Path) -> list[str]:
+    """In place of a front already in the document: where it is, so the page does not repeat it."""
+    return ["### The search", "", f"The same search as `{shown_in}` above ({len(run.study.trials)} trials; this "
+            "folder holds a copy of its study): its Pareto front, study file and search command are shown there. "
+            "This folder trains some of its students otherwise (below).", ""]
+
+
+def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool = False,
+                search_shown_in: Path | None = None) -> list[str]:
     """One run's part of the document, titled by its study name, and its run folder's name too when
-    another run of the same study is in the document (say, the same search retrained otherwise)."""
+    another run of the same study is in the document (say, the same search retrained otherwise); a
+    search already shown for an earlier folder (`search_shown_in`) is referred to, not repeated."""
     run = open_run(run_dir)
     study = run.study
     title = f"{study.study_name} ({run_dir.name})" if same_study_twice else study.study_name
@@ -333,7 +349,8 @@ def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool 
     finals = load_finals(run_dir)
     lines = [f"## {title}", "", f"Run folder `{run_dir}`.", ""]
     lines += teacher_section(teacher, data)
-    lines += front_section(run, teacher, finals)
+    lines += (same_search_section(run, search_shown_in) if search_shown_in else
+              front_section(run, teacher, finals))
     lines += finals_section(finals, teacher)
     lines += int8_section(run_dir, finals)
     if finals:
@@ -349,7 +366,7 @@ def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool 
     notes = notes_file(run_dir)
     if notes.is_file():
         lines += ["### Notes", "", notes.read_text().rstrip(), ""]
-    return lines + provenance_section(run_dir, study, finals)
+    return lines + provenance_section(run_dir, study, finals, search=search_shown_in is None)
 
 
 def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, command: str = "",
@@ -370,9 +387,14 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
         if not Path(preface).is_file():
             raise KDSearchError(f"--preface: {preface} not found")
         lines += [Path(preface).read_text().rstrip(), ""]
-    names = [open_run(Path(d)).study.study_name for d in run_dirs]
-    for run_dir, name in zip(run_dirs, names):
-        lines += run_section(Path(run_dir), figures, out, same_study_twice=names.count(name) > 1)
+    runs = [open_run(Path(d)) for d in run_dirs]
+    names = [run.study.study_name for run in runs]
+    first: dict[str, Path] = {}  # search key -> the first folder in the document with that search
+    for run_dir, run, name in zip(run_dirs, runs, names):
+        key = search_key(run)
+        shown_in = first.setdefault(key, Path(run_dir))
+        lines += run_section(Path(run_dir), figures, out, same_study_twice=names.count(name) > 1,
+                             search_shown_in=shown_in if shown_in != Path(run_dir) else None)
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
     console.print(f"results: {out}", highlight=False)
     return out

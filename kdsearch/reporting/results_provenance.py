@@ -113,15 +113,17 @@ def shown_command(command: str, run_dir: Path) -> str:
     return re.sub(r"(?<!\S)/\S*/" + re.escape(rel) + r"(?=/|\s|$)", rel, command)
 
 
-def provenance_section(run_dir: Path, study: optuna.Study, finals: list[dict[str, Any]]) -> list[str]:
-    """How a run was made: its commands, the search's code, final training's machines, the study file."""
+def provenance_section(run_dir: Path, study: optuna.Study, finals: list[dict[str, Any]],
+                       search: bool = True) -> list[str]:
+    """How a run was made: its commands, the search's code, final training's machines, the study file
+    (without the search's parts when `search` is False: the document shows them for another folder)."""
     info = json.loads(run_file(run_dir).read_text())
     lines = ["### How it was made", ""]
-    commands = [info.get("command")] + list(dict.fromkeys(b.get("command") for b in finals))
+    commands = [info.get("command") if search else None] + list(dict.fromkeys(b.get("command") for b in finals))
     commands = [shown_command(c, run_dir) for c in commands if c]
     if commands:
         lines += ["```", *commands, "```", ""]
-    code = search_code_line(info, study)
+    code = search_code_line(info, study) if search else ""
     if code:
         lines += [code, ""]
-    return lines + environment_lines(finals) + study_file_lines(info)
+    return lines + environment_lines(finals) + (study_file_lines(info) if search else [])
