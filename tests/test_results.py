@@ -242,3 +242,22 @@ def test_the_figure_names_a_distilled_arm_by_the_settings_it_trained_with():
     assert legend("kd", [given, dict(given)]) == given["label"]
     assert legend("kd", [{"label": "distilled (trial's T, alpha)"}, given]) == "distilled"
     assert legend("ce-all", [{}]) == "ordinary training: no teacher, fresh views every epoch"
+
+
+def test_the_aim_says_where_the_other_baseline_excludes_zero():
+    from kdsearch.reporting.results import aim_section
+
+    def final(trial, **gains):
+        return {"setup": {"trial": trial}, "trial": {"params": 3000},
+                "summary": {"arms": {"kd": {"test_mean": 0.65}},
+                            "gain": {base: {"n": 3, "mean": (lo + hi) / 2, "low": lo, "high": hi}
+                                     for base, (lo, hi) in gains.items()}}}
+
+    teacher = {"params": 464154, "test_accuracy": 0.88}
+    text = "\n".join(aim_section([final(25, **{"ce-all": (-0.04, 0.03), "ce": (-0.02, -0.001)}),
+                                  final(18, **{"ce-all": (-0.01, 0.02), "ce": (0.002, 0.02)})], teacher))
+    assert "**not met**: no interval excludes zero." in text  # the headline (ordinary training) spans zero for both
+    assert ("Against the control (teacher's views) instead, the interval excludes zero above it for trial(s) 18 "
+            "and below it for trial(s) 25 (the teacher hurt).") in text
+    text = "\n".join(aim_section([final(25, **{"ce-all": (-0.04, 0.03), "ce": (-0.02, 0.01)})], teacher))
+    assert "instead" not in text  # nothing more to say where every interval spans zero

@@ -289,6 +289,12 @@ def fidelity_lines(finals: list[dict[str, Any]]) -> list[str]:
             f"them against their final test accuracy with Spearman {rho:.2f} and Kendall {tau:.2f}.", ""]
 
 
+def exclusions(gains: list[tuple[str, dict[str, Any] | None]]) -> tuple[list[str], list[str]]:
+    """The trials whose gain's interval (over at least 2 seeds) lies above zero, and those below it."""
+    tested = [(n, g) for n, g in gains if g and g["n"] >= 2]
+    return [n for n, g in tested if g["low"] > 0], [n for n, g in tested if g["high"] < 0]
+
+
 def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
     """The aim, checked against the numbers: a student at <= 1/10 of the params within 3 points, a gain that excludes 0."""
     small = [b for b in finals if "kd" in b["summary"]["arms"] and b["trial"]["params"] <= AIM_FRACTION * teacher["params"]]
@@ -305,13 +311,19 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
     else:
         lines.append(f"- No student with at most 1/{1 / AIM_FRACTION:.0f} of the teacher's params was retrained.")
     gains = [(str(b["setup"]["trial"]), b["summary"]["gain"].get(headline(b["summary"]["gain"]) or "")) for b in finals]
-    shown = [n for n, g in gains if g and g["n"] >= 2 and excludes_zero(g["low"], g["high"])]
-    positive = [n for n, g in gains if g and g["n"] >= 2 and g["low"] > 0]
+    positive, negative = exclusions(gains)
     lines.append("- A distillation gain whose 95% interval excludes zero: "
                  + (f"**met** for trial(s) {', '.join(positive)}." if positive else "**not met**: ")
-                 + ("" if positive else ("no interval excludes zero." if not shown else
-                                         f"the intervals of trial(s) {', '.join(shown)} exclude zero below it "
+                 + ("" if positive else ("no interval excludes zero." if not negative else
+                                         f"the intervals of trial(s) {', '.join(negative)} exclude zero below it "
                                          "(the teacher hurt).")))
+    for base, name in BASELINES.items():  # the other baseline too, where its interval excludes zero
+        above, below = exclusions([(str(b["setup"]["trial"]), b["summary"]["gain"].get(base)) for b in finals
+                                   if headline(b["summary"]["gain"]) != base])
+        said = ([f"above it for trial(s) {', '.join(above)}"] if above else []) + \
+               ([f"below it for trial(s) {', '.join(below)} (the teacher hurt)"] if below else [])
+        if said:
+            lines.append(f"- Against the {name} instead, the interval excludes zero {' and '.join(said)}.")
     tested = sum(1 for _, g in gains if g and g["n"] >= 2)
     if tested > 1:
         lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.1f} of {tested} intervals would "
