@@ -130,7 +130,7 @@ def test_two_runs_of_one_study_get_their_own_sections_and_figures(tiny_run, tmp_
     assert "### Final training" in second
 
 
-def test_a_run_with_more_trials_is_another_search(tiny_run, tmp_path, monkeypatch):
+def test_a_run_with_more_trials_is_another_search(tiny_run, tmp_path):
     import shutil
 
     from kdsearch.reporting.results import search_key

@@ -296,7 +296,8 @@ def exclusions(gains: list[tuple[str, dict[str, Any] | None]]) -> tuple[list[str
 
 
 def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
-    """The aim, checked against the numbers: a student at <= 1/10 of the params within 3 points, a gain that excludes 0."""
+    """The aim, checked against the numbers: a student at <= 1/10 of the params within 3 points, a gain that excludes 0
+    (against the headline baseline; the other baseline is named where its interval excludes 0)."""
     small = [b for b in finals if "kd" in b["summary"]["arms"] and b["trial"]["params"] <= AIM_FRACTION * teacher["params"]]
     lines = ["### Against the aim", ""]
     if small:
