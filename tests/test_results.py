@@ -164,7 +164,8 @@ def test_search_fidelity_is_the_rank_correlation_of_search_and_final_accuracy():
     def final(search, test):
         return {"trial": {"search_val_accuracy": search}, "summary": {"arms": {"kd": {"test_mean": test}}}}
 
-    assert fidelity_lines([final(0.5, 0.6), final(0.6, 0.7)]) == []  # too few to rank
+    assert fidelity_lines([]) == []
+    assert "2 retrained student(s) so far, too few" in fidelity_lines([final(0.5, 0.6), final(0.6, 0.7)])[0]
     same = fidelity_lines([final(0.5, 0.6), final(0.6, 0.7), final(0.7, 0.8), final(0.4, 0.1)])
     assert "over the 4 retrained students" in same[0] and "Spearman 1.00 and Kendall 1.00" in same[0]
     swapped = fidelity_lines([final(0.5, 0.7), final(0.6, 0.6), final(0.7, 0.8)])

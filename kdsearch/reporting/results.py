@@ -282,7 +282,8 @@ def fidelity_lines(finals: list[dict[str, Any]]) -> list[str]:
     pairs = [(b["trial"]["search_val_accuracy"], b["summary"]["arms"]["kd"]["test_mean"]) for b in finals
              if "kd" in b["summary"]["arms"] and b["trial"].get("search_val_accuracy") is not None]
     if len(pairs) < 3:
-        return []
+        return [] if not pairs else [f"Search fidelity: {len(pairs)} retrained student(s) so far, too few for a rank "
+                                     "correlation of search and final accuracy (it needs 3).", ""]
     search, final = zip(*pairs)
     rho, tau = spearmanr(search, final).statistic, kendalltau(search, final).statistic
     return [f"Search fidelity: over the {len(pairs)} retrained students, the search's validation accuracy ranks "
