@@ -14,7 +14,9 @@ continues from its last saved epoch (OUT/partial/, kdsearch.training.checkpoint)
 
 With `--teacher-run RUN` (a kdsearch run folder: its teacher and teacher-logit cache, built
 on this data if missing), students also train distilled (`--arms kd`) at the given T and alpha
-(`--temperature 4 --alpha 0.9`, recorded as arm `kd`; other values are recorded as their own arm).
+(`--temperature 4 --alpha 0.9`, recorded as arm `kd`; other values are recorded as their own arm),
+from the run's cached views (`--views N`: a cache of N views per image, about the epochs at long budgets;
+recorded in the arm's name).
 
     python benchmarks/bench_recipe.py --data ../shared/data/cifar10-jpg.tar.gz --students plain15k res8 \
         --variants old default lr=0.4 --seeds 0 --epochs 10 --out benchmarks/results/recipe
@@ -94,12 +96,14 @@ def label(settings: dict) -> str:
     return ",".join(diff) or "default"
 
 
-def arm_name(arm: str, temperature: float, alpha: float) -> str:
-    """The arm as recorded: `kd` is T 4, alpha 0.9 (every kd model so far); other settings are named, so that
-    they are other models, not ones already done."""
-    if arm == "ce" or (temperature, alpha) == (4.0, 0.9):
+def arm_name(arm: str, temperature: float, alpha: float, views: int | None = None) -> str:
+    """The arm as recorded: `kd` is T 4, alpha 0.9 from the teacher run's cached views (every kd model so far);
+    other settings are named, so that they are other models, not ones already done."""
+    if arm == "ce":
         return arm
-    return f"kd(T={temperature:g},alpha={alpha:g})"
+    named = ([f"T={temperature:g},alpha={alpha:g}"] if (temperature, alpha) != (4.0, 0.9) else []) \
+        + ([f"views={views}"] if views is not None else [])
+    return f"kd({','.join(named)})" if named else "kd"
 
 
 def partial_path(out: Path, student: str, settings: dict, seed: int, arm: str, epochs: int, subset: int = 0) -> Path:
@@ -192,6 +196,9 @@ def main() -> None:
     ap.add_argument("--teacher-run", help="a kdsearch run folder whose teacher distills the kd arm")
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--views", type=int, default=None,
+                    help="teacher views cached per image for the kd arm (default: the teacher run's; about the "
+                         "epochs at long budgets, as `kdsearch train --views`)")
     ap.add_argument("--subset", type=int, default=0,
                     help="train on a stratified subset of N training images, as a search trial does (0: all)")
     ap.add_argument("--threads", type=int, default=None)
@@ -216,6 +223,8 @@ def main() -> None:
 
         cfg = config_from_dict(json.loads((Path(args.teacher_run) / "run.json").read_text())["config"])
         cfg.run_dir, cfg.data.subset, cfg.device = args.teacher_run, 0, "cpu"
+        if args.views is not None:
+            cfg.train.views = args.views  # that run's cache of as many views, built if missing
         ctx = prepare_inputs(cfg, Console())
         data, teacher, cache = ctx.data, ctx.teacher.model, ctx.cache
     else:
@@ -234,7 +243,7 @@ def main() -> None:
     for student in args.students:
         for variant in args.variants:
             for seed in args.seeds:
-                for arm in (arm_name(a, args.temperature, args.alpha) for a in args.arms):
+                for arm in (arm_name(a, args.temperature, args.alpha, args.views) for a in args.arms):
                     if key(student, variant_settings(variant), seed, arm, args.epochs, args.subset) in done:
                         continue
                     partial = partial_path(out, student, variant_settings(variant), seed, arm, args.epochs, args.subset)

@@ -27,6 +27,10 @@ $PY benchmarks/bench_recipe.py --students res8 plain15k plain50k --variants defa
 # recipe and epochs": ResNet-8 at the v2 run's 50 epochs, without the teacher, 3 seeds (before the inverted
 # student's teacher comparison, which costs about as much: inverted students are slow per step on a CPU)
 $PY benchmarks/bench_recipe.py --students res8 --variants default --seeds 0 1 2 ${ARGS/--epochs 10/--epochs 50}
+# and with the teacher at 50 epochs: does its worth on ResNet-8 at 10 epochs last? (50 cached views, one an epoch,
+# as the v2 run's final training has them; that run folder holds the cache)
+$PY benchmarks/bench_recipe.py --students res8 --variants default --seeds 0 1 2 --arms kd --views 50 \
+    --teacher-run "$TEACHER_RUN" ${ARGS/--epochs 10/--epochs 50}
 $PY benchmarks/bench_recipe.py --students inv50k --variants default old --seeds 0 1 2 --arms kd \
     --teacher-run "$TEACHER_RUN" $ARGS
 # more single changes, screened after the comparison
