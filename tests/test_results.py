@@ -130,6 +130,14 @@ def test_two_runs_of_one_study_get_their_own_sections_and_figures(tiny_run, tmp_
     assert "### Final training" in second
 
 
+def test_a_folder_named_twice_is_one_section(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr("kdsearch.reporting.results.export_images", lambda figures, folder: ([], "not drawn"))
+    out = tmp_path / "R.md"
+    result = invoke(["results", str(tiny_run), str(tiny_run), "--out", str(out)], monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert out.read_text().count("## tiny") == 1
+
+
 def test_a_run_with_more_trials_is_another_search(tiny_run, tmp_path):
     import shutil
 

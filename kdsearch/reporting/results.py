@@ -401,14 +401,14 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
         if not Path(preface).is_file():
             raise KDSearchError(f"--preface: {preface} not found")
         lines += [Path(preface).read_text().rstrip(), ""]
-    runs = [open_run(Path(d)) for d in run_dirs]
+    run_dirs = list(dict.fromkeys(Path(d) for d in run_dirs))  # a folder named twice is one section
+    runs = [open_run(d) for d in run_dirs]
     names = [run.study.study_name for run in runs]
     first: dict[str, Path] = {}  # search key -> the first folder in the document with that search
     for run_dir, run, name in zip(run_dirs, runs, names):
-        key = search_key(run)
-        shown_in = first.setdefault(key, Path(run_dir))
-        lines += run_section(Path(run_dir), figures, out, same_study_twice=names.count(name) > 1,
-                             search_shown_in=shown_in if shown_in != Path(run_dir) else None)
+        shown_in = first.setdefault(search_key(run), run_dir)
+        lines += run_section(run_dir, figures, out, same_study_twice=names.count(name) > 1,
+                             search_shown_in=None if shown_in == run_dir else shown_in)
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
     console.print(f"results: {out}", highlight=False)
     return out
