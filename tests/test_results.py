@@ -191,6 +191,18 @@ def final_body(trial, kd_seeds, ce_seeds, env=None, images=1000, fixed=0.01):
             "summary": {"arms": {"kd": kd, "ce": ce}, "gain": gain}, "environment": env or {}}
 
 
+def test_an_arm_without_a_finished_model_says_whether_it_failed_or_is_to_come():
+    teacher = {"params": 1000, "macs": 10000, "test_accuracy": 0.9}
+    training, failed = final_body(1, [], [0, 1]), final_body(2, [], [0, 1])
+    for body in (training, failed):
+        del body["summary"]["arms"]["kd"]
+    failed["summary"]["failed"] = {"kd": {"0": "NonFiniteLoss: training loss became nan"}}
+    rows = [line for line in finals_section([training, failed], teacher) if line.startswith("| 1 ") or
+            line.startswith("| 2 ")]
+    assert rows[0].split(" | ")[6] == "none yet" and rows[1].split(" | ")[6] == "failed"
+    assert rows[0].split(" | ")[7] == "89.00% ± 1.00"  # the arms that finished are shown as ever
+
+
 def test_the_seeds_column_counts_the_pairs_the_interval_is_over():
     teacher = {"params": 10_000, "macs": 100_000, "test_accuracy": 0.95}
     lines = finals_section([final_body(1, [0, 1, 2], [0, 1]), final_body(2, [0, 1], [0, 1])], teacher)

@@ -213,11 +213,16 @@ def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> lis
     for b in finals:
         arms, gain, trial = b["summary"]["arms"], b["summary"]["gain"], b["trial"]
         kd = arms.get("kd")
+        failed = b["summary"].get("failed", {})
+
+        def cell(mode: str) -> str:  # an arm with no finished model: failed (the notes say why), or not trained yet
+            return arm_cell(arms.get(mode)) or ("failed" if mode in failed else "none yet")
+
         row = [str(b["setup"]["trial"]), f"{trial['params']:,} ({fraction(trial['params'], teacher['params'])})",
                f"{trial['macs']:,} ({fraction(trial['macs'], teacher.get('macs', 0))})",
-               seeds_cell(b), str(b["setup"]["epochs"]), lr_cell(arms), arm_cell(kd)]
+               seeds_cell(b), str(b["setup"]["epochs"]), lr_cell(arms), cell("kd")]
         for base in bases:
-            row += [arm_cell(arms.get(base)), gain_cell(gain.get(base), paired(b))]
+            row += [cell(base), gain_cell(gain.get(base), paired(b))]
         row += [pct(kd["retained"], 1) if kd else ""]
         lines.append("| " + " | ".join(row) + " |")
     images = {b["setup"]["train_images"] for b in finals}
