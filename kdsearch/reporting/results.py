@@ -353,12 +353,12 @@ def same_search_section(run: Run, shown_in: Path) -> list[str]:
             "This folder trains some of its students otherwise (below).", ""]
 
 
-def run_section(run_dir: Path, figures: Path, out: Path, same_study_twice: bool = False,
+def run_section(run: Run, figures: Path, out: Path, same_study_twice: bool = False,
                 search_shown_in: Path | None = None) -> list[str]:
-    """One run's part of the document, titled by its study name, and its run folder's name too when
-    another run of the same study is in the document (say, the same search retrained otherwise); a
-    search already shown for an earlier folder (`search_shown_in`) is referred to, not repeated."""
-    run = open_run(run_dir)
+    """One run's part of the document (`run` opened from its folder), titled by its study name, and its run
+    folder's name too when another run of the same study is in the document (say, the same search retrained
+    otherwise); a search already shown for an earlier folder (`search_shown_in`) is referred to, not repeated."""
+    run_dir = run.run_dir
     study = run.study
     title = f"{study.study_name} ({run_dir.name})" if same_study_twice else study.study_name
     stem = f"{study.study_name}-{run_dir.name}" if same_study_twice else study.study_name
@@ -412,7 +412,7 @@ def write_results(run_dirs: list[Path], out: Path, figures: Path | None = None, 
     first: dict[str, Path] = {}  # search key -> the first folder in the document with that search
     for run_dir, run, name in zip(run_dirs, runs, names):
         shown_in = first.setdefault(search_key(run), run_dir)
-        lines += run_section(run_dir, figures, out, same_study_twice=names.count(name) > 1,
+        lines += run_section(run, figures, out, same_study_twice=names.count(name) > 1,
                              search_shown_in=None if shown_in == run_dir else shown_in)
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")
     console.print(f"results: {out}", highlight=False)
