@@ -164,7 +164,7 @@ def main() -> None:
             lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
             worker_log.append(lines[-1] if lines else {})
     summary = {}
-    print(f"\n| condition | runtime | median rel. diff | max rel. diff | Spearman | median latency ms |")
+    print("\n| condition | runtime | median rel. diff | max rel. diff | Spearman | median latency ms |")
     print("|---|---|---|---|---|---|")
     for cond, (a, b) in runs.items():
         for runtime in ("onnxruntime", "torch"):
