@@ -282,3 +282,6 @@ def test_the_aim_says_where_the_other_baseline_excludes_zero():
             "and below it for trial(s) 25 (the teacher hurt).") in text
     text = "\n".join(aim_section([final(25, **{"ce-all": (-0.04, 0.03), "ce": (-0.02, 0.01)})], teacher))
     assert "instead" not in text  # nothing more to say where every interval spans zero
+    # how many intervals chance alone would make exclude zero, to two significant digits (3 students: 0.15)
+    three = [final(n, **{"ce-all": (0.01, 0.02)}) for n in (25, 18, 26)]
+    assert "3 students were compared: at 95%, about 0.15 of 3 intervals" in "\n".join(aim_section(three, teacher))

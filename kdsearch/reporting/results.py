@@ -333,7 +333,7 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
             lines.append(f"- Against the {name} instead, the interval excludes zero {' and '.join(said)}.")
     tested = sum(1 for _, g in gains if g and g["n"] >= 2)
     if tested > 1:
-        lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.1f} of {tested} intervals would "
+        lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.2g} of {tested} intervals would "
                      "exclude zero by chance alone, so a lone exclusion among many is a lead to retest with more "
                      "seeds, not a finding.")
     return lines + [""]
