@@ -351,7 +351,7 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
 
     run = tmp_path / "given"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
-    first = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1")
+    first = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--references", "none")
     assert first.exit_code == 0, first.output
     before = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
     searched = {k: before["setup"][k] for k in ("temperature", "alpha")}
@@ -359,7 +359,8 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
     real = final.recipe_from
     monkeypatch.setattr(final, "recipe_from", lambda *a: trained.append(a[3:]) or real(*a))
 
-    given = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.9")
+    given = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.9",
+                  "--references", "none")
     said = " ".join(given.output.split())
     assert given.exit_code == 0 and "2 model(s) already done" in said, given.output
     assert f"T 3, alpha 0.9 (given; the search's T {searched['temperature']:.3g}" in said
