@@ -24,6 +24,7 @@ from .space import DEFAULT_SPACE, validate_space
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+STRATEGIES = ("pertrial", "oneshot")  # how a sampled student gets its accuracy ([study] strategy)
 PRUNERS = ("pareto", "median", "asha", "moasha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OBJECTIVES = ("accuracy", "params", "latency", "macs", "bytes")
@@ -163,6 +164,9 @@ class StudyConfig(Section):
     # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
     # params) train again for `promote_epochs` on `promote_images` training images (0: all), and the front
     # is read there; 0 = off. Changing them later promotes what the new rung lacks, at that rung.
+    # how a sampled student gets its accuracy: "pertrial" trains it from scratch; "oneshot" evaluates it inside
+    # supernets trained once (kdsearch.oneshot; `epochs` are then the supernets' epochs)
+    strategy: Annotated[str, OneOf(STRATEGIES), CHANGES_TRIALS] = "pertrial"
     promote: Annotated[int, at_least(0)] = 0
     promote_epochs: Annotated[int, at_least(1)] = 10
     promote_images: Annotated[int, at_least(0)] = 0
