@@ -252,3 +252,33 @@ def test_a_trial_interrupted_while_it_trains_is_failed_with_the_reason(folder, t
     assert trial.user_attrs["error"].startswith("interrupted while it trained")
     status = runner.invoke(app, ["status", str(run_dir)])
     assert "failed trial 0: interrupted while it trained" in " ".join(status.output.split()), status.output
+
+
+def test_resuming_with_another_seed_or_sampler_is_refused_in_one_line(tiny_run, folder):
+    """The seed decides the split, the subset and the teacher's and cache's keys: a resume under another one
+    would mix two experiments (issue 36). The sampler is guarded alike. Nothing in the run folder changes."""
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.name not in (".lock", "run.log")}
+    same = ["run", str(tiny_run.parent / "tiny.toml"), "--dataset", "imagefolder", "--data-dir", str(folder),
+            "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",
+            "--run-dir", str(tiny_run), "--study-name", "tiny", "--trials", "7"]
+    for extra, match in ([["--seed", "1"], "was run with other settings: seed 0 (now 1)"],
+                         [["--sampler", "random"], 'sampler "tpe" (now "random")']):
+        refused = runner.invoke(app, same + extra)
+        assert refused.exit_code == 2 and match in refused.output and refused.output.count("\n") == 1, refused.output
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.name not in (".lock", "run.log")} == before
+    assert len(load(tiny_run).trials) == 6
+
+
+def test_a_study_stored_before_the_seed_was_guarded_keeps_the_seed_it_ran_with(tmp_path):
+    from kdsearch.config import load_config
+    from kdsearch.search.fingerprint import FINGERPRINT_ATTR, check_resume, fingerprint
+
+    cfg = load_config(overrides={"seed": 3, "sampler": "random"})
+    study = optuna.create_study(directions=["maximize"])
+    study.set_user_attr(FINGERPRINT_ATTR, {k: v for k, v in fingerprint(cfg).items() if k not in ("seed", "sampler")})
+    study.set_user_attr("config", cfg.to_dict())  # what prepare recorded: the seed it ran with
+    check_resume(study, cfg)
+    with pytest.raises(KDSearchError, match="seed 3 \\(now 0\\)"):
+        check_resume(study, load_config(overrides={"sampler": "random"}))
+    with pytest.raises(KDSearchError, match='sampler "random" \\(now "tpe"\\)'):
+        check_resume(study, load_config(overrides={"seed": 3}))

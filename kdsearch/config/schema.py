@@ -6,7 +6,7 @@ accepted, a bool where an int goes is not), unknown keys are errors, and each bo
 the setting's annotation (config.rules), so a typo or an impossible value never silently does
 nothing. Settings marked CHANGES_TRIALS change what a trial means: a study resumes only with the
 values it began with (search.fingerprint); the others (trials, timeout, threads, device, storage,
-seed, sampler, paths) may change between runs.
+paths) may change between runs.
 """
 
 from __future__ import annotations
@@ -138,8 +138,10 @@ class StudyConfig(Section):
     name: Annotated[str, NAME] = "kdsearch"
     trials: Annotated[int, at_least(1)] = 100  # the study ends with this many finished (complete or pruned) trials
     epochs: Annotated[int, at_least(1), CHANGES_TRIALS] = 10
-    sampler: Annotated[str, OneOf(SAMPLERS)] = "tpe"
-    seed: Annotated[int, at_least(0, 2**31 - 1)] = 0  # numpy seeds are >= 0
+    # the sampler and the seed are part of one experiment: the seed decides the validation split, the training
+    # subset, the teacher's and the logit cache's keys and each trial's draws; a study resumes only with both
+    sampler: Annotated[str, OneOf(SAMPLERS), CHANGES_TRIALS] = "tpe"
+    seed: Annotated[int, at_least(0, 2**31 - 1), CHANGES_TRIALS] = 0  # numpy seeds are >= 0
     timeout: Annotated[float | None, POSITIVE] = None  # seconds for this invocation
     objectives: Annotated[list[str], AfterValidator(_objectives), CHANGES_TRIALS] = Field(
         default_factory=lambda: ["accuracy", "params", "latency"])
