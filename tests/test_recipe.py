@@ -163,6 +163,12 @@ def test_the_lr_range_follows_the_optimizer_unless_given(tmp_path):
     f.write_text('[train]\noptimizer = "adamw"\n[space]\nlr = [0.002, 0.004]\n')
     assert load_config(f).space["lr"] == [0.002, 0.004]
     assert load_config(overrides={"space.lr": [0.1, 0.2]}).space["lr"] == [0.1, 0.2]
+    # one rule in one place: a StudyConfig built in Python gets the same ranges as a study file (issue 36)
+    assert StudyConfig().space["lr"] == [0.05, 0.5]
+    assert StudyConfig(train={"optimizer": "adamw"}).space["lr"] == [1e-3, 1e-2]
+    assert StudyConfig(train=TrainConfig(optimizer="adamw")).space["lr"] == [1e-3, 1e-2]
+    assert StudyConfig(space={"lr": [0.2, 0.3]}).space == {"lr": [0.2, 0.3]}  # a space given whole is kept as is
+    assert StudyConfig(space={"alpha": 0.5}).space["lr"] == [0.05, 0.5]
 
 
 def test_a_stored_run_without_the_settings_keeps_the_recipe_it_ran_with():

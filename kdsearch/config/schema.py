@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ..errors import KDSearchError
 from ..models.teachers.normalization import NORMALIZE
 from .rules import Bound, FINITE, FRACTION, NAME, NON_NEGATIVE, OneOf, POSITIVE, at_least, is_int, number, refusal
-from .space import DEFAULT_SPACE, validate_space
+from .space import DEFAULT_LR, DEFAULT_SPACE, validate_space
 
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
@@ -167,6 +167,21 @@ class StudyConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     pruner: Annotated[PrunerConfig, CHANGES_TRIALS] = Field(default_factory=PrunerConfig)
     space: Annotated[dict[str, Any], CHANGES_TRIALS] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_for_the_optimizer(cls, data: Any) -> Any:
+        """[space] lr left out: the peak-lr range that suits the optimizer (SGD's is 50x AdamW's). The one
+        place this rule lives, so a StudyConfig built in Python gets what a study file gets."""
+        if not isinstance(data, dict):
+            return data
+        space = data.get("space", {k: v for k, v in DEFAULT_SPACE.items() if k != "lr"})
+        if not isinstance(space, dict) or "lr" in space:
+            return data
+        train = data.get("train")
+        optimizer = train.get("optimizer") if isinstance(train, dict) else getattr(train, "optimizer", None)
+        lr = DEFAULT_LR.get(optimizer or TrainConfig.model_fields["optimizer"].default, DEFAULT_SPACE["lr"])
+        return {**data, "space": {**space, "lr": list(lr)}}
 
     @model_validator(mode="after")
     def _together(self) -> StudyConfig:
