@@ -1,6 +1,8 @@
 """Export: spec + weights + ONNX that ONNX Runtime runs like PyTorch; bad requests get one line."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import onnxruntime as ort
@@ -17,12 +19,23 @@ from kdsearch.runs.layout import trial_dir
 from kdsearch.runs.run import open_run
 
 
-def test_export_writes_a_verified_onnx_that_runs_like_pytorch(tiny_run, tmp_path):
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_export_writes_a_verified_onnx_that_runs_like_pytorch(tiny_run, tmp_path, umask_022):
     out = tmp_path / "exp"
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--trial", "0", "--out", str(out), "--weights", "search"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "export.json", "spec.json", "student.onnx",
                                                     "student.safetensors"]
+    # the modes an ordinary open() and mkdir give under the umask, not tempfile's private 0600 and 0700
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in out.iterdir()} == {
+        p.name: "0o644" for p in out.iterdir()}
     info = json.loads((out / "export.json").read_text())
     trial = open_run(tiny_run).study.trials[0]
     assert info["trial"] == 0 and info["weights"] == "search" and info["params"] == trial.user_attrs["params"]
@@ -83,3 +96,25 @@ def test_corrupt_weights_are_one_clear_error(tiny_run, tmp_path):
 def test_bad_export_requests_exit_2_with_one_line(tiny_run, tmp_path, argv, match):
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "x"), *argv])
     assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_atomic_files_and_temporary_folders_get_the_umasks_mode(tmp_path, mask):
+    from kdsearch.runs.files import atomic_path, temp_folder, write_text_atomic
+
+    old = os.umask(mask)
+    try:
+        write_text_atomic(tmp_path / "run.json", "{}")
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            tmp.write_bytes(b"x")
+        folder = temp_folder(tmp_path, prefix=".x.")
+        with open(tmp_path / "ordinary", "w"):
+            pass
+        (tmp_path / "ordinary-folder").mkdir()
+    finally:
+        os.umask(old)
+    ordinary = stat.S_IMODE((tmp_path / "ordinary").stat().st_mode)
+    assert ordinary == 0o666 & ~mask
+    for name in ("run.json", "w.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == ordinary, name
+    assert stat.S_IMODE(folder.stat().st_mode) == stat.S_IMODE((tmp_path / "ordinary-folder").stat().st_mode)

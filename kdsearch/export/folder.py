@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..analysis.final import chosen_trial
 from ..analysis.holdout import load_test_accuracies
 from ..errors import KDSearchError
 from ..models.students.io import load_student
-from ..runs.files import write_text_atomic
+from ..runs.files import temp_folder, write_text_atomic
 from ..runs.layout import SPEC_FILE, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
 from ..runs.run import Run
 from ..search.pruners import CURVE
@@ -54,7 +53,7 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
     """
     model, spec = load_student(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_folder(out.parent, prefix=f".{out.name}.", suffix=".tmp")
     old = out.with_name(f".{out.name}.old")
     try:
         shutil.copyfile(source / SPEC_FILE, tmp / SPEC_FILE)

@@ -1,6 +1,12 @@
 """Writing files so that an interruption (Ctrl-C, a killed worker, a full disk) never leaves half
 of one, and two workers writing the same file never mix their bytes: every file kdsearch writes
-goes through here (unique temporary sibling, fsync, rename, cleanup on error)."""
+goes through here (unique temporary sibling, fsync, rename, cleanup on error).
+
+The temporary files and folders are made by `tempfile`, which makes them private (0600 and 0700);
+they are given the mode an ordinary `open()` or `mkdir` would (0666 or 0777 less the umask) before
+they are renamed into place, so a report, a run.json or an export can be read by whoever may read
+the folder (a web server, a colleague), as the user's umask says.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,37 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux: /proc), since
+    setting it to read it back races with threads that create files meanwhile."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode `mkdir` gives a new folder."""
+    return 0o777 & ~current_umask()
+
+
+def temp_folder(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new, unique folder in `parent` with an ordinary folder's mode (not tempfile's 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(path, folder_mode())
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a unique temporary path beside `path`; on success it is fsynced and renamed over `path`,
@@ -18,7 +55,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
