@@ -40,6 +40,8 @@ def test_run_resume_and_report(folder, tmp_path):
     assert "Pareto front" in result.output and "teacher resnet20" in result.output
     assert "estimate on cpu" in result.output and "teacher resnet20 training 1 epoch(s) ≈" in result.output
     assert "estimate: teacher logits for" in result.output and "estimate: 3 trials of a mid-size student" in result.output
+    # an estimate, said to be one, with how it was made (issue 36: "at most" was not a bound)
+    assert "at most" not in result.output and "from a few timed steps of it x its epochs x the trials" in result.output
     # the teacher-logit cache is built once, before the first trial, and shared by all trials
     assert result.output.count("teacher logits:") == 1 and "images built" in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
@@ -63,6 +65,9 @@ def test_run_resume_and_report(folder, tmp_path):
     result = runner.invoke(app, args(folder, run_dir, "--trials", "5"))
     assert result.exit_code == 0, result.output
     assert "(cached)" in result.output and "images loaded" in result.output
+    # once trials are measured, the estimate is their median times the trials left
+    assert "estimate: 2 trials left x " in result.output, result.output
+    assert "a trial (the median of the 3 trial(s) measured so far) ≈" in result.output and "at most" not in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
     assert len(finished_trials(load(run_dir))) == 5
 
@@ -282,3 +287,33 @@ def test_a_study_stored_before_the_seed_was_guarded_keeps_the_seed_it_ran_with(t
         check_resume(study, load_config(overrides={"sampler": "random"}))
     with pytest.raises(KDSearchError, match='sampler "random" \\(now "tpe"\\)'):
         check_resume(study, load_config(overrides={"seed": 3}))
+
+
+def test_a_refused_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Issue 36: CIFAR-10 absent offline (the download fails after torchvision made the data folder), an unknown
+    teacher, a missing teacher file: each is one line and exit 2, and no run folder, study.db or data folder stays."""
+    import os
+    from urllib.error import URLError
+
+    monkeypatch.chdir(tmp_path)
+
+    def offline(url, download_root, *a, **k):
+        os.makedirs(download_root, exist_ok=True)  # as torchvision does before it downloads
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", offline)
+    base = ["run", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "1", "--trials", "1",
+            "--device", "cpu", "--run-dir", "runs/x"]
+    result = runner.invoke(app, [*base, "--dataset", "cifar10", "--data-dir", "data/cifar"])
+    assert result.exit_code == 2 and "could not be downloaded" in result.output, result.output
+    assert not {"runs", "data"} & set(os.listdir(tmp_path)), os.listdir(tmp_path)
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was loaded before the teacher was checked")
+
+    monkeypatch.setattr("kdsearch.search.inputs.load_data", no_data)
+    for extra, match in ([["--teacher", "resnet9000"], "unknown teacher 'resnet9000'"],
+                         [["--teacher-weights", "nope.pt"], "teacher weights not found: nope.pt"]):
+        result = runner.invoke(app, [*base, "--dataset", "digits", *extra])
+        assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
+        assert not {"runs", "data"} & set(os.listdir(tmp_path)), os.listdir(tmp_path)

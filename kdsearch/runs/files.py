@@ -41,6 +41,16 @@ def folder_mode() -> int:
     return 0o777 & ~current_umask()
 
 
+def new_folders(path: Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist yet (what making `path` would create), so
+    that a command refused before it did any work can remove what it made; None when `path` exists."""
+    path = Path(path).absolute()
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
 def temp_folder(parent: Path, prefix: str, suffix: str = "") -> Path:
     """A new, unique folder in `parent` with an ordinary folder's mode (not tempfile's 0700)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))

@@ -104,6 +104,7 @@ class Job:
     supervisor: str
     parent: int
     imports: list[str]  # modules that register student families: a spawned process knows only what it imports
+    workers: int = 1  # the workers sharing the study (the estimate divides the trials left among them)
 
 
 def describe_exit(code: int | None) -> str:
@@ -165,7 +166,7 @@ class Supervisor:
     def start(self, index: int, estimate: bool) -> _Worker:
         job = Job(cfg=self.cfg.to_dict(), index=index, gpu=index % self.gpus if self.gpus else None,
                   threads=self.threads, deadline=self.deadline, estimate=estimate,
-                  look=ConsoleLook.of(self.console), supervisor=self.me, parent=os.getpid(), imports=self.imports)
+                  look=ConsoleLook.of(self.console), supervisor=self.me, parent=os.getpid(), imports=self.imports, workers=self.n)
         reader, writer = self.context.Pipe(duplex=False)
         process = self.context.Process(target=worker_main, args=(job, writer), name=f"kdsearch-worker-{index}")
         process.start()
@@ -354,7 +355,7 @@ def worker_main(job: Job, conn: Connection) -> None:
         _fault_file = open(path, "w")  # noqa: SIM115
         faulthandler.enable(file=_fault_file)
         with run_log(cfg.run_path, console, errors=False):  # its lines in RUN/run.log too (the supervisor logs errors)
-            child_trials(cfg, console, job.deadline, job.estimate, stop_file(cfg.run_path, job.supervisor))
+            child_trials(cfg, console, job.deadline, job.estimate, stop_file(cfg.run_path, job.supervisor), job.workers)
     except KDSearchError as exc:
         conn.send(("error", str(exc)))
         raise SystemExit(2) from None
