@@ -173,7 +173,8 @@ def test_the_readmes_picking_example_is_what_the_committed_run_picks():
 
 def test_every_flag_the_readme_names_exists():
     """Every `--flag` in the README (tables and prose too) is an option of a kdsearch command."""
-    known = {opt for cmd in COMMANDS.values() for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
+    known = {opt for cmd in [*COMMANDS.values(), get_command(app)] for p in cmd.params
+             for opt in (*p.opts, *p.secondary_opts)} | {"--help"}
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", prose(README.read_text())))
     assert named and not named - known, sorted(named - known)
 

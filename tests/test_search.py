@@ -115,6 +115,31 @@ def test_bad_flags_exit_2_with_one_line(folder, tmp_path, extra, match):
     assert len(lines) == 1 and match in lines[0], result.output
 
 
+@pytest.mark.parametrize("argv,match", [
+    (["run", "--trails", "3"], "No such option: --trails"),
+    (["run", "--trials", "many"], "Invalid value for '--trials'"),
+    (["train"], "Missing argument"),
+    (["export", "RUN", "--trial"], "requires an argument"),
+    (["nosuchcommand"], "No such command"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv, match):
+    """Issue 36: typer's usage errors were 4-6-line boxes where the README promises one line."""
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
+
+
+def test_version_and_help():
+    from kdsearch import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"kdsearch {__version__}"
+    assert runner.invoke(app, ["run", "--help"]).exit_code == 0
+    bare = runner.invoke(app, [])  # no command: the help, as before
+    assert "Usage:" in bare.output and "run" in bare.output
+
+
 def test_data_folder_without_train_exits_2(tmp_path):
     (tmp_path / "empty" / "test").mkdir(parents=True)
     result = runner.invoke(app, args(tmp_path / "empty", tmp_path / "r", "--trials", "1"))

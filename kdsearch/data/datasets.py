@@ -127,7 +127,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {"cifar10": (10, 3, 32), "cifar100": (
 
 def download_url(name: str) -> str:
     """The first file torchvision downloads for a dataset (the one a reachability check asks for)."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # slow to import: only torchvision datasets need it
 
     if name == "svhn":
         return tvd.SVHN.split_list["train"][0]
@@ -140,8 +140,8 @@ def download_url(name: str) -> str:
 def download_problem(name: str, timeout: float = 10.0) -> str | None:
     """None when the dataset's download server answers a HEAD request for its file; else why not, in a few
     words (offline, a proxy, a moved file): a dry run says a run would fail rather than that it downloads."""
-    import urllib.request
-    from urllib.error import HTTPError
+    import urllib.request  # only a dry run asks a server
+    from urllib.error import HTTPError  # (the same)
 
     url = download_url(name)
     try:
