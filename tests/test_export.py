@@ -88,6 +88,20 @@ def test_corrupt_weights_are_one_clear_error(tiny_run, tmp_path):
         load_student(tmp_path)
 
 
+def test_export_of_a_trial_whose_weights_are_not_there_says_why_and_what_to_do(tiny_run, tmp_path):
+    """Issue 36: on a committed run (no search or final weights) export said `... holds no student (spec.json and
+    student.safetensors)`, which reads as a broken install."""
+    import shutil
+
+    run = tmp_path / "committed"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("trials", "export", "final"))
+    result = CliRunner().invoke(app, ["export", str(run), "--trial", "1"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "trial 1's weights are not in this run folder (its search student" in result.output
+    assert "make the run yourself" in result.output
+    assert "holds no student" not in result.output and not (run / "export").exists()
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--trial", "99"], "no trial 99"),
     (["--trial", "0", "--weights", "final"], "no final training yet"),

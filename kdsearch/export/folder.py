@@ -24,7 +24,7 @@ from ..analysis.holdout import load_test_accuracies
 from ..errors import KDSearchError
 from ..models.students.io import load_student
 from ..runs.files import temp_folder, write_text_atomic
-from ..runs.layout import SPEC_FILE, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
+from ..runs.layout import SPEC_FILE, STUDENT_FILES, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
 from ..runs.run import Run
 from ..search.pruners import CURVE
 from .int8 import Int8Inputs, int8_files, int8_inputs
@@ -106,12 +106,24 @@ def pick_source(run_dir: Path, number: int, weights: str, arm: str = "kd") -> tu
                             + (" without --no-baseline" if arm == "ce" else " without --no-all-views-baseline"))
     if done and weights != "search":
         best = max(done, key=lambda r: r["curve"][-1])
-        return (model_dir(run_dir, number, arm, best["seed"], best["lr"]), "final",
+        return (_with_weights(model_dir(run_dir, number, arm, best["seed"], best["lr"]), number, "final"), "final",
                 {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
                  "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]}
                 # the distilled arm's T and alpha as trained (`train --temperature/--alpha` may replace the trial's)
                 | ({k: stored["setup"][k] for k in DISTILL_ONLY} if arm == "kd" else {}))
-    return trial_dir(run_dir, number), "search", {}
+    return _with_weights(trial_dir(run_dir, number), number, "search"), "search", {}
+
+
+def _with_weights(folder: Path, number: int, kind: str) -> Path:
+    """`folder`, when it holds a student's spec and weights; else one line saying why it may not (a copied or
+    committed run folder) and what to do, rather than a missing-file message that reads as a broken install."""
+    if all((folder / name).is_file() for name in STUDENT_FILES):
+        return folder
+    what = "its search student" if kind == "search" else "its final-training model"
+    raise KDSearchError(f"trial {number}'s weights are not in this run folder ({what}, {folder}, was not saved there or "
+                        "not copied: a committed or copied run may hold its study and results without the weights); "
+                        "make the run yourself (`kdsearch run` with its study file, then `kdsearch train` for final "
+                        "weights) and export from that folder")
 
 
 def export_trial(run: Run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18,
