@@ -44,6 +44,7 @@ from ..errors import KDSearchError
 from ..models.students import registry  # registry.FAMILIES, looked up when read (the dict may be swapped)
 from ..runs.log_file import run_log
 from .callbacks import TrialFeed, stop_file
+from .spawn import worker_context
 from .study import n_finished
 from .trials import child_trials
 from .workers import WORKER_ATTR, fail_dead_trial, set_supervisor, worker_file, worker_id
@@ -154,7 +155,7 @@ class Supervisor:
     def __init__(self, cfg: StudyConfig, study: optuna.Study, n: int, console: Console, estimate: bool = True,
                  feed: TrialFeed | None = None):
         self.cfg, self.study, self.n, self.console, self.feed = cfg, study, n, console, feed
-        self.context = multiprocessing.get_context("spawn")
+        self.context = worker_context()  # spawned, never importing the caller's __main__ (search.spawn)
         self.gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
         self.threads = (cfg.threads or threads_each(n)) if n > 1 and not self.gpus else cfg.threads
         self.deadline = time.time() + cfg.timeout if cfg.timeout else None
