@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from kdsearch.cli import app
@@ -120,7 +121,7 @@ def test_atomic_files_and_temporary_folders_get_the_umasks_mode(tmp_path, mask):
     try:
         write_text_atomic(tmp_path / "run.json", "{}")
         with atomic_path(tmp_path / "w.safetensors") as tmp:
-            tmp.write_bytes(b"x")
+            save_file({"w": torch.zeros(2)}, str(tmp))  # safetensors writes the file anew, 0600
         folder = temp_folder(tmp_path, prefix=".x.")
         with open(tmp_path / "ordinary", "w"):
             pass

@@ -65,13 +65,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-    finally:
-        os.close(fd)
+    os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, file_mode())  # after the body: a writer may have replaced the file (safetensors makes it 0600)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
