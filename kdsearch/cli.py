@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - older typer: click's own
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import KDSearchError
+from .errors import KDSearchError, disk_full, disk_full_error
 
 class OneLineErrors(TyperGroup):
     """Click's usage errors (an unknown flag, a missing argument, a value of the wrong type) as one line and
@@ -65,6 +65,12 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except KDSearchError as exc:
             err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if not disk_full(exc):  # a bug keeps its traceback
+                raise
+            err_console.print(f"[red]error:[/] {escape(str(disk_full_error('the run or output folder')))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print(f"interrupted: everything finished is kept{INTERRUPTED.get(fn.__name__, '')}; "

@@ -133,3 +133,37 @@ def test_atomic_files_and_temporary_folders_get_the_umasks_mode(tmp_path, mask):
     for name in ("run.json", "w.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == ordinary, name
     assert stat.S_IMODE(folder.stat().st_mode) == stat.S_IMODE((tmp_path / "ordinary-folder").stat().st_mode)
+
+
+def test_an_export_folder_that_cannot_be_made_or_written_is_one_line_and_leaves_nothing(tiny_run, tmp_path,
+                                                                                         monkeypatch):
+    """Issue 36 (held-out faults): `export RUN --knee --out DIR` where DIR cannot be made ended in a traceback
+    from the temporary folder; a full disk while writing too. One line, exit 2, no half-written folder."""
+    (tmp_path / "a-file").write_text("x")
+    through_a_file = CliRunner().invoke(app, ["export", str(tiny_run), "--knee", "--weights", "search",
+                                              "--out", str(tmp_path / "a-file" / "exp")])
+    assert through_a_file.exit_code == 2 and through_a_file.output.count("\n") == 2, through_a_file.output  # + pick
+    assert "cannot make the export folder" in through_a_file.output
+
+    def vanished(*a, **k):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    with monkeypatch.context() as m:
+        m.setattr("kdsearch.export.folder.temp_folder", vanished)
+        gone = CliRunner().invoke(app, ["export", str(tiny_run), "--knee", "--weights", "search",
+                                        "--out", str(tmp_path / "gone")])
+    assert gone.exit_code == 2 and "cannot make the export folder" in gone.output and "Traceback" not in gone.output
+
+    out = tmp_path / "exp"
+    export_trial(open_run(tiny_run), 1, out, weights="search")
+    before = (out / "export.json").read_text()
+
+    def full_disk(model, spec, path, opset=18):
+        path.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("kdsearch.export.folder.write_onnx", full_disk)
+    full = CliRunner().invoke(app, ["export", str(tiny_run), "--knee", "--weights", "search", "--out", str(out)])
+    assert full.exit_code == 2 and "No space left on device while writing" in full.output, full.output
+    assert full.output.count("\n") == 2 and (out / "export.json").read_text() == before  # the earlier export stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "exp"]  # no temporary folder left

@@ -342,3 +342,26 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path, monkeypatch):
         result = runner.invoke(app, [*base, "--dataset", "digits", *extra])
         assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
         assert not {"runs", "data"} & set(os.listdir(tmp_path)), os.listdir(tmp_path)
+
+
+def test_a_run_folder_on_a_full_disk_is_one_line_and_keeps_nothing_half_written(tmp_path, monkeypatch):
+    """Issue 36 (held-out faults): a run folder on a full disk ended in `SafetensorError: ... No space left on
+    device` (exit 1). Now one line and exit 2; no temporary file is left, and a new folder with no work goes."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+
+    def full_disk(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half")  # what a full disk leaves of the file
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("kdsearch.training.teacher.save_file", full_disk)
+    result = runner.invoke(app, ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained",
+                                 "--teacher-epochs", "0", "--allow-chance-teacher", "--trials", "1", "--epochs", "1",
+                                 "--device", "cpu", "--run-dir", "runs/full"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "No space left on device while writing" in lines[0] and "teachers" in lines[0], lines
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")], os.listdir(tmp_path)

@@ -21,7 +21,7 @@ from typing import Any
 from ..analysis.arms import DISTILL_ONLY, MODES
 from ..analysis.final import chosen_trial
 from ..analysis.holdout import load_test_accuracies
-from ..errors import KDSearchError
+from ..errors import KDSearchError, disk_full, disk_full_error
 from ..models.students.io import load_student
 from ..runs.files import temp_folder, write_text_atomic
 from ..runs.layout import SPEC_FILE, STUDENT_FILES, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
@@ -52,8 +52,14 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
     folder, and an earlier export stays in place until the new one is complete.
     """
     model, spec = load_student(source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_folder(out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_folder(out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as exc:  # a path through a file, a folder that cannot be made or written to
+        if disk_full(exc):
+            raise disk_full_error(str(out)) from None
+        raise KDSearchError(f"cannot make the export folder {out}: {exc.strerror or exc} (give --out a folder that "
+                            "can be made)") from None
     old = out.with_name(f".{out.name}.old")
     try:
         shutil.copyfile(source / SPEC_FILE, tmp / SPEC_FILE)
@@ -76,6 +82,10 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
             os.replace(out, old)  # the old export is moved aside, not deleted, until the new one is in place
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:  # a full disk, a folder gone or not writable meanwhile: the earlier export stays
+        if disk_full(exc):
+            raise disk_full_error(str(out)) from None
+        raise KDSearchError(f"cannot write the export {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():

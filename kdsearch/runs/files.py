@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import disk_full, disk_full_error
+
 
 def current_umask() -> int:
     """The process's umask, read without changing it where the system says it (Linux: /proc), since
@@ -73,6 +75,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if disk_full(exc):  # one line, whatever library wrote (safetensors, torch.save, onnx), not its traceback
+            raise disk_full_error(str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -71,7 +71,7 @@ def forget_refused_run(created: Path | None, run_path: Path) -> None:
     if created is None or not created.is_dir():
         return
     run_path = Path(run_path)
-    if any((run_path / name).exists() for name in WORK):
+    if any(_holds_a_file(run_path / name) for name in WORK):
         return
     db = run_path / STUDY_DB
     if db.is_file():
@@ -82,3 +82,7 @@ def forget_refused_run(created: Path | None, run_path: Path) -> None:
         except sqlite3.Error:
             pass  # no trials table: a study that never got as far
     shutil.rmtree(created, ignore_errors=True)
+
+
+def _holds_a_file(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))
