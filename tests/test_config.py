@@ -13,8 +13,11 @@ STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 @pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_studies_load(path):
+    """Each shipped study loads, is named after its file (its run folder is runs/<file stem>), and searches
+    something (a space with at least one range or choice)."""
     cfg = load_config(path)
-    assert cfg.trials >= 1 and cfg.space
+    assert cfg.name == path.stem and cfg.run_path.name == path.stem
+    assert any(isinstance(v, list) for v in cfg.space.values()) and cfg.trials >= 1
 
 
 def test_cli_overrides_beat_the_file(tmp_path):

@@ -143,7 +143,8 @@ def test_version_and_help():
 def test_data_folder_without_train_exits_2(tmp_path):
     (tmp_path / "empty" / "test").mkdir(parents=True)
     result = runner.invoke(app, args(tmp_path / "empty", tmp_path / "r", "--trials", "1"))
-    assert result.exit_code == 2 and "train" in result.output
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "has no train/ folder" in result.output and not (tmp_path / "r").exists()  # refused: nothing left
 
 
 def test_bad_checkpoints_exit_2(folder, tmp_path):
@@ -164,7 +165,8 @@ def test_invalid_study_file_exits_2(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[study]\ntrials = -1\n")
     result = runner.invoke(app, ["run", str(bad)])
-    assert result.exit_code == 2 and "error" in result.output
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: trials: ") and "-1" in result.output, result.output  # names the setting
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "random"])
@@ -365,3 +367,36 @@ def test_a_run_folder_on_a_full_disk_is_one_line_and_keeps_nothing_half_written(
     assert len(lines) == 1 and "No space left on device while writing" in lines[0] and "teachers" in lines[0], lines
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")], os.listdir(tmp_path)
+
+
+def test_the_search_never_sees_the_test_split(tmp_path, monkeypatch):
+    """Issue 36: with the test split's images and labels corrupted, every trial of a seeded search has the same
+    values (and curve) as with the real ones: only the teacher's test accuracy, which is reported, changes."""
+    import dataclasses
+
+    from kdsearch.data.splits import Split
+
+    real_load = __import__("kdsearch.search.inputs", fromlist=["load_data"]).load_data
+
+    def corrupted(*a, **k):
+        data = real_load(*a, **k)
+        test = Split(torch.zeros_like(data.test.x), (data.test.y + 1) % data.num_classes)
+        return dataclasses.replace(data, test=test)
+
+    base = ["run", "--dataset", "digits", "--subset", "300", "--teacher", "resnet20", "--no-pretrained",
+            "--teacher-epochs", "1", "--trials", "3", "--epochs", "2", "--views", "2", "--device", "cpu",
+            "--threads", "1", "--objectives", "accuracy,params,macs", "--pruner", "none", "--in-process"]
+    studies = {}
+    for name in ("real", "corrupted"):
+        with monkeypatch.context() as m:
+            if name == "corrupted":
+                m.setattr("kdsearch.search.inputs.load_data", corrupted)
+            result = runner.invoke(app, [*base, "--run-dir", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        studies[name] = load(tmp_path / name)
+    real, bad = studies["real"], studies["corrupted"]
+    assert bad.user_attrs["teacher"]["test_accuracy"] != real.user_attrs["teacher"]["test_accuracy"]  # it was used
+    assert len(real.trials) == 3 and all(t.values for t in real.trials)
+    assert [t.values for t in real.trials] == [t.values for t in bad.trials]
+    assert [t.user_attrs["curve"] for t in real.trials] == [t.user_attrs["curve"] for t in bad.trials]
+    assert [t.params for t in real.trials] == [t.params for t in bad.trials]
