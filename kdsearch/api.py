@@ -175,12 +175,15 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
             all_views: bool = True, lr: float | None = None, lr_grid: Iterable[float] | None = None,
             lr_probe_epochs: int | None = None, full_data: bool = True, device: str | None = None,
             batch_size: int | None = None, views: int | None = None, threads: int | None = None, jobs: int = 1,
-            temperature: float | None = None, alpha: float | None = None, console: Console | None = None,
+            temperature: float | None = None, alpha: float | None = None,
+            references: Iterable[str] | None = None, console: Console | None = None,
             **rules: Any) -> dict[int, dict[str, Any]]:
     """Final training, as `kdsearch train`: each chosen student retrained with its teacher and (with
     `baseline`) without. Choose by trial number(s), `front=True`, or a picking rule (`knee=True`,
     `min_accuracy=0.9`, `max_params=5000`, ...). `temperature` and `alpha` replace the trial's in the
-    distilled arm. Returns the results.json contents by trial number."""
+    distilled arm. `references` (None: all; () for none): hand-written references, each scaled to at most
+    the student's parameters, trained beside it (results under "references"). Returns the results.json
+    contents by trial number."""
     from .analysis.arms import DEFAULT_GRID, LrPolicy
     from .analysis.final import train_final
 
@@ -195,7 +198,8 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
     return train_final(r, numbers, front=front, epochs=epochs, seeds=list(seeds) if seeds is not None else None,
                        baseline=baseline, all_views=all_views, policy=policy, full_data=full_data, device=device,
                        batch_size=batch_size, views=views, threads=threads, jobs=jobs, temperature=temperature,
-                       alpha=alpha, console=_console(console))
+                       alpha=alpha, references=list(references) if references is not None else None,
+                       console=_console(console))
 
 
 def export(path: str | Path | Run, trial: int | None = None, *, out: str | Path | None = None, weights: str = "auto",

@@ -122,6 +122,9 @@ def run(
     image_size: Annotated[Optional[int], Opt(help="Resize every image to N x N ([data] image_size; needed for image folders of mixed or non-square sizes).")] = None,
     trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
+    promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) again at a longer rung, where the front is read (0: off).")] = None,
+    promote_epochs: Annotated[Optional[int], Opt(help="The rung's epochs (default 10).")] = None,
+    promote_images: Annotated[Optional[int], Opt(help="The rung's training images (default 0: all of the training split).")] = None,
     sampler: Annotated[Optional[str], Opt(help="tpe, nsga2, gp or random.")] = None,
     pruner: Annotated[Optional[str], Opt(help="pareto (default), median, asha, moasha or none.")] = None,
     max_params: Annotated[Optional[int], Opt(help="Budget: reject students with more params, untrained.")] = None,
@@ -158,6 +161,7 @@ def run(
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
+        "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images,
         "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
         "retries": retries, "teacher.allow_chance": allow_chance_teacher, "tracking": tracking,
         "objectives": objectives.split(",") if objectives else None,
@@ -266,6 +270,19 @@ def _float_list(flag: str, text: str) -> tuple[float, ...]:
         raise KDSearchError(f"{flag}: {text!r} is not a comma list of numbers") from None
 
 
+# kdsearch.models.students.references.REFERENCES, named here without importing torch (tests/test_references.py
+# checks that the two agree)
+REFERENCE_NAMES = ("resnet8", "mobilenetv2-tiny", "vgg-tiny")
+
+
+def _references(text: str) -> list[str] | None:
+    """--references: None for all, [] for none, else the names (checked by train_final)."""
+    text = text.strip()
+    if text == "all":
+        return None
+    return [] if text in ("none", "") else [s.strip() for s in text.split(",")]
+
+
 RULE_HELP = {  # picking rules: `train` and `export` take one instead of trial numbers (kdsearch/analysis/pick.py)
     "min_accuracy": "Rule: the smallest Pareto student with val accuracy >= A (a fraction, e.g. 0.9).",
     "max_params": "Rule: the most accurate Pareto student with at most N params (limits combine).",
@@ -306,15 +323,16 @@ def train(
     all_views_baseline: Annotated[bool, Opt("--all-views-baseline/--no-all-views-baseline", help="Also ordinary training: no teacher, fresh views every epoch (the headline baseline).")] = True,
     lr: Annotated[Optional[float], Opt(help="One fixed learning rate for every arm (instead of --lr-grid).")] = None,
     lr_grid: Annotated[str, Opt(help="Each arm picks its lr on validation from the trial's lr times these.")] = "0.5,1,2",
-    lr_probe_epochs: Annotated[Optional[int], Opt(help="Choose each arm's lr from probes of N epochs (first seed), then train every seed the full --epochs (default: the candidates train the full budget).")] = None,
+    lr_probe_epochs: Annotated[Optional[int], Opt(help="Choose each arm's lr from probes of N epochs (first seed), then train every seed the full --epochs (default: probes of 1/5 of --epochs when that is at least one epoch; 0: the candidates train the full budget and the first seed's result is the chosen one).")] = None,
     subset: Annotated[bool, Opt("--subset/--full-data", help="Keep the search's training subset instead of the full split.")] = False,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or mps (default: the run's).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Training batch size of every arm (default: the run's [train] batch_size).")] = None,
-    views: Annotated[Optional[int], Opt(help="Teacher views cached per image for the distilled arm (default: the run's [train] views); for long budgets about --epochs.")] = None,
+    views: Annotated[Optional[int], Opt(help="Teacher views cached per image for the distilled arm (default: one per epoch where --epochs exceeds the run's [train] views, so it sees fresh views as ordinary training does).")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for training (default: the run's; with --jobs on a CPU, the cores shared out).")] = None,
     jobs: Annotated[int, Opt(help="Train this many models at once, each in its own process on the device (arms, seeds, lr candidates).")] = 1,
     temperature: Annotated[Optional[float], Opt(help="The distilled arm's temperature T instead of the trial's (the arms without a teacher are kept).")] = None,
     alpha: Annotated[Optional[float], Opt(help="The distilled arm's loss weight alpha in [0, 1] instead of the trial's: how much the teacher counts.")] = None,
+    references: Annotated[str, Opt(help=f"Hand-written references trained beside each student by the same arms and recipe, each scaled to the largest width with at most the student's parameters: a comma list of {', '.join(REFERENCE_NAMES)}; all; or none.")] = "all",
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
     from .analysis.arms import LrPolicy
@@ -335,7 +353,7 @@ def train(
     train_final(run, numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
                 batch_size=batch_size, views=views, threads=threads, jobs=jobs, temperature=temperature, alpha=alpha,
-                console=console)
+                references=_references(references), console=console)
 
 
 @app.command()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CIFAR-10 run behind RESULTS.md's ResNet-32 section (docs/cifar10-runs.md): the search of
-# studies/cifar10-resnet32.toml, then the most accurate front members within 1/10, 1/30 and 1/100 of
+# studies/cifar10-resnet32-v2.toml, then the most accurate front members within 1/10, 1/30 and 1/100 of
 # the teacher's 464,154 parameters retrained on all 45,000 training images for EPOCHS epochs, with the
 # teacher, without it (ordinary training) and the same-views control, each arm at its own learning rate
 # chosen on validation from the trial's lr x 0.5, 1, 2, 4 by 10-epoch probes on the first seed (a full grid
@@ -28,7 +28,7 @@ if [ -n "${REUSE:-}" ]; then
 fi
 # searched without pruning, so that the study file's pruner can be measured on it at no training cost:
 #   python benchmarks/bench_pruners.py --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
-$KD run studies/cifar10-resnet32.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
+$KD run studies/cifar10-resnet32-v2.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
 train() { $KD train "$RUN" --max-params "$1" --seeds "$2" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2,4 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"; }
 # 1/100, 1/30 and 1/10 of the teacher's params (4642, 15472, 46415)
 for students in "4642 15472" 46415; do

@@ -351,7 +351,7 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
 
     run = tmp_path / "given"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
-    first = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1")
+    first = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--references", "none")
     assert first.exit_code == 0, first.output
     before = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
     searched = {k: before["setup"][k] for k in ("temperature", "alpha")}
@@ -359,37 +359,39 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
     real = final.recipe_from
     monkeypatch.setattr(final, "recipe_from", lambda *a: trained.append(a[3:]) or real(*a))
 
-    given = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.9")
+    given = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.5",
+                  "--references", "none")
     said = " ".join(given.output.split())
     assert given.exit_code == 0 and "2 model(s) already done" in said, given.output
-    assert f"T 3, alpha 0.9 (given; the search's T {searched['temperature']:.3g}" in said
-    assert f"alpha {searched['alpha']!r} -> 0.9" in said and "the arms without a teacher" in said
-    assert trained == [(3.0, 0.9)]  # one model trained: the distilled one, at the given settings
+    assert f"T 3, alpha 0.5 (given; the search's T {searched['temperature']:.3g}" in said
+    assert f"alpha {searched['alpha']!r} -> 0.5" in said and "the arms without a teacher" in said
+    assert trained == [(3.0, 0.5)]  # one model trained: the distilled one, at the given settings
     after = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
     assert after["setup"] | searched == before["setup"]
-    assert (after["setup"]["temperature"], after["setup"]["alpha"]) == (3.0, 0.9)
+    assert (after["setup"]["temperature"], after["setup"]["alpha"]) == (3.0, 0.5)
     kept = lambda body: [r for r in body["runs"] if r["mode"] != "kd"]  # noqa: E731
     assert kept(after) == kept(before) and len(after["runs"]) == 3
-    assert after["summary"]["arms"]["kd"]["label"] == "distilled (T 3, alpha 0.9, given to train)"
+    assert after["summary"]["arms"]["kd"]["label"] == "distilled (T 3, alpha 0.5, given to train)"
     earlier, = final_dir(run, 4).glob("earlier-*")  # the search's distilled arm, kept beside
     lr = before["runs"][0]["lr"]
     assert (earlier / model_dir(run, 4, "kd", 0, lr).name / "student.safetensors").is_file()
     assert json.loads((earlier / RESULTS_FILE).read_text()) == before
     assert all(model_dir(run, 4, m, 0, lr).is_dir() for m in ("kd", "ce", "ce-all"))
 
-    again = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.9")
+    again = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.5",
+                  "--references", "none")
     assert again.exit_code == 0 and "3 model(s) already done" in " ".join(again.output.split()) and len(trained) == 1
 
     exported = CliRunner().invoke(app, ["export", str(run), "--trial", "4", "--out", str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
     assert {k: json.loads((tmp_path / "exp" / "export.json").read_text())[k] for k in searched} == \
-        {"temperature": 3.0, "alpha": 0.9}
+        {"temperature": 3.0, "alpha": 0.5}
     card = " ".join((tmp_path / "exp" / "MODEL_CARD.md").read_text().split())
-    assert "temperature T 3, alpha 0.9 (the weight of the teacher's soft targets; given to `kdsearch train`" in card
+    assert "temperature T 3, alpha 0.5 (the weight of the teacher's soft targets; given to `kdsearch train`" in card
     page = tmp_path / "RESULTS.md"
     written = CliRunner().invoke(app, ["results", str(run), "--out", str(page), "--figures", str(tmp_path / "f")])
     assert written.exit_code == 0, written.output
-    assert "distilled at T 3, alpha 0.9 (given to `train`; the search's T" in page.read_text()
+    assert "distilled at T 3, alpha 0.5 (given to `train`; the search's T" in page.read_text()
 
 
 @pytest.mark.parametrize("argv, match", [(["--alpha", "1.5"], "--alpha must be in [0, 1], not 1.5"),
@@ -420,3 +422,28 @@ def test_an_estimate_on_a_busy_cpu_says_it_may_take_longer(monkeypatch):
     assert busy(torch.device("cuda")) == ""  # (a GPU's speed does not follow the CPU's load)
     monkeypatch.setattr(os, "getloadavg", lambda: (cores - 0.5, 0.0, 0.0))
     assert busy(torch.device("cpu")) == ""
+
+
+def test_fair_by_default_a_view_per_epoch_and_the_lr_chosen_on_probes(tiny_run, tmp_path, cache_env):
+    """Without --views, a budget longer than the study's cached views gets one view per epoch (the distilled arm
+    sees fresh views as ordinary training does); without --lr-probe-epochs, each arm's lr comes from probes of a
+    fifth of the budget, so no compared model is itself the best of the candidates."""
+    run = tmp_path / "fair"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
+    result = train(run, "--trial", "4", "--epochs", "5", "--lr-grid", "0.5,1", "--references", "none",
+                   "--no-baseline")
+    assert result.exit_code == 0, result.output
+    stored = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
+    assert stored["setup"]["views"] == 5 and "teacher views: 5 cached per image, one per epoch" in result.output
+    assert stored["lr_policy"]["probe_epochs"] == 1
+    probes = [r for r in stored["runs"] if r["probe"]]
+    full = [r for r in stored["runs"] if not r["probe"]]
+    assert len(probes) == 4 and all(len(r["curve"]) == 1 for r in probes)  # 2 arms x 2 candidates, 1 epoch each
+    assert {r["mode"] for r in full} == {"kd", "ce-all"} and all(len(r["curve"]) == 5 for r in full)
+    # asked for: the candidates at the full budget, and the study's views
+    again = train(run, "--trial", "4", "--epochs", "5", "--lr-grid", "0.5,1", "--references", "none",
+                  "--no-baseline", "--lr-probe-epochs", "0", "--views", "2")
+    assert again.exit_code == 0, again.output
+    stored = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
+    assert stored["setup"]["views"] == 2 and "probe_epochs" not in stored["lr_policy"]
+    assert not any(r["probe"] for r in stored["runs"])

@@ -7,6 +7,7 @@ without importing the machinery that trains them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ MODES = {
 DISTILL_ONLY = ("temperature", "alpha")  # setup keys only the distilled arm depends on (the others train at alpha 0)
 HEADLINE = ("ce-all", "ce")  # the baseline a gain is reported against: ordinary training where it was run
 DEFAULT_GRID = (0.5, 1.0, 2.0)
+PROBE_SHARE = 5  # by default each arm's lr is chosen on probes of 1/5 of the final budget (LrPolicy.for_budget)
 
 
 @dataclass
@@ -76,6 +78,18 @@ class LrPolicy:
     def probing(self, trial_lr: float) -> int | None:
         """The candidates' epochs when they are short probes, else None (they are full-budget models)."""
         return self.probe_epochs if len(self.candidates(trial_lr)) > 1 else None
+
+    def for_budget(self, epochs: int) -> LrPolicy:
+        """The policy for `epochs`: where no probe length was given and the budget allows one (at least
+        PROBE_SHARE epochs), probes of 1/PROBE_SHARE of it. Choosing on full-budget candidates of the first
+        seed would make that seed's result the best of several tries (a winner's curse in the interval);
+        a probe is a separate, shorter training, so no compared model is itself selected. probe_epochs 0
+        asks for full-budget candidates regardless."""
+        if self.probe_epochs is None and self.fixed is None and len(self.grid) > 1 and epochs >= PROBE_SHARE:
+            return dataclasses.replace(self, probe_epochs=epochs // PROBE_SHARE)
+        if self.probe_epochs == 0:
+            return dataclasses.replace(self, probe_epochs=None)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"grid": list(self.grid), "fixed": self.fixed} | ({"probe_epochs": self.probe_epochs}
@@ -182,10 +196,11 @@ def save_results(path: Path, body: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(body, indent=2) + "\n")
 
 
-def final_table(number: int, results: dict[str, Any]) -> Table:
-    """Per arm: its lr, seeds, mean val and test accuracy (sd over seeds); the paired gain below."""
+def final_table(label: str, results: dict[str, Any]) -> Table:
+    """Per arm: its lr, seeds, mean val and test accuracy (sd over seeds); the paired gain below. `label`
+    names the student ("trial 26", "reference resnet8 for trial 26")."""
     teacher, summary = results["teacher"], results["summary"]
-    table = Table(title=f"trial {number}: final training (test read once per model)")
+    table = Table(title=f"{label}: final training (test read once per model)")
     for col in ("student", "lr", "seeds", "val", "test", "test sd", "of teacher"):
         table.add_column(col, justify="left" if col == "student" else "right")
     for arm in summary["arms"].values():

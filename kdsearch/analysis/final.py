@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +42,19 @@ from rich.progress import Progress
 
 from ..config import LEGACY_TRAIN, config_from_dict, validate
 from ..errors import KDSearchError
+from ..measure.costs import count_macs, count_params
 from ..models.students.io import save_student
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.layout import RESULTS_FILE, final_dir, model_dir, partial_model_path
+from ..models.students.references import REFERENCES, reference, scaled_reference
+from ..runs.layout import RESULTS_FILE, arm_dir, arm_partial_path, final_dir, reference_dir
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.estimate import estimate_training
 from ..search.inputs import TrialContext, prepare_inputs
+from ..search.pruners import RUNG_ATTR
 from ..search.spawn import worker_context
 from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
@@ -100,16 +103,16 @@ def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: 
                     resumed_at=resume.resumed_at if resume is not None else 0), model
 
 
-def _train_and_save(run_dir: Path, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], mode: str,
+def _train_and_save(folder: Path, ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str,
                     seed: int, lr: float, probe: int | None, epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
                     progress: Progress | None) -> FinalRun:
-    """One model trained and its weights saved (an lr probe's are not kept); a diverging arm is a failed
-    FinalRun (the others go on)."""
+    """One model trained and its weights saved in `folder` (an lr probe's are not kept); a diverging arm is a
+    failed FinalRun (the others go on)."""
     try:
         result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress, probe,
-                                  partial_model_path(run_dir, number, mode, seed, lr, probe))
+                                  arm_partial_path(folder, mode, seed, lr, probe))
         if probe is None:
-            save_student(model_dir(run_dir, number, mode, seed, lr), model, spec)
+            save_student(arm_dir(folder, mode, seed, lr), model, spec)
         return result
     except NonFiniteLoss as exc:  # this arm diverged at this lr: recorded as failed, the others go on
         return FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}", probe=probe)
@@ -127,9 +130,9 @@ def _start_worker(cfg: dict[str, Any], imports: list[str]) -> None:
     _WORKER.update(ctx=ctx, test=(ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)))
 
 
-def _train_in_worker(run_dir: str, number: int, spec: str, hp: dict[str, float], mode: str, seed: int, lr: float,
+def _train_in_worker(folder: str, spec: str, hp: dict[str, float], mode: str, seed: int, lr: float,
                      probe: int | None, epochs: int) -> FinalRun:
-    return _train_and_save(Path(run_dir), _WORKER["ctx"], number, StudentSpec.from_json(spec), hp, mode, seed, lr,
+    return _train_and_save(Path(folder), _WORKER["ctx"], StudentSpec.from_json(spec), hp, mode, seed, lr,
                            probe, epochs, *_WORKER["test"], None)
 
 
@@ -166,12 +169,12 @@ def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
         fast_memory_format(build(spec).to(ctx.device), ctx.device, tuple(ctx.x_train.shape[1:]), ctx.cfg.train.batch_size)
 
 
-def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float], epochs: int,
-                        plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
+def _train_side_by_side(folder: Path, ctx: TrialContext, label: str, spec: StudentSpec, hp: dict[str, float],
+                        epochs: int, plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
                         jobs: int, progress: Progress) -> None:
     """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
     model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
-    task = progress.add_task(f"trial {number}: models in {jobs} processes", total=len(plan()))
+    task = progress.add_task(f"{label}: models in {jobs} processes", total=len(plan()))
     choose_layout(ctx, spec, jobs)
     context = worker_context()  # spawned (safe with CUDA), never importing the caller's __main__
     try:
@@ -182,8 +185,7 @@ def _train_side_by_side(run: Run, ctx: TrialContext, number: int, spec: StudentS
             while True:
                 for item in plan():
                     if item not in running.values():
-                        running[pool.submit(_train_in_worker, str(run.run_dir), number, spec.to_json(), hp, *item,
-                                            epochs)] = item
+                        running[pool.submit(_train_in_worker, str(folder), spec.to_json(), hp, *item, epochs)] = item
                 progress.update(task, total=finished_models + len(running))
                 if not running:
                     break
@@ -217,7 +219,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
                 batch_size: int | None = None, views: int | None = None, threads: int | None = None,
                 jobs: int = 1, temperature: float | None = None, alpha: float | None = None,
-                console: Console | None = None) -> dict[int, dict[str, Any]]:
+                references: list[str] | None = (), console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
@@ -227,7 +229,12 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     every arm and seed) side by side on the device, each loading the prepared inputs. `temperature` and
     `alpha` replace the trial's in the distilled arm (the search chose them at its short budget; a longer one
     may want the teacher weighed otherwise): the arms without a teacher do not depend on them, so their
-    models are kept, and the distilled arm of other settings is put aside, never overwritten."""
+    models are kept, and the distilled arm of other settings is put aside, never overwritten.
+
+    `references` (None: every one of models.students.references): after each trial, each hand-written
+    reference scaled to the largest width with at most the trial's parameters trains beside it, by the same
+    arms, recipe, epochs, seeds, T, alpha and lr grid (around the trial's lr), in RUN/final/<trial>/references/
+    <name>/; the returned results hold them under "references", by name."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
@@ -235,10 +242,21 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     numbers = resolve_trials(run, numbers, front)
     chosen = {n: chosen_trial(run.study, n) for n in numbers}  # every request checked before any work
     distill = distill_settings(temperature, alpha)
+    references = check_references(references)
     cfg = config_from_dict(run.config)
     cfg.run_dir = str(run.run_dir)
     if full_data:
         cfg.data.subset = 0
+    epochs = 4 * cfg.epochs if epochs is None else epochs
+    if epochs < 1:
+        raise KDSearchError("--epochs must be at least 1")
+    if views is None and cfg.train.teacher_cache and epochs > cfg.train.views:
+        # one cached view per epoch, so the distilled arm sees fresh views as ordinary training does (fewer
+        # would show it the same views again and again, tilting the comparison against distillation); the
+        # cache serves every arm, seed and lr probe, so it costs less than the teacher run online
+        views = epochs
+        console.print(f"teacher views: {views} cached per image, one per epoch (the study's {cfg.train.views} "
+                      "would repeat views; --views N to choose)", highlight=False)
     given = {k: v for k, v in {"batch_size": batch_size, "views": views}.items() if v is not None}
     if given:  # each is recorded in results.json's setup: another value retrains
         for key, value in given.items():
@@ -254,12 +272,10 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         raise KDSearchError("--jobs must be at least 1")
     if jobs > 1 and threads is None:
         cfg.threads = None  # the parent prepares on all the cores; each process gets its share (worker_config)
-    epochs = 4 * cfg.epochs if epochs is None else epochs
     seeds = list(dict.fromkeys(seeds or [cfg.seed]))
-    if epochs < 1:
-        raise KDSearchError("--epochs must be at least 1")
     if (policy.fixed is not None and not policy.fixed > 0) or any(not m > 0 for m in policy.grid):
         raise KDSearchError("learning rates and --lr-grid factors must be positive")
+    policy = policy.for_budget(epochs)
     if policy.probe_epochs is not None and not 1 <= policy.probe_epochs < epochs:
         raise KDSearchError(f"--lr-probe-epochs must be at least 1 and fewer than --epochs ({epochs}): a probe "
                             "shorter than the training chooses its lr")
@@ -277,8 +293,13 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         out = {}
         for number in numbers:
             spec, hp = chosen[number]
-            out[number] = _train_trial(run, ctx, number, spec, {**hp, **distill}, modes, seeds, epochs, policy,
-                                       teacher, x_test, y_test, console, jobs)
+            trial = trial_student(run, ctx, number, spec)
+            args = ({**hp, **distill}, modes, seeds, epochs, policy, teacher, x_test, y_test, console, jobs)
+            out[number] = _train_student(trial, ctx, *args)
+            beside = [r for name in references if (r := reference_student(run, ctx, number, trial, name)) is not None]
+            if beside:
+                out[number] = {**out[number], "references": {r.setup["reference"]: _train_student(r, ctx, *args)
+                                                             for r in beside}}
         return out
 
 
@@ -311,7 +332,8 @@ def put_aside(folder: Path, setup: dict[str, Any], only: str | None = None) -> s
     for item in folder.iterdir():
         if only is not None and item.name == RESULTS_FILE:
             shutil.copy2(item, keep / item.name)
-        elif item != keep and not item.name.startswith("earlier-") and item.name.startswith(prefix):
+        elif (item != keep and not item.name.startswith("earlier-") and item.name != "references"
+              and item.name.startswith(prefix)):  # (the references beside a trial put aside their own)
             item.rename(keep / item.name)
     if only is not None:
         return (f"its {only} arm had other settings ({changed}): moved to {keep.name}/; the arms without a teacher "
@@ -320,39 +342,85 @@ def put_aside(folder: Path, setup: dict[str, Any], only: str | None = None) -> s
             "these settings train from scratch")
 
 
-def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp: dict[str, float],
-                 modes: list[str], seeds: list[int], epochs: int, policy: LrPolicy, teacher: dict[str, Any],
-                 x_test: torch.Tensor, y_test: torch.Tensor, console: Console, jobs: int = 1) -> dict[str, Any]:
-    cfg = ctx.cfg
+@dataclass
+class Student:
+    """What final training trains in one folder: a search trial's student, or a hand-written reference
+    scaled to its size and trained beside it by the same arms, recipe, seeds and teacher weighting."""
+
+    label: str  # "trial 26", "reference resnet8 for trial 26"
+    folder: Path
+    spec: StudentSpec
+    setup: dict[str, Any]  # what it is ("trial", the spec as stored, "reference"): another value retrains
+    record: dict[str, Any]  # results.json's "trial": arch, params, MACs, the search's T, alpha and accuracy
+    searched: dict[str, float]  # the trial's T and alpha, which the distilled arm uses unless train is given others
+
+
+def trial_student(run: Run, ctx: TrialContext, number: int, spec: StudentSpec) -> Student:
     attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
+    rung = attrs.get(RUNG_ATTR)  # a promoted student: its search accuracy is the rung's
+    record = ({k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms", *DISTILL_ONLY)}
+              | {"search_val_accuracy": (attrs.get("curve") or [None])[-1],
+                 "search_epochs": rung["epochs"] if rung else ctx.cfg.epochs}
+              | ({"rung": rung} if rung else {}))
     # the spec as the study stored it (re-serializing would add fields newer code knows, and retrain)
-    setup = {"trial": number, "spec": attrs["spec"], **hp, "epochs": epochs, "train_images": len(ctx.train),
+    return Student(f"trial {number}", final_dir(run.run_dir, number), spec, {"trial": number, "spec": attrs["spec"]},
+                   record, {k: float(attrs[k]) for k in DISTILL_ONLY})
+
+
+def reference_student(run: Run, ctx: TrialContext, number: int, trial: Student, name: str) -> Student | None:
+    """Reference `name` at the largest width with at most trial `number`'s parameters (None if none fits)."""
+    data = ctx.data
+    spec = scaled_reference(name, int(trial.record["params"]), in_channels=data.in_channels,
+                            num_classes=data.num_classes, image_size=data.image_size, mean=list(data.mean),
+                            std=list(data.std))
+    if spec is None:
+        return None
+    model = build(spec)
+    record = {"arch": spec.summary(), "params": count_params(model),
+              "macs": count_macs(model, (data.in_channels, data.image_size, data.image_size)), "latency_ms": None,
+              **trial.searched, "search_val_accuracy": None, "search_epochs": None, "reference": name,
+              "for_trial": number, "trial_params": trial.record["params"]}
+    return Student(f"reference {name} for trial {number}", reference_dir(run.run_dir, number, name), spec,
+                   {"trial": number, "reference": name, "spec": json.loads(spec.to_json())}, record, trial.searched)
+
+
+def check_references(names: list[str] | None) -> list[str]:
+    """The references to train beside each student (None: all of them), each a known name."""
+    names = list(REFERENCES) if names is None else list(dict.fromkeys(names))
+    for name in names:
+        reference(name)  # an unknown name: one line naming the known ones
+    return names
+
+
+def _train_student(student: Student, ctx: TrialContext, hp: dict[str, float], modes: list[str], seeds: list[int],
+                   epochs: int, policy: LrPolicy, teacher: dict[str, Any], x_test: torch.Tensor, y_test: torch.Tensor,
+                   console: Console, jobs: int = 1) -> dict[str, Any]:
+    cfg, spec, label = ctx.cfg, student.spec, student.label
+    setup = {**student.setup, **hp, "epochs": epochs, "train_images": len(ctx.train),
              "batch_size": cfg.train.batch_size, "weight_decay": cfg.train.weight_decay,
              "teacher_key": ctx.teacher.key, "views": ctx.cache.k if ctx.cache is not None else None,
              # the rest of the recipe where it differs from the one results stored before it existed
              **{k: v for k, v in cfg.train.to_dict().items() if k in LEGACY_TRAIN and v != LEGACY_TRAIN[k]}}
-    folder = final_dir(run.run_dir, number)
+    folder = student.folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RESULTS_FILE
     runs = load_results(path, setup)
     candidates = policy.candidates(hp["lr"])
     probe = policy.probing(hp["lr"])
-    searched = {k: float(attrs[k]) for k in DISTILL_ONLY}
+    searched = student.searched
     given = any(hp[k] != searched[k] for k in DISTILL_ONLY)  # --temperature/--alpha other than the trial's
     distilled = f"T {hp['temperature']:.3g}, alpha {hp['alpha']:.3g}"
     labels = {"kd": f"distilled ({distilled}, given to train)"} if given else {}
 
     def body() -> dict[str, Any]:
         return {"setup": setup, "lr_policy": {**policy.to_dict(), "text": policy.describe(hp["lr"])},
-                "trial": {k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms", *DISTILL_ONLY)}
-                | {"search_val_accuracy": (attrs.get("curve") or [None])[-1], "search_epochs": cfg.epochs},
-                "teacher": teacher, "runs": [asdict(r) for r in runs],
+                "trial": student.record, "teacher": teacher, "runs": [asdict(r) for r in runs],
                 "summary": summarize(runs, modes, seeds, policy, hp["lr"], teacher["test_accuracy"], labels),
                 "environment": environment(ctx.device), "command": command_line()}
 
     if not runs and path.is_file():
         kept = teacher_free_runs(path, setup)  # None unless only the distilled arm's settings changed
-        console.print(f"[yellow]trial {number}: {put_aside(folder, setup, None if kept is None else 'kd')}[/]",
+        console.print(f"[yellow]{label}: {put_aside(folder, setup, None if kept is None else 'kd')}[/]",
                       highlight=False)
         if kept:
             runs += kept
@@ -383,7 +451,7 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     todo = plan()
     said = (f"{distilled} (given; the search's T {searched['temperature']:.3g}, alpha {searched['alpha']:.3g})"
             if given else distilled)
-    console.print(f"trial {number}: {spec.summary()}, {said}; "
+    console.print(f"{label}: {spec.summary()}, {said}; "
                   f"{epochs} epochs on {len(ctx.train)} images, seeds {','.join(map(str, seeds))}; "
                   f"{policy.describe(hp['lr'])}; {len(runs)} model(s) already done ({path})", highlight=False)
     if upcoming := plan(upcoming=True):
@@ -393,7 +461,7 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
     def record(result: FinalRun, progress: Progress) -> None:
         runs.append(result)
         save_results(path, body())  # at once: an interruption keeps it
-        partial_model_path(run.run_dir, number, result.mode, result.seed, result.lr, result.probe).unlink(missing_ok=True)
+        arm_partial_path(folder, result.mode, result.seed, result.lr, result.probe).unlink(missing_ok=True)
         done = (f"[red]failed: {escape(result.error)}[/]" if result.error else
                 f"val {result.val_accuracy:.2%}, " + (f"{result.probe}-epoch lr probe" if result.probe else
                                                      f"test {result.test_accuracy:.2%}") + f" ({result.seconds:.0f} s"
@@ -402,15 +470,15 @@ def _train_trial(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, hp
 
     with progress_bar(console) as progress:
         if jobs > 1 and len(todo) > 1:
-            _train_side_by_side(run, ctx, number, spec, hp, epochs, plan, record, jobs, progress)
+            _train_side_by_side(folder, ctx, label, spec, hp, epochs, plan, record, jobs, progress)
         while todo := plan():
             mode, seed, lr, probe_epochs = todo[0]
-            record(_train_and_save(run.run_dir, ctx, number, spec, hp, mode, seed, lr, probe_epochs, epochs, x_test,
-                                   y_test, progress), progress)
+            record(_train_and_save(folder, ctx, spec, hp, mode, seed, lr, probe_epochs, epochs, x_test, y_test,
+                                   progress), progress)
     final = body()
     if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
         save_results(path, final)
-    console.print(final_table(number, final))
+    console.print(final_table(label, final))
     return final
 
 

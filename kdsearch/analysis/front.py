@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..search.pruners import rejected
+from ..search.enqueue import is_reference
+from ..search.pruners import rejected, rung_of
 
 
 T = TypeVar("T")
@@ -22,9 +24,32 @@ def feasible(trial: FrozenTrial) -> bool:
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated, feasible complete trials (Optuna's own front), most accurate first."""
-    front = [t for t in study.best_trials if feasible(t)]
+    """The search's non-dominated, feasible complete trials, most accurate first: Optuna's own front among
+    the trials that are not enqueued hand-written references (those are there to be compared with), read at
+    the highest rung (search.promote): once students were promoted, the front is theirs at the longest budget,
+    never a mix of accuracies from different budgets."""
+    searched = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if feasible(t) and not is_reference(t.user_attrs)]
+    top = max((rung_rank(t) for t in searched), default=None)
+    front = non_dominated([t for t in searched if rung_rank(t) == top], study.directions)
     return sorted(front, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0)))
+
+
+def rung_rank(trial: FrozenTrial) -> tuple[int, int]:
+    """Orders budgets: the search's short trials (0, 0) below any rung, rungs by epochs then images (0: all)."""
+    rung = rung_of(trial)
+    return (rung["epochs"], rung["images"] or 2**62) if rung else (0, 0)
+
+
+def non_dominated(trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """The trials no other trial dominates (at least as good in every objective, better in one), as
+    Study.best_trials computes them, for any subset of a study's trials."""
+    if not trials:
+        return []
+    sign = np.array([1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in directions])
+    loss = np.array([t.values for t in trials], dtype=float) * sign
+    return [t for t, row in zip(trials, loss)
+            if not np.any(np.all(loss <= row, axis=1) & np.any(loss < row, axis=1))]
 
 
 @dataclass

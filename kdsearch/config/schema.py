@@ -162,6 +162,12 @@ class StudyConfig(Section):
     max_macs: Annotated[int | None, at_least(1), CHANGES_TRIALS] = None
     max_latency_ms: Annotated[float | None, POSITIVE, CHANGES_TRIALS] = None
     max_bytes: Annotated[int | None, at_least(1), CHANGES_TRIALS] = None
+    # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
+    # params) train again for `promote_epochs` on `promote_images` training images (0: all), and the front
+    # is read there; 0 = off. Changing them later promotes what the new rung lacks, at that rung.
+    promote: Annotated[int, at_least(0)] = 0
+    promote_epochs: Annotated[int, at_least(1)] = 10
+    promote_images: Annotated[int, at_least(0)] = 0
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -29,9 +29,11 @@ from ..runs.run import Run, open_run
 from .figures import log_ticks
 from .images import export_images
 from .results_provenance import provenance_section
+from .results_references import load_references, reference_aim_lines, references_section
 
 
 AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's params, within 3 points of it
+FIDELITY_MIN = 6  # retrained students needed before the search's rank correlation is printed
 ARM_STYLE = {"kd": ("#d62728", "circle", 0.96), "ce": ("#1f77b4", "square", 1.0), "ce-all": ("#7f7f7f", "diamond", 1.04)}
 # (colour, marker, x offset factor: the arms of one student sit side by side instead of on top of each other)
 
@@ -294,9 +296,11 @@ def fidelity_lines(finals: list[dict[str, Any]]) -> list[str]:
     search validation accuracy with their final (distilled) test accuracy."""
     pairs = [(b["trial"]["search_val_accuracy"], b["summary"]["arms"]["kd"]["test_mean"]) for b in finals
              if "kd" in b["summary"]["arms"] and b["trial"].get("search_val_accuracy") is not None]
-    if len(pairs) < 3:
-        return [] if not pairs else [f"Search fidelity: {len(pairs)} retrained student(s) so far, too few for a rank "
-                                     "correlation of search and final accuracy (it needs 3).", ""]
+    if len(pairs) < FIDELITY_MIN:
+        return [] if not pairs else [f"Search fidelity: {len(pairs)} retrained student(s) so far, too few to tell how "
+                                     "well the search ranks them (a rank correlation over fewer than "
+                                     f"{FIDELITY_MIN} students is mostly chance: with 3, a perfect one comes up "
+                                     "once in 6 random orders).", ""]
     search, final = zip(*pairs)
     rho, tau = spearmanr(search, final).statistic, kendalltau(search, final).statistic
     return [f"Search fidelity: over the {len(pairs)} retrained students, the search's validation accuracy ranks "
@@ -309,9 +313,11 @@ def exclusions(gains: list[tuple[str, dict[str, Any] | None]]) -> tuple[list[str
     return [n for n, g in tested if g["low"] > 0], [n for n, g in tested if g["high"] < 0]
 
 
-def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
+def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any],
+                refs: dict[int, list[dict[str, Any]]] | None = None) -> list[str]:
     """The aim, checked against the numbers: a student at <= 1/10 of the params within 3 points, a gain that excludes 0
-    (against the headline baseline; the other baseline is named where its interval excludes 0)."""
+    (against the headline baseline; the other baseline is named where its interval excludes 0), and per size band
+    the search's student at least as accurate as the best hand-written reference of at most its size."""
     small = [b for b in finals if "kd" in b["summary"]["arms"] and b["trial"]["params"] <= AIM_FRACTION * teacher["params"]]
     lines = ["### Against the aim", ""]
     if small:
@@ -339,6 +345,7 @@ def aim_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[s
                ([f"below it for trial(s) {', '.join(below)} (the teacher hurt)"] if below else [])
         if said:
             lines.append(f"- Against the {name} instead, the interval excludes zero {' and '.join(said)}.")
+    lines += reference_aim_lines(finals, refs or {}, teacher)
     tested = sum(1 for _, g in gains if g and g["n"] >= 2)
     if tested > 1:
         lines.append(f"- {tested} students were compared: at 95%, about {tested / 20:.2g} of {tested} intervals would "
@@ -378,7 +385,9 @@ def run_section(run: Run, figures: Path, out: Path, same_study_twice: bool = Fal
     lines += teacher_section(teacher, data, (run.config.get("teacher") or {}).get("weights"))
     lines += (same_search_section(run, search_shown_in) if search_shown_in else
               front_section(run, teacher, finals))
+    refs = load_references(run_dir)
     lines += finals_section(finals, teacher)
+    lines += references_section(finals, refs, teacher)
     lines += int8_section(run_dir, finals)
     if finals:
         fig = figure(finals, teacher, f"{title}: test accuracy vs params")
@@ -389,7 +398,7 @@ def run_section(run: Run, figures: Path, out: Path, same_study_twice: bool = Fal
             lines += [f"![test accuracy vs params]({rel.as_posix()})", ""]
         else:
             lines += [f"*(No figure: {message}.)*", ""]
-        lines += aim_section(finals, teacher)
+        lines += aim_section(finals, teacher, refs)
     notes = notes_file(run_dir)
     if notes.is_file():
         lines += ["### Notes", "", notes.read_text().rstrip(), ""]

@@ -7,6 +7,7 @@
     RUN/trials/<number>/          each trial's student (spec.json, student.safetensors)
     RUN/test_accuracy.json        test accuracy of the Pareto members, measured once
     RUN/final/<trial>/            final training: results.json and <arm>-lr<lr>-seed<S>/ models
+    RUN/final/<trial>/references/<name>/   a hand-written reference scaled to the trial's size, trained beside it
     RUN/export/<trial>/           exports (of the distilled student; RUN/export/<trial>-ce/ etc. for a baseline arm)
     RUN/artifacts/                optuna-dashboard's artifact store
     RUN/notes.md                  hand-written discussion that `kdsearch results` includes
@@ -69,14 +70,28 @@ def final_results(run_dir: Path, number: int) -> Path:
     return final_dir(run_dir, number) / RESULTS_FILE
 
 
+def reference_dir(run_dir: Path, number: int, name: str) -> Path:
+    """Final training of the hand-written reference `name` scaled to trial `number`'s size."""
+    return final_dir(run_dir, number) / "references" / name
+
+
+def arm_dir(folder: Path, mode: str, seed: int, lr: float) -> Path:
+    """A finished final-training model inside a final folder (a trial's or a reference's)."""
+    return Path(folder) / f"{mode}-lr{lr:.4g}-seed{seed}"
+
+
+def arm_partial_path(folder: Path, mode: str, seed: int, lr: float, probe: int | None = None) -> Path:
+    """The epoch checkpoint of a final-training model in progress (training.checkpoint); removed once it is kept."""
+    name = f"{mode}-lr{lr:.4g}-seed{seed}" + (f"-probe{probe}" if probe else "")
+    return Path(folder) / f"{name}{PARTIAL_SUFFIX}"
+
+
 def model_dir(run_dir: Path, number: int, mode: str, seed: int, lr: float) -> Path:
-    return final_dir(run_dir, number) / f"{mode}-lr{lr:.4g}-seed{seed}"
+    return arm_dir(final_dir(run_dir, number), mode, seed, lr)
 
 
 def partial_model_path(run_dir: Path, number: int, mode: str, seed: int, lr: float, probe: int | None = None) -> Path:
-    """The epoch checkpoint of a final-training model in progress (training.checkpoint); removed once it is kept."""
-    name = f"{mode}-lr{lr:.4g}-seed{seed}" + (f"-probe{probe}" if probe else "")
-    return final_dir(run_dir, number) / f"{name}{PARTIAL_SUFFIX}"
+    return arm_partial_path(final_dir(run_dir, number), mode, seed, lr, probe)
 
 
 def export_dir(run_dir: Path, number: int, arm: str = "kd") -> Path:

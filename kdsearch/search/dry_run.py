@@ -105,6 +105,12 @@ def dry_run(cfg: StudyConfig, console: Console) -> None:
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=None, device=device,
                        pruner=None)
     estimate_search(ctx, cfg.trials - done, console, study)
+    if cfg.promote:
+        rung_images = cfg.promote_images or len(data.train)
+        ratio = cfg.promote_epochs * rung_images / (cfg.epochs * len(train))
+        console.print(f"then promotion: the {cfg.promote} most accurate student(s) of each size band (a factor of 2 in "
+                      f"params) train again for {cfg.promote_epochs} epochs on {rung_images:,} images, each about "
+                      f"{ratio:.0f}x a trial's training, one at a time (docs/search.md, \"Promotion\")", highlight=False)
 
 
 def check_folder(cfg: StudyConfig) -> tuple[int, str, optuna.Study | None]:

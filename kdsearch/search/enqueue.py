@@ -1,4 +1,10 @@
-"""Known students evaluated first (--enqueue): loaded, completed with the data's shape, queued once."""
+"""Known students evaluated first (--enqueue): loaded, completed with the data's shape, queued once.
+
+An entry is a spec with its T, alpha and lr, or a hand-written reference by name
+(models.students.references), {"reference": "resnet8"}, at its published width, at `"width": W`
+or scaled to `"max_params": N`; a reference's T, alpha and lr, where the entry leaves them out,
+are sampled as any trial's. A trial of a reference is the reference's, not the search's: picking
+rules, `--front` and the results' comparison of search students leave it out."""
 
 from __future__ import annotations
 
@@ -11,11 +17,18 @@ import optuna
 
 from ..data.splits import DataSplits
 from ..errors import KDSearchError
+from ..models.students.references import reference, reference_spec, scaled_reference
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 
 
 ENQUEUED_ATTR = "enqueued"  # user attribute of a trial that evaluates a known student (--enqueue)
+HP = ("temperature", "alpha", "lr")
+
+
+def is_reference(attrs: dict[str, Any]) -> bool:
+    """Whether trial user attributes `attrs` are those of an enqueued hand-written reference."""
+    return "reference" in (attrs.get(ENQUEUED_ATTR) or {})
 
 
 def load_enqueue(path: str | Path) -> list[dict[str, Any]]:
@@ -31,10 +44,14 @@ def load_enqueue(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(entries, list):
         raise KDSearchError(f"--enqueue {path}: expected a JSON list of students")
     for i, e in enumerate(entries):
-        missing = [k for k in ("spec", "temperature", "alpha", "lr") if not isinstance(e, dict) or k not in e]
+        if isinstance(e, dict) and "reference" in e:
+            reference(e["reference"])  # a known name
+            if "width" in e and "max_params" in e:
+                raise KDSearchError(f"--enqueue {path}: entry {i}: give a reference's width or max_params, not both")
+        missing = [k for k in ("spec", *HP) if not isinstance(e, dict) or (k not in e and "reference" not in e)]
         if missing:
             raise KDSearchError(f"--enqueue {path}: entry {i} lacks {', '.join(missing)}")
-        if not 0 <= float(e["alpha"]) <= 1 or float(e["temperature"]) <= 0 or float(e["lr"]) <= 0:
+        if not 0 <= float(e.get("alpha", 0)) <= 1 or float(e.get("temperature", 1)) <= 0 or float(e.get("lr", 1)) <= 0:
             raise KDSearchError(f"--enqueue {path}: entry {i}: need 0 <= alpha <= 1, temperature > 0, lr > 0")
     return entries
 
@@ -51,12 +68,27 @@ def spec_for_data(spec: dict[str, Any], data: DataSplits) -> StudentSpec:
     return out
 
 
+def reference_entry(e: dict[str, Any], data: DataSplits) -> dict[str, Any]:
+    """A reference entry with its spec for the data (the width given, scaled to max_params, or published)."""
+    shape = dict(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size,
+                 mean=list(data.mean), std=list(data.std))
+    if "max_params" in e:
+        spec = scaled_reference(e["reference"], int(e["max_params"]), **shape)
+        if spec is None:
+            raise KDSearchError(f"reference {e['reference']}: no width has at most {e['max_params']} parameters")
+    else:
+        spec = reference_spec(e["reference"], e.get("width"), **shape)
+    return {**e, "spec": json.loads(spec.to_json())}
+
+
 def enqueue_students(study: optuna.Study, entries: list[dict[str, Any]], data: DataSplits) -> int:
     """Queue each known student once (a rerun does not queue it again); returns how many were new."""
-    done = {t.user_attrs[ENQUEUED_ATTR]["key"] for t in study.get_trials(deepcopy=False)
-            if ENQUEUED_ATTR in t.user_attrs}
+    done = {t.user_attrs[ENQUEUED_ATTR].get("key") for t in study.get_trials(deepcopy=False)
+            if ENQUEUED_ATTR in t.user_attrs}  # (a promoted student's rung trial has no key)
     new = 0
     for e in entries:
+        if "reference" in e:
+            e = reference_entry(e, data)
         spec_for_data(e["spec"], data)
         key = hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest()[:12]
         if key not in done:

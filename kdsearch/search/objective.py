@@ -79,7 +79,9 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     fixed = trial.user_attrs.get(ENQUEUED_ATTR)  # a known student from --enqueue, evaluated as it is
     if fixed:
         spec = spec_for_data(fixed["spec"], data)
-        hp = {k: float(fixed[k]) for k in ("temperature", "alpha", "lr")}
+        # (a reference may leave T, alpha and lr to the sampler)
+        hp = {k: float(fixed[k]) if k in fixed else suggest(trial, k, cfg.space[k], SPACE_KINDS[k])
+              for k in ("temperature", "alpha", "lr")}
     else:
         spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
                            list(data.mean), list(data.std))

@@ -33,6 +33,13 @@ from ..config import PrunerConfig
 CURVE = "curve"  # user attribute: validation accuracy after each epoch
 CHECKS = "checks"  # user attribute (checks_per_epoch > 1): validation accuracy at each check
 PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was stopped (a fraction: mid-epoch)
+# user attribute of a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
+RUNG_ATTR = "rung"
+
+
+def rung_of(trial: FrozenTrial) -> dict | None:
+    """A promoted trial's rung (its longer budget), None for the search's own trials."""
+    return trial.user_attrs.get(RUNG_ATTR)
 
 
 def check_curve(trial: FrozenTrial) -> list[float]:
@@ -358,5 +365,7 @@ def epochs_trained(trial: FrozenTrial) -> float:
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete and pruned trials: the history pruners compare against."""
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    """Complete and pruned trials of the search's own budget: the history pruners compare against (a promoted
+    student's curve is of another budget)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if not rung_of(t)]

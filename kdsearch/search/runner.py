@@ -26,6 +26,7 @@ from .enqueue import enqueue_students, load_enqueue
 from .estimate import estimate_search
 from .fingerprint import FINGERPRINT_ATTR, fingerprint
 from .inputs import TrialContext, check_teacher_teaches, prepare_inputs
+from .promote import promote
 from .study import n_finished, open_study
 from .supervise import supervise
 from .tracking import Tracker, make_tracker, tracking_note
@@ -102,8 +103,12 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
         with run_log(cfg.run_path, console):
             LOGGER.info(f"$ {command_line()}")
             try:
-                return _run_search(cfg, console, study_file, workers, record, enqueue, entries, in_process,
-                                   callbacks + ([tracker] if tracker else []), tracker)
+                study = _run_search(cfg, console, study_file, workers, record, enqueue, entries, in_process,
+                                    callbacks + ([tracker] if tracker else []), tracker)
+                if cfg.promote and n_finished(study) >= cfg.trials:  # the search's trials done: its best go on
+                    with alive(cfg.run_path):
+                        promote(cfg, study, console)
+                return study
             finally:
                 if tracker is not None:
                     tracker.close()

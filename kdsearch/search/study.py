@@ -11,7 +11,7 @@ from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..runs.storage import make_storage
 from .fingerprint import check_resume
-from .pruners import rejected
+from .pruners import rejected, rung_of
 
 
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs", "bytes": "bytes"}
@@ -109,5 +109,7 @@ def n_finished(study: optuna.Study) -> int:
 
 def counts(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward --trials: it trained a student (complete, or pruned while training);
-    a student rejected over budget before training does not."""
+    a student rejected over budget before training does not, nor a promoted student's rung trial."""
+    if rung_of(trial):
+        return False
     return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and not rejected(trial))

@@ -139,7 +139,8 @@ def fail_dead_trial(study: optuna.Study, trial: FrozenTrial, reason: str, retrie
     origin = trial.user_attrs.get(RETRY_ATTR, trial.number)
     made = sum(t.user_attrs.get(RETRY_ATTR) == origin for t in study.get_trials(deepcopy=False))
     carry = {k: trial.user_attrs[k] for k in CARRY_ON_RETRY if k in trial.user_attrs}
-    again = bool(trial.params or carry) and made < retries
+    # (a promoted student's rung trial is not queued as a search trial: `kdsearch run` promotes it again)
+    again = bool(trial.params or carry) and made < retries and "rung" not in trial.user_attrs
     if again:
         error = f"{reason}; its parameters are queued again (retry {made + 1} of {retries})"
     elif made:

@@ -37,8 +37,9 @@ class InvertedResidual(nn.Module):
 def build_inverted(spec: StudentSpec) -> nn.Module:
     """3x3 conv-BN-ReLU6 stem to channels[0], stages of InvertedResiduals, GAP, head (always batch norm)."""
     require_batch_norm(spec)
-    if spec.expand_ratio < 1:
-        raise KDSearchError(f"inverted students need expand_ratio >= 1, got {spec.expand_ratio}")
+    ratios = spec.expand_ratios if spec.expand_ratios is not None else [spec.expand_ratio]
+    if min(ratios) < 1:
+        raise KDSearchError(f"inverted students need expand_ratio >= 1, got {min(ratios)}")
     stem = conv_bn(spec.in_channels, spec.channels[0], 3, act=nn.ReLU6)
-    return staged(spec, stem, lambda c_in, c_out, stride: InvertedResidual(c_in, c_out, spec.kernel_size, stride,
-                                                                            spec.expand_ratio))
+    return staged(spec, stem, lambda c_in, c_out, stride, i: InvertedResidual(c_in, c_out, spec.stage_kernel(i), stride,
+                                                                               spec.stage_expand(i)))

@@ -55,14 +55,14 @@ def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, groups: in
     return nn.Sequential(*layers)
 
 
-def staged(spec: StudentSpec, stem: nn.Module, block: Callable[[int, int, int], nn.Module]) -> nn.Sequential:
+def staged(spec: StudentSpec, stem: nn.Module, block: Callable[[int, int, int, int], nn.Module]) -> nn.Sequential:
     """normalize, stem, stages of spec.convs_per_stage blocks (stride 2 first in every stage after the
-    first), global average pool, flatten, head. block(c_in, c_out, stride) makes one block."""
+    first), global average pool, flatten, head. block(c_in, c_out, stride, stage) makes one block."""
     stages, c_in = [], spec.channels[0]
     for i, c_out in enumerate(spec.channels):
         blocks = []
-        for j in range(spec.convs_per_stage):
-            blocks.append(block(c_in, c_out, 2 if i > 0 and j == 0 else 1))
+        for j in range(spec.stage_depth(i)):
+            blocks.append(block(c_in, c_out, 2 if i > 0 and j == 0 else 1, i))
             c_in = c_out
         stages.append(nn.Sequential(*blocks))
     return nn.Sequential(OrderedDict(normalize=normalize_layer(spec), stem=stem, stages=nn.Sequential(*stages),

@@ -19,10 +19,10 @@ def build_plain(spec: StudentSpec) -> nn.Module:
     """Stages of conv (+BN) + ReLU, 2x2 max-pool per stage; one flat nn.Sequential (module names 0, 1, ...)."""
     layers: list[nn.Module] = [normalize_layer(spec)]
     c_in, size = spec.in_channels, spec.image_size
-    for c_out in spec.channels:
-        for _ in range(spec.convs_per_stage):
-            layers.append(nn.Conv2d(c_in, c_out, spec.kernel_size, padding=spec.kernel_size // 2,
-                                    bias=not spec.batch_norm))
+    for i, c_out in enumerate(spec.channels):
+        k = spec.stage_kernel(i)
+        for _ in range(spec.stage_depth(i)):
+            layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=not spec.batch_norm))
             if spec.batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.ReLU(inplace=True))

@@ -35,4 +35,4 @@ def build_residual(spec: StudentSpec) -> nn.Module:
     """3x3 conv-BN-ReLU stem to channels[0], stages of BasicBlocks, GAP, head (always batch norm)."""
     require_batch_norm(spec)
     stem = conv_bn(spec.in_channels, spec.channels[0], 3, act=nn.ReLU)
-    return staged(spec, stem, lambda c_in, c_out, stride: BasicBlock(c_in, c_out, spec.kernel_size, stride))
+    return staged(spec, stem, lambda c_in, c_out, stride, i: BasicBlock(c_in, c_out, spec.stage_kernel(i), stride))

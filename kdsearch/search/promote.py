@@ -1,0 +1,111 @@
+"""Promotion: the best few students of each size band train again at a longer rung.
+
+A short trial (3 epochs on a subset) rewards students that learn fast, not those that end well:
+among students of about the same size its ranking is close to chance (BENCHMARKS.md, "Search
+fidelity"). So once the search has its trials, the `promote` most accurate students of each size
+band (parameter counts within a factor of 2: bands [2^k, 2^(k+1))) train again from scratch at the
+rung, `promote_epochs` epochs on `promote_images` training images (0: all), each as a new trial of
+the study that records which trial it promotes. The front is then read at the highest rung: the
+promoted students compete with each other only, and the pruner never compares a rung's curves with
+the short trials' (a rung trial is not pruned). Rung trials do not count toward `trials`.
+
+Promotion runs in the `kdsearch run` process, after the workers' trials, one student at a time (a
+failing student fails its trial alone); rerunning the command promotes what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import defaultdict
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.markup import escape
+
+from ..config import StudyConfig
+from ..models.students.spec import StudentSpec
+from ..progress import progress_bar
+from .enqueue import ENQUEUED_ATTR, is_reference
+from .pruners import RUNG_ATTR, rung_of
+from .workers import ERROR_ATTR, heartbeat
+
+
+def size_band(params: float) -> int:
+    """The band of students within a factor of 2 of each other in parameters: [2^k, 2^(k+1))."""
+    return int(math.floor(math.log2(max(params, 1))))
+
+
+def searched(trial: FrozenTrial) -> bool:
+    """A complete, feasible short trial of the search's own (not a rung trial, not a hand-written reference)."""
+    return (trial.state == TrialState.COMPLETE and not rung_of(trial) and not is_reference(trial.user_attrs)
+            and all(v <= 0 for v in trial.constraints.values()))
+
+
+def to_promote(study: optuna.Study, per_band: int, rung: dict) -> list[FrozenTrial]:
+    """The `per_band` most accurate searched trials of each size band that this rung has not trained yet,
+    smallest band first (a promotion that failed is tried once more: its process may have been killed)."""
+    trials = study.get_trials(deepcopy=False)
+    at_rung = [(r["from"], t.state) for t in trials
+               if (r := rung_of(t)) and (r["epochs"], r["images"]) == (rung["epochs"], rung["images"])]
+    failed = [n for n, state in at_rung if state == TrialState.FAIL]
+    done = {n for n, state in at_rung if state in (TrialState.COMPLETE, TrialState.RUNNING) or failed.count(n) >= 2}
+    bands: dict[int, list[FrozenTrial]] = defaultdict(list)
+    for t in trials:
+        if searched(t):
+            bands[size_band(t.user_attrs["params"])].append(t)
+    best = [t for band in sorted(bands)
+            for t in sorted(bands[band], key=lambda t: (-t.values[0], t.number))[:per_band]]
+    return [t for t in best if t.number not in done]
+
+
+def rung_config(cfg: StudyConfig) -> StudyConfig:
+    """The study's settings for its rung: the rung's epochs and images, no pruning."""
+    out = cfg.model_copy(deep=True)
+    out.epochs = cfg.promote_epochs
+    out.data.subset = cfg.promote_images
+    out.pruner.name = "none"
+    return out
+
+
+def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int]:
+    """Train the students to promote at the rung (each a new trial); returns the new trials' numbers."""
+    from .estimate import estimate_training  # (the heavy inputs only when there is something to promote)
+    from .inputs import prepare_inputs
+    from .objective import train_trial
+
+    rung = {"epochs": cfg.promote_epochs, "images": cfg.promote_images}
+    chosen = to_promote(study, cfg.promote, rung)
+    if cfg.promote <= 0 or not chosen:
+        return []
+    images = f"{cfg.promote_images:,} images" if cfg.promote_images else "all training images"
+    console.print(f"promoting the {cfg.promote} most accurate student(s) of each size band (within 2x in params): "
+                  f"trial(s) {', '.join(str(t.number) for t in chosen)}, {cfg.promote_epochs} epochs on {images} each")
+    ctx = prepare_inputs(rung_config(cfg), console)
+    numbers = []
+    for source in chosen:
+        estimate_training(ctx, StudentSpec.from_json(json.dumps(source.user_attrs["spec"])),
+                          source.user_attrs["lr"], 1, cfg.promote_epochs, 1, console)
+        attrs = source.user_attrs
+        known = attrs.get(ENQUEUED_ATTR) or {}
+        trial = study.ask()
+        trial.set_user_attr(RUNG_ATTR, {**rung, "from": source.number})
+        trial.set_user_attr(ENQUEUED_ATTR, {**known, "spec": attrs["spec"],
+                                            **{k: attrs[k] for k in ("temperature", "alpha", "lr")}})
+        numbers.append(trial.number)
+        try:
+            with heartbeat(trial), progress_bar(console) as progress:
+                values = train_trial(trial, dataclasses.replace(ctx, progress=progress))
+        except Exception as exc:  # this student fails alone; the others are promoted
+            trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            console.print(f"[red]rung trial {trial.number} (trial {source.number}) failed: {escape(str(exc))}[/]",
+                          highlight=False)
+            continue
+        study.tell(trial, values)
+        console.print(f"rung trial {trial.number:3d} (trial {source.number}) val {values[0]:.2%} "
+                      f"(search {source.values[0]:.2%}) {attrs['params']:>9,} params  {attrs['arch']}",
+                      highlight=False)
+    return numbers

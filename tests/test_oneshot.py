@@ -1,0 +1,144 @@
+"""One-shot supernets: subnets share the largest's weights, extract exactly, train by the sandwich rule."""
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from kdsearch.errors import KDSearchError
+from kdsearch.export.onnx_file import verify_onnx, write_onnx
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.spec import StudentSpec
+from kdsearch.oneshot.evaluate import evaluate, recalibrate
+from kdsearch.oneshot.supernet import SubnetSpace, Subnets, extract, subnet_tensors
+from kdsearch.oneshot.train import sandwich, sandwich_step, train_supernet
+from kdsearch.training.checkpoint import Resume
+from kdsearch.training.distill import Recipe, fit, kd_loss
+
+
+def space(family: str) -> SubnetSpace:
+    base = StudentSpec(3, 10, 16, [8, 16], family=family)
+    return SubnetSpace(base, widths=((4, 6, 8), (8, 12, 16)), depths=(1, 2), kernels=(3, 5), expands=(2, 3))
+
+
+def randomize_norms(model: nn.Module) -> None:
+    """Batch-norm statistics and affine parameters far from their initial values (so slices matter)."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g))
+
+
+@pytest.mark.parametrize("family", ["residual", "inverted"])
+def test_an_extracted_subnet_computes_what_the_supernet_computes_for_it(family):
+    s = space(family)
+    torch.manual_seed(0)
+    supernet = build(s.largest())
+    randomize_norms(supernet)
+    subnets = Subnets(supernet)
+    x = torch.rand(4, 3, 16, 16)
+    rng = random.Random(0)
+    for spec in [s.smallest(), s.largest()] + [s.sample(rng) for _ in range(6)]:
+        student = extract(supernet, spec)
+        with torch.no_grad():
+            inside = subnets.forward(spec, x, train=False)
+            alone = student.eval()(x)
+        assert torch.allclose(inside, alone, atol=1e-5), spec.summary()
+        # and after the same recalibration on the same images
+        calib = (torch.rand(32, 3, 16, 16) * 255).to(torch.uint8)
+        recalibrate(student, calib)
+        twin = recalibrate(extract(supernet, spec), calib)
+        assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), twin.state_dict().values()))
+    assert s.largest().summary().startswith("res[8,16]x[2,2] k[5,5]" if family == "residual" else "inv[8,16]x[2,2] e[3,3]")
+
+
+def test_recalibration_gives_a_subnets_own_batch_statistics():
+    s = space("residual")
+    student = extract(build(s.largest()), s.smallest())
+    randomize_norms(student)
+    calib = (torch.rand(64, 3, 16, 16) * 255).to(torch.uint8)
+    recalibrate(student, calib, batch_size=16)
+    stem_conv, stem_bn = student.stem[0], student.stem[1]
+    with torch.no_grad():
+        features = stem_conv(student.normalize(calib.float() / 255))
+    assert torch.allclose(stem_bn.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not student.training
+
+
+@pytest.mark.parametrize("family", ["residual", "inverted"])
+def test_every_extracted_spec_builds_exports_and_trains(family, tmp_path):
+    s = space(family)
+    supernet = build(s.largest())
+    rng = random.Random(3)
+    for k, spec in enumerate([s.smallest()] + [s.sample(rng) for _ in range(2)]):
+        assert s.contains(spec) and StudentSpec.from_json(spec.to_json()) == spec
+        student = extract(supernet, spec).eval()
+        write_onnx(student, spec, tmp_path / f"{k}.onnx")
+        assert verify_onnx(student, spec, tmp_path / f"{k}.onnx") < 1e-4
+    x, y = (torch.rand(64, 3, 16, 16) * 255).to(torch.uint8), torch.randint(0, 10, (64,))
+    curve = fit(extract(supernet, spec), x, y, Recipe(epochs=1, lr=0.05, batch_size=16, optimizer="sgd"), pad=2,
+                flip=True, seed=0, x_val=x, y_val=y)
+    assert len(curve) == 1
+
+
+def test_only_residual_and_inverted_have_supernets_and_foreign_specs_are_refused():
+    with pytest.raises(KDSearchError, match="plain family has no supernet"):
+        SubnetSpace(StudentSpec(3, 10, 16, [8]), widths=((8,),))
+    s = space("residual")
+    with pytest.raises(KDSearchError, match="not a subnet"):
+        extract(build(s.largest()), StudentSpec(3, 10, 16, [32, 16], family="residual"))
+
+
+def test_the_sandwich_step_adds_the_largests_and_the_in_place_distilled_gradients():
+    s = space("inverted")
+    torch.manual_seed(0)
+    supernet = build(s.largest())
+    subnets = Subnets(supernet)
+    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    teacher = torch.randn(8, 10)
+    recipe = Recipe(epochs=1, lr=0.1, batch_size=8, temperature=4.0, alpha=0.9, label_smoothing=0.1)
+    big, small = s.largest(), s.smallest()
+    sandwich_step(subnets, [big, small], x, y, teacher, recipe)
+    got = {n: p.grad.clone() for n, p in supernet.named_parameters()}
+    # by hand: the largest against the teacher, the smallest against the largest's predictions
+    supernet.zero_grad(set_to_none=True)
+    logits = subnets.forward(big, x)
+    kd_loss(logits, teacher, y, 4.0, 0.9, 0.1).backward()
+    first = {n: p.grad.clone() for n, p in supernet.named_parameters()}
+    supernet.zero_grad(set_to_none=True)
+    kd_loss(subnets.forward(small, x), logits.detach(), y, 1.0, 1.0).backward()
+    second = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in supernet.named_parameters()}
+    for name in got:
+        assert torch.allclose(got[name], first[name] + second[name], atol=1e-6), name
+    # the smallest reaches only its slice: the stem's last channels get the largest's gradient alone
+    w = small.channels[0]
+    assert torch.equal(second["stem.0.weight"][w:], torch.zeros_like(second["stem.0.weight"][w:]))
+    assert sandwich(s, 5, 0, 2)[:2] == [big, small] and sandwich(s, 5, 0, 2) == sandwich(s, 5, 0, 2)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_resumed_supernet_training_continues_bit_exactly(tmp_path):
+    s = space("residual")
+    x, y = (torch.rand(96, 3, 16, 16) * 255).to(torch.uint8), torch.randint(0, 10, (96,))
+    recipe = Recipe(epochs=3, lr=0.05, batch_size=32, optimizer="sgd", schedule="linear", warmup=0.2)
+    whole = train_supernet(s, x, y, recipe, pad=2, flip=True, seed=0, n_random=1)
+
+    def stop_after_two(epoch, loss, seconds):
+        if epoch == 2:
+            raise Stop
+
+    resume = Resume(tmp_path / "supernet.pt", {"space": "test"}, every_s=0.0)
+    with pytest.raises(Stop):
+        train_supernet(s, x, y, recipe, pad=2, flip=True, seed=0, n_random=1, resume=resume, on_epoch=stop_after_two)
+    resume = Resume(tmp_path / "supernet.pt", {"space": "test"}, every_s=0.0)
+    again = train_supernet(s, x, y, recipe, pad=2, flip=True, seed=0, n_random=1, resume=resume)
+    assert resume.resumed_at == 1  # stopped before epoch 2 was saved: it continues from epoch 1's checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values()))
+    accuracy, student = evaluate(again, s.smallest(), x[:32], x, y)
+    assert 0 <= accuracy <= 1 and student.stem[0].out_channels == 4
