@@ -7,20 +7,51 @@ traceback.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:
+    from typer._click import exceptions as click_errors  # typer >= 0.2x carries its own click
+except ImportError:  # pragma: no cover - older typer: click's own
+    from click import exceptions as click_errors
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import KDSearchError
+from .errors import KDSearchError, disk_full, disk_full_error
+
+class OneLineErrors(TyperGroup):
+    """Click's usage errors (an unknown flag, a missing argument, a value of the wrong type) as one line and
+    exit 2, as every other refusal, instead of typer's 4-6-line box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # `kdsearch` alone: the help, as before
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if isinstance(exc, click_errors.UsageError) and ctx else ""
+            typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 # Each command imports what it needs when it runs (torch, optuna, plotly take seconds): `kdsearch --help`
 # and a mistyped flag answer at once.
 app = typer.Typer(help="Find small, fast student CNNs by knowledge distillation and Optuna search.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, cls=OneLineErrors)
 # Wide when piped to a log: the Pareto table's architecture column stays on one line.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -35,6 +66,12 @@ def user_errors(fn):
         except KDSearchError as exc:
             err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Exception as exc:
+            if not disk_full(exc):  # a bug keeps its traceback
+                raise
+            err_console.print(f"[red]error:[/] {escape(str(disk_full_error('the run or output folder')))}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print(f"interrupted: everything finished is kept{INTERRUPTED.get(fn.__name__, '')}; "
                               "the same command resumes", highlight=False, soft_wrap=True)
@@ -48,6 +85,21 @@ INTERRUPTED = {"run": " (a running trial is marked failed)",
 
 
 Opt = typer.Option
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"kdsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, Opt("--version", callback=_version, is_eager=True, help="Print kdsearch's version and exit.")] = False,
+) -> None:
+    """Find small, fast student CNNs by knowledge distillation and Optuna search."""
 
 
 @app.command()
@@ -155,6 +207,7 @@ def report(
     test: Annotated[bool, Opt("--test/--no-test", help="Also measure and show the Pareto members' test accuracy (pick on validation, report test).")] = False,
     images: Annotated[bool, Opt("--images", help="Also write each figure as an image (needs kaleido).")] = False,
     image_format: Annotated[str, Opt(help="png or svg (with --images).")] = "png",
+    as_json: Annotated[bool, Opt("--json", help="Print the teacher and the Pareto front as JSON on stdout (what is said besides goes to stderr).")] = False,
 ) -> None:
     """Print the Pareto table of a run and write its self-contained HTML report."""
     from .reporting.report import write_report
@@ -163,7 +216,10 @@ def report(
     if image_format not in ("png", "svg"):
         raise KDSearchError(f"--image-format: {image_format!r} is not one of png, svg")
     run = open_run(run_dir, storage, study_name)
-    write_report(run, out, test=test, images=images, image_format=image_format, console=console)
+    facts = write_report(run, out, test=test, images=images, image_format=image_format,
+                         console=err_console if as_json else console, table=not as_json)
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
 
 
 @app.command()
@@ -172,12 +228,17 @@ def status(
     run_dir: Annotated[Optional[Path], typer.Argument(help="A run folder (holds run.json).")] = None,
     storage: Annotated[Optional[str], Opt(help="Optuna storage URL, instead of a run folder.")] = None,
     study_name: Annotated[Optional[str], Opt(help="Study name in --storage.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print it as JSON (trial counts, running and failed trials, teacher, caches, final training, front).")] = False,
 ) -> None:
     """Where a study stands: trials by state, running trials and their workers, failures, the front so far."""
     from .runs.run import open_run
-    from .reporting.status import show_status
+    from .reporting.status import show_status, status_facts
 
-    show_status(open_run(run_dir, storage, study_name), console)
+    run = open_run(run_dir, storage, study_name)
+    if as_json:
+        typer.echo(json.dumps(status_facts(run), indent=2))
+    else:
+        show_status(run, console)
 
 
 @app.command()

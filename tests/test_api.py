@@ -133,3 +133,50 @@ def test_importing_kdsearch_stays_cheap():
 
     code = "import sys, kdsearch; print(sorted(m for m in ('torch', 'optuna', 'pandas') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+SCRIPT = '''import kdsearch
+
+study = kdsearch.run(None, name="s", run_dir={run_dir!r}, trials=1, epochs=1, device="cpu", threads=1,
+                     data__dataset="digits", data__subset=100, teacher__name="resnet20", teacher__pretrained=False,
+                     teacher__epochs=0, teacher__allow_chance=True, train__views=1, space__family="plain")
+print("finished", len([t for t in study.trials if t.state.name == "COMPLETE"]))
+'''
+
+
+@pytest.mark.slow
+def test_the_api_runs_a_study_from_a_script_without_a_main_guard_and_from_stdin(tmp_path):
+    """Issue 36: `kdsearch.run(...)` at a script's top level (no `if __name__ == "__main__":`) made every spawned
+    worker run the script again (tracebacks, then "worker processes died 5 times in a row"), and `python - <<EOF`
+    failed with FileNotFoundError '<stdin>'. Both finish a (tiny) digits study in supervised workers."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KDSEARCH_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(README.parent), os.environ.get("PYTHONPATH", "")])}
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT.format(run_dir=str(tmp_path / "from-file")))
+    ran = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0 and "finished 1" in ran.stdout, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "Traceback" not in ran.stdout + ran.stderr
+    piped = subprocess.run([sys.executable, "-"], input=SCRIPT.format(run_dir=str(tmp_path / "from-stdin")),
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert piped.returncode == 0 and "finished 1" in piped.stdout, piped.stdout[-3000:] + piped.stderr[-3000:]
+    assert "Traceback" not in piped.stdout + piped.stderr
+
+
+def test_worker_processes_are_launched_with_no_main_module_to_import():
+    """What makes the test above pass, checked directly: the spawn preparation data a worker receives names no
+    main module (neither a path nor a module name), and the caller's __main__ is back afterwards."""
+    import multiprocessing.spawn
+    import sys
+
+    from kdsearch.search.spawn import main_module_hidden, worker_context
+
+    main = sys.modules["__main__"]
+    with main_module_hidden():
+        data = multiprocessing.spawn.get_preparation_data("kdsearch-worker-0")
+    assert "init_main_from_path" not in data and "init_main_from_name" not in data
+    assert sys.modules["__main__"] is main
+    assert worker_context().Process._Popen.__qualname__.startswith("WorkerProcess")

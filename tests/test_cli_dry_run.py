@@ -63,3 +63,34 @@ def test_dry_run_on_an_existing_run_says_it_resumes_and_refuses_what_the_run_ref
         refused = runner.invoke(app, same + extra)
         assert refused.exit_code == 2 and match in refused.output and refused.output.count("\n") == 1, refused.output
     assert {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*")} == before
+
+
+CIFAR = ["--dataset", "cifar10", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "1",
+         "--trials", "2", "--device", "cpu"]
+
+
+def test_a_dry_run_refuses_data_a_run_could_not_download_and_a_missing_teacher_file(tmp_path, monkeypatch):
+    """Issue 36: offline, with CIFAR-10 absent, --dry-run said "a run downloads it" and exit 0, and said nothing
+    of a missing teacher.weights file; the run then failed. Every input is checked; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    data = ["--data-dir", str(tmp_path / "data")]
+    monkeypatch.setattr("kdsearch.search.dry_run.download_problem",
+                        lambda name: "https://example/cifar.tar.gz cannot be reached (offline)")
+    offline = runner.invoke(app, ["run", *CIFAR, *data, "--dry-run"])
+    assert offline.exit_code == 2 and offline.output.count("\n") == 1, offline.output
+    assert "cifar10 is not in" in offline.output and "a run could not download it" in offline.output
+    # reachable: the dry run says the run downloads it, and still checks the teacher's file
+    monkeypatch.setattr("kdsearch.search.dry_run.download_problem", lambda name: None)
+    online = runner.invoke(app, ["run", *CIFAR, *data, "--dry-run"])
+    assert online.exit_code == 0, online.output
+    assert "a run downloads it first" in online.output and "teacher resnet20: random initialization" in online.output
+    missing = runner.invoke(app, ["run", *CIFAR, *data, "--teacher-weights", str(tmp_path / "nope.pt"), "--dry-run"])
+    assert missing.exit_code == 2 and "teacher weights not found" in missing.output, missing.output
+    assert missing.output.count("\n") == 1
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")  # there but unreadable: the run's own refusal
+    bad = runner.invoke(app, ["run", *CIFAR, *data, "--teacher-weights", str(tmp_path / "bad.pt"), "--dry-run"])
+    assert bad.exit_code == 2 and "corrupt or not a PyTorch checkpoint" in bad.output, bad.output
+    # with digits (here) the missing file is refused the same way, before the data is described
+    digits = runner.invoke(app, ["run", *TINY, "--teacher-weights", str(tmp_path / "nope.pt"), "--dry-run"])
+    assert digits.exit_code == 2 and "teacher weights not found" in digits.output, digits.output
+    assert not {"runs", "data"} & set(os.listdir(tmp_path))  # no run folder, no data folder

@@ -13,8 +13,16 @@ STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 @pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_studies_load(path):
+    """Each shipped study loads and searches something (a space with at least one range or choice)."""
     cfg = load_config(path)
-    assert cfg.trials >= 1 and cfg.space
+    assert any(isinstance(v, list) for v in cfg.space.values()) and cfg.trials >= 1
+
+
+def test_shipped_studies_have_their_own_names():
+    """Two shipped studies of one name would share runs/<name>: the second would be refused as a resume with
+    other settings, or, worse, add its trials to the first's study."""
+    names = [load_config(path).name for path in sorted(STUDIES.glob("*.toml"))]
+    assert len(names) == len(set(names)) and len(names) >= 5, names
 
 
 def test_cli_overrides_beat_the_file(tmp_path):

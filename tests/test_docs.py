@@ -173,7 +173,8 @@ def test_the_readmes_picking_example_is_what_the_committed_run_picks():
 
 def test_every_flag_the_readme_names_exists():
     """Every `--flag` in the README (tables and prose too) is an option of a kdsearch command."""
-    known = {opt for cmd in COMMANDS.values() for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
+    known = {opt for cmd in [*COMMANDS.values(), get_command(app)] for p in cmd.params
+             for opt in (*p.opts, *p.secondary_opts)} | {"--help"}
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", prose(README.read_text())))
     assert named and not named - known, sorted(named - known)
 
@@ -227,16 +228,40 @@ TINY = {"run": ["--trials", "2", "--epochs", "1", "--views", "2", "--device", "c
 PICK = ["--min-accuracy", "0.01"]  # a rule every tiny front meets, in place of the README's 0.95
 
 
-def test_the_readme_quick_start_runs_on_small_data(quick, tmp_path):
-    """The quick start's commands as written (run -> report -> export -> train -> export), with tiny counts."""
+def python_blocks(text: str) -> list[str]:
+    """The ```python blocks of the README's Python API section, in order."""
+    return re.findall(r"```python\n(.*?)```", section(text, "Python API"), re.S)
+
+
+# keyword settings added to the README's kdsearch.run and kdsearch.retrain calls (tiny counts, as TINY)
+TINY_RUN = {"epochs": 1, "teacher__epochs": 2, "train__views": 2, "device": "cpu", "teacher__allow_chance": True,
+            "in_process": True}
+TINY_RETRAIN = {"epochs": 1, "seeds": [0], "lr_grid": [1], "device": "cpu"}
+
+
+@pytest.mark.slow
+def test_the_readme_quick_start_then_every_python_example_runs_in_order_on_a_fresh_clone(quick, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """Issue 36: the quick start's commands as written (run -> report -> export -> train -> export), then every
+    Python API example of the README, in order, in a folder laid out as a fresh clone (the study files, no runs/),
+    with tiny counts. The second example used to be refused after the quick start (`data.subset 0 (now 500)`)."""
+    import shutil
+
+    import kdsearch
+
+    pytest.importorskip("pandas")
+    pytest.importorskip("mlflow")
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "studies", clone / "studies")
+    monkeypatch.chdir(clone)
     lines = command_lines(section(README.read_text(), "Quick start"))
     assert [shlex.split(line)[1] for line in lines] == ["run", "report", "export", "train", "export"]
-    run_dir = tmp_path / "digits-demo"
+    run_dir = clone / "runs" / "digits-demo"
     exported = []
     for line in lines:
-        words = shlex.split(line.replace("runs/digits-demo", str(run_dir)))
+        words = shlex.split(line)
         extra = TINY[words[1]] + (PICK if "--min-accuracy" in words else [])
-        extra += ["--teacher-epochs", "2", "--run-dir", str(run_dir)] if words[1] == "run" else []
+        extra += ["--teacher-epochs", "2"] if words[1] == "run" else []
         out = quick(words + extra)
         if words[1] == "export":
             exported.append(int(re.search(r"picked trial (\d+): ", out).group(1)))
@@ -244,6 +269,22 @@ def test_the_readme_quick_start_runs_on_small_data(quick, tmp_path):
     info = json.loads((run_dir / "export" / f"{exported[0]:05d}" / "export.json").read_text())
     assert info["trial"] == exported[0] and info["weights"] == "final"  # the second export: retrained weights
     assert (run_dir / "final" / f"{exported[0]:05d}" / "results.json").is_file()
+
+    real_run, real_retrain = kdsearch.run, kdsearch.retrain
+    monkeypatch.setattr(kdsearch, "run", lambda *a, **kw: real_run(*a, **{**kw, **TINY_RUN}))
+    monkeypatch.setattr(kdsearch, "retrain", lambda *a, **kw: real_retrain(*a, **{**kw, **TINY_RETRAIN}))
+    blocks = python_blocks(README.read_text())
+    assert len(blocks) == 2 and "runs/digits-demo" in blocks[0] and "kdsearch.run(" in blocks[1]
+    capsys.readouterr()
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md, Python API example {i + 1}", "exec"), namespace)
+    printed = capsys.readouterr().out
+    study = namespace["study"]
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 8
+    assert all(re.search(rf"^{n} \[", printed, re.M) for n in (5, 6, 7)), printed  # the callback saw trials 5-7
+    assert (clone / "runs" / "digits-subset" / "mlflow.db").is_file()
+    assert list(namespace["results"]) and (clone / namespace["folder"]).parent == run_dir / "export"
 
 
 def test_the_walk_through_shows_its_study_file_and_the_file_loads():

@@ -87,3 +87,84 @@ def test_a_damaged_cache_is_rebuilt_with_a_note(tmp_path):
     again = build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path)
     assert again.built and "unreadable" in again.note and torch.equal(again.logits, good.logits)
     assert not build_or_load(t, x, pad=1, flip=True, k=4, seed=0, key="k", run_dir=tmp_path).note
+
+
+class Recording(nn.Module):
+    """A tiny student that records the images it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 5))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.body(x)
+
+
+def test_training_through_the_cache_pairs_each_shown_view_with_its_own_logits(tmp_path, monkeypatch):
+    """Issue 36: train_epoch with the logit cache, on the CPU. Each image the student is shown must come with the
+    teacher's logits of exactly that view: drawing fresh views while keeping cached logits fails here."""
+    import kdsearch.training.distill as distill
+
+    x, y = data()
+    t = teacher()
+    cache = build_or_load(t, x, pad=1, flip=True, k=3, seed=0, key="k", run_dir=tmp_path)
+    pairs = []
+    real_loss = distill.kd_loss
+
+    def spy(logits, t_logits, labels, *a, **k):
+        pairs.append(t_logits)
+        return real_loss(logits, t_logits, labels, *a, **k)
+
+    monkeypatch.setattr(distill, "kd_loss", spy)
+    student = Recording()
+    opt, sched = distill.make_optimizer(student, "sgd", 0.01, 0.0, 3 * 2)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        distill.train_epoch(student, x, y, opt, sched, batch_size=8, pad=1, flip=True, generator=g, cache=cache,
+                            temperature=4.0, alpha=0.5)
+    assert len(student.seen) == len(pairs) == 3 * 2
+    distinct = 0
+    with torch.no_grad():
+        for images, t_logits in zip(student.seen, pairs):
+            assert t_logits is not None
+            torch.testing.assert_close(t_logits.float(), t(images), atol=1e-2, rtol=1e-2)  # that view's logits
+            distinct += len({tuple(row.tolist()) for row in t_logits.float().round(decimals=2)})
+    assert distinct > 8  # several views and images, not one repeated view
+
+
+def test_with_every_view_cached_the_control_trains_as_ordinary_training(tmp_path):
+    """A cache that holds every view draws each view as ordinary training does: the control arm (no teacher, cached
+    views) and ordinary training (fresh views) train the same model, which `kdsearch train` says under its table.
+    With fewer views cached they differ."""
+    import kdsearch.training.distill as distill
+
+    x, y = data()
+    weights = {}
+    for name, k in (("all", num_views(1, True)), ("fewer", 3), ("none", None)):
+        cache = build_or_load(teacher(), x, pad=1, flip=True, k=k, seed=0, key=name, run_dir=tmp_path) if k else None
+        student = Recording()
+        opt, sched = distill.make_optimizer(student, "sgd", 0.05, 0.0, 4)
+        g = torch.Generator().manual_seed(9)
+        for _ in range(2):
+            distill.train_epoch(student, x, y, opt, sched, batch_size=8, pad=1, flip=True, generator=g, cache=cache)
+        weights[name] = torch.cat([p.detach().flatten() for p in student.parameters()])
+    assert torch.equal(weights["all"], weights["none"])
+    assert not torch.equal(weights["fewer"], weights["none"])
+
+
+def test_the_final_table_says_why_the_control_and_ordinary_rows_are_identical():
+    from kdsearch.analysis.arms import final_table
+
+    arm = {"lr": 0.01, "seeds": [0, 1], "test": {"0": 0.9, "1": 0.92}, "test_mean": 0.91, "test_sd": 0.01,
+           "val_mean": 0.9, "retained": 0.95}
+    results = {"teacher": {"name": "resnet20", "val_accuracy": 0.97, "test_accuracy": 0.96},
+               "setup": {"views": 9}, "lr_policy": {"text": "lr 0.01"},
+               "summary": {"arms": {"kd": {**arm, "label": "distilled", "test": {"0": 0.93, "1": 0.94}},
+                                    "ce": {**arm, "label": "control"}, "ce-all": {**arm, "label": "ordinary"}},
+                           "gain": {}}}
+    assert "the same model here: the teacher's cache holds all 9 views" in final_table(2, results).caption
+    results["summary"]["arms"]["ce-all"]["test"] = {"0": 0.9, "1": 0.93}
+    assert "the same model" not in final_table(2, results).caption

@@ -110,6 +110,35 @@ def test_the_weight_average_is_evaluated_and_kept():
     assert not torch.equal(plain["stem.1.running_mean"], averaged["stem.1.running_mean"])
 
 
+def test_the_weight_average_warms_up_and_then_decays_slowly():
+    """The first update copies the weights; the n-th moves the average by 1 - min(decay, (1 + n) / (10 + n))
+    toward them (timm's warm-up). An inverted decay, or none, gives other numbers at every step."""
+    from kdsearch.training.distill import warmed_decay, weight_average
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = weight_average(model, 0.9)
+    ema.update_parameters(model)  # the first update: a copy of the (zero) weights
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    expected = 0.0
+    for n in range(1, 40):
+        ema.update_parameters(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d)
+        assert ema.module.weight.item() == pytest.approx(expected, abs=1e-6), n
+    assert warmed_decay(0.9, 1) == pytest.approx(2 / 11) and warmed_decay(0.9, 1000) == 0.9
+    # after one update the average is mostly the new weights (9/11), not mostly the start (0.1 without warm-up)
+    first = weight_average(torch.nn.Linear(1, 1, bias=False), 0.999)
+    start = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(start.weight)
+    first.update_parameters(start)
+    with torch.no_grad():
+        start.weight.fill_(1.0)
+    first.update_parameters(start)
+    assert first.module.weight.item() == pytest.approx(9 / 11)
+
+
 def test_residual_blocks_start_as_identities_with_zero_init():
     torch.manual_seed(0)
     model = _res(convs_per_stage=2)
@@ -163,6 +192,12 @@ def test_the_lr_range_follows_the_optimizer_unless_given(tmp_path):
     f.write_text('[train]\noptimizer = "adamw"\n[space]\nlr = [0.002, 0.004]\n')
     assert load_config(f).space["lr"] == [0.002, 0.004]
     assert load_config(overrides={"space.lr": [0.1, 0.2]}).space["lr"] == [0.1, 0.2]
+    # one rule in one place: a StudyConfig built in Python gets the same ranges as a study file (issue 36)
+    assert StudyConfig().space["lr"] == [0.05, 0.5]
+    assert StudyConfig(train={"optimizer": "adamw"}).space["lr"] == [1e-3, 1e-2]
+    assert StudyConfig(train=TrainConfig(optimizer="adamw")).space["lr"] == [1e-3, 1e-2]
+    assert StudyConfig(space={"lr": [0.2, 0.3]}).space == {"lr": [0.2, 0.3]}  # a space given whole is kept as is
+    assert StudyConfig(space={"alpha": 0.5}).space["lr"] == [0.05, 0.5]
 
 
 def test_a_stored_run_without_the_settings_keeps_the_recipe_it_ran_with():

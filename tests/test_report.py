@@ -137,6 +137,30 @@ def test_storage_and_study_name_instead_of_a_folder(tiny_run, tmp_path, no_impor
     assert "hypervolume" in figures((tmp_path / "s.html").read_text())
 
 
+def test_report_and_status_print_json_on_stdout(tiny_run, tmp_path, no_importance):
+    """`--json`: stdout is one JSON document (what else is said goes to stderr), numbers as the study has them."""
+    study = load(tiny_run)
+    front = pareto_trials(study)
+    result = runner.invoke(app, ["report", str(tiny_run), "--no-test", "--out", str(tmp_path / "j.html"), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert "Pareto front of" not in result.stdout and (tmp_path / "j.html").is_file()
+    assert facts["study"] == "tiny" and facts["report"] == str(tmp_path / "j.html")
+    assert [r["trial"] for r in facts["front"]] == [t.number for t in front]
+    assert [r["val_accuracy"] for r in facts["front"]] == [t.values[0] for t in front]
+    assert [r["params"] for r in facts["front"]] == [t.user_attrs["params"] for t in front]
+    assert facts["teacher"]["name"] == "resnet20"
+    assert facts["teacher"]["test_accuracy"] == study.user_attrs["teacher"]["test_accuracy"]
+    status = runner.invoke(app, ["status", str(tiny_run), "--json"])
+    assert status.exit_code == 0, status.output
+    facts = json.loads(status.stdout)
+    assert facts["finished"] == 6 and facts["target"] == 6 and facts["states"]["complete"] == 5
+    assert facts["states"]["pruned"] == 1 and facts["running"] == [] and facts["failed"] == []
+    assert facts["teacher_ready"] and facts["teacher"]["name"] == "resnet20"
+    assert [c["complete"] for c in facts["logit_caches"]] == [True]
+    assert [r["trial"] for r in facts["front"]] == [t.number for t in front]
+
+
 def test_images_without_an_exporter_is_a_message(tiny_run, tmp_path, monkeypatch, no_importance):
     monkeypatch.setattr("kdsearch.reporting.images.image_exporter_available", lambda: False)
     result = runner.invoke(app, ["report", str(tiny_run), "--no-test", "--images", "--out", str(tmp_path / "i.html")])

@@ -302,3 +302,19 @@ def test_the_aim_says_where_the_other_baseline_excludes_zero():
     # how many intervals chance alone would make exclude zero, to two significant digits (3 students: 0.15)
     three = [final(n, **{"ce-all": (0.01, 0.02)}) for n in (25, 18, 26)]
     assert "3 students were compared: at 95%, about 0.15 of 3 intervals" in "\n".join(aim_section(three, teacher))
+
+
+def test_a_checkpoints_validation_accuracy_is_said_to_be_not_held_out():
+    """Issue 36: the v2 teacher's validation accuracy (93.72%) is not held out: the third-party checkpoint trained on
+    the images the validation split is carved from. Where RESULTS.md prints it, it says so; a teacher trained here
+    (the digits demo's) is held out and gets no such words."""
+    from kdsearch.reporting.results import teacher_section
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    for name, checkpoint in (("cifar10-resnet32-v2", True), ("digits-demo", False)):
+        run = open_run(root / name)
+        text = " ".join(teacher_section(run.study.user_attrs["teacher"], run.study.user_attrs.get("data", {}),
+                                        run.config["teacher"].get("weights")))
+        assert ("not held out" in text) == checkpoint, text
+        if checkpoint:
+            assert "(validation 93.72%; not held out: " in text and "test accuracy is the held-out number" in text

@@ -40,6 +40,8 @@ def test_run_resume_and_report(folder, tmp_path):
     assert "Pareto front" in result.output and "teacher resnet20" in result.output
     assert "estimate on cpu" in result.output and "teacher resnet20 training 1 epoch(s) ≈" in result.output
     assert "estimate: teacher logits for" in result.output and "estimate: 3 trials of a mid-size student" in result.output
+    # an estimate, said to be one, with how it was made (issue 36: "at most" was not a bound)
+    assert "at most" not in result.output and "from a few timed steps of it x its epochs x the trials" in result.output
     # the teacher-logit cache is built once, before the first trial, and shared by all trials
     assert result.output.count("teacher logits:") == 1 and "images built" in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
@@ -63,6 +65,9 @@ def test_run_resume_and_report(folder, tmp_path):
     result = runner.invoke(app, args(folder, run_dir, "--trials", "5"))
     assert result.exit_code == 0, result.output
     assert "(cached)" in result.output and "images loaded" in result.output
+    # once trials are measured, the estimate is their median times the trials left
+    assert "estimate: 2 trials left x " in result.output, result.output
+    assert "a trial (the median of the 3 trial(s) measured so far) ≈" in result.output and "at most" not in result.output
     assert len(list((run_dir / "logits").glob("*.safetensors"))) == 1
     assert len(finished_trials(load(run_dir))) == 5
 
@@ -110,10 +115,36 @@ def test_bad_flags_exit_2_with_one_line(folder, tmp_path, extra, match):
     assert len(lines) == 1 and match in lines[0], result.output
 
 
+@pytest.mark.parametrize("argv,match", [
+    (["run", "--trails", "3"], "No such option: --trails"),
+    (["run", "--trials", "many"], "Invalid value for '--trials'"),
+    (["train"], "Missing argument"),
+    (["export", "RUN", "--trial"], "requires an argument"),
+    (["nosuchcommand"], "No such command"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv, match):
+    """Issue 36: typer's usage errors were 4-6-line boxes where the README promises one line."""
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
+
+
+def test_version_and_help():
+    from kdsearch import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"kdsearch {__version__}"
+    assert runner.invoke(app, ["run", "--help"]).exit_code == 0
+    bare = runner.invoke(app, [])  # no command: the help, as before
+    assert "Usage:" in bare.output and "run" in bare.output
+
+
 def test_data_folder_without_train_exits_2(tmp_path):
     (tmp_path / "empty" / "test").mkdir(parents=True)
     result = runner.invoke(app, args(tmp_path / "empty", tmp_path / "r", "--trials", "1"))
-    assert result.exit_code == 2 and "train" in result.output
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "has no train/ folder" in result.output and not (tmp_path / "r").exists()  # refused: nothing left
 
 
 def test_bad_checkpoints_exit_2(folder, tmp_path):
@@ -134,7 +165,8 @@ def test_invalid_study_file_exits_2(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[study]\ntrials = -1\n")
     result = runner.invoke(app, ["run", str(bad)])
-    assert result.exit_code == 2 and "error" in result.output
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: trials: ") and "-1" in result.output, result.output  # names the setting
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "random"])
@@ -252,3 +284,119 @@ def test_a_trial_interrupted_while_it_trains_is_failed_with_the_reason(folder, t
     assert trial.user_attrs["error"].startswith("interrupted while it trained")
     status = runner.invoke(app, ["status", str(run_dir)])
     assert "failed trial 0: interrupted while it trained" in " ".join(status.output.split()), status.output
+
+
+def test_resuming_with_another_seed_or_sampler_is_refused_in_one_line(tiny_run, folder):
+    """The seed decides the split, the subset and the teacher's and cache's keys: a resume under another one
+    would mix two experiments (issue 36). The sampler is guarded alike. Nothing in the run folder changes."""
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.name not in (".lock", "run.log")}
+    same = ["run", str(tiny_run.parent / "tiny.toml"), "--dataset", "imagefolder", "--data-dir", str(folder),
+            "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "2", "--device", "cpu",
+            "--run-dir", str(tiny_run), "--study-name", "tiny", "--trials", "7"]
+    for extra, match in ([["--seed", "1"], "was run with other settings: seed 0 (now 1)"],
+                         [["--sampler", "random"], 'sampler "tpe" (now "random")']):
+        refused = runner.invoke(app, same + extra)
+        assert refused.exit_code == 2 and match in refused.output and refused.output.count("\n") == 1, refused.output
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.name not in (".lock", "run.log")} == before
+    assert len(load(tiny_run).trials) == 6
+
+
+def test_a_study_stored_before_the_seed_was_guarded_keeps_the_seed_it_ran_with(tmp_path):
+    from kdsearch.config import load_config
+    from kdsearch.search.fingerprint import FINGERPRINT_ATTR, check_resume, fingerprint
+
+    cfg = load_config(overrides={"seed": 3, "sampler": "random"})
+    study = optuna.create_study(directions=["maximize"])
+    study.set_user_attr(FINGERPRINT_ATTR, {k: v for k, v in fingerprint(cfg).items() if k not in ("seed", "sampler")})
+    study.set_user_attr("config", cfg.to_dict())  # what prepare recorded: the seed it ran with
+    check_resume(study, cfg)
+    with pytest.raises(KDSearchError, match="seed 3 \\(now 0\\)"):
+        check_resume(study, load_config(overrides={"sampler": "random"}))
+    with pytest.raises(KDSearchError, match='sampler "random" \\(now "tpe"\\)'):
+        check_resume(study, load_config(overrides={"seed": 3}))
+
+
+def test_a_refused_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Issue 36: CIFAR-10 absent offline (the download fails after torchvision made the data folder), an unknown
+    teacher, a missing teacher file: each is one line and exit 2, and no run folder, study.db or data folder stays."""
+    import os
+    from urllib.error import URLError
+
+    monkeypatch.chdir(tmp_path)
+
+    def offline(url, download_root, *a, **k):
+        os.makedirs(download_root, exist_ok=True)  # as torchvision does before it downloads
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", offline)
+    base = ["run", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1", "--epochs", "1", "--trials", "1",
+            "--device", "cpu", "--run-dir", "runs/x"]
+    result = runner.invoke(app, [*base, "--dataset", "cifar10", "--data-dir", "data/cifar"])
+    assert result.exit_code == 2 and "could not be downloaded" in result.output, result.output
+    assert not {"runs", "data"} & set(os.listdir(tmp_path)), os.listdir(tmp_path)
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was loaded before the teacher was checked")
+
+    monkeypatch.setattr("kdsearch.search.inputs.load_data", no_data)
+    for extra, match in ([["--teacher", "resnet9000"], "unknown teacher 'resnet9000'"],
+                         [["--teacher-weights", "nope.pt"], "teacher weights not found: nope.pt"]):
+        result = runner.invoke(app, [*base, "--dataset", "digits", *extra])
+        assert result.exit_code == 2 and match in result.output and result.output.count("\n") == 1, result.output
+        assert not {"runs", "data"} & set(os.listdir(tmp_path)), os.listdir(tmp_path)
+
+
+def test_a_run_folder_on_a_full_disk_is_one_line_and_keeps_nothing_half_written(tmp_path, monkeypatch):
+    """Issue 36 (held-out faults): a run folder on a full disk ended in `SafetensorError: ... No space left on
+    device` (exit 1). Now one line and exit 2; no temporary file is left, and a new folder with no work goes."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+
+    def full_disk(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half")  # what a full disk leaves of the file
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("kdsearch.training.teacher.save_file", full_disk)
+    result = runner.invoke(app, ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained",
+                                 "--teacher-epochs", "0", "--allow-chance-teacher", "--trials", "1", "--epochs", "1",
+                                 "--device", "cpu", "--run-dir", "runs/full"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "No space left on device while writing" in lines[0] and "teachers" in lines[0], lines
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")], os.listdir(tmp_path)
+
+
+def test_the_search_never_sees_the_test_split(tmp_path, monkeypatch):
+    """Issue 36: with the test split's images and labels corrupted, every trial of a seeded search has the same
+    values (and curve) as with the real ones: only the teacher's test accuracy, which is reported, changes."""
+    import dataclasses
+
+    from kdsearch.data.splits import Split
+
+    real_load = __import__("kdsearch.search.inputs", fromlist=["load_data"]).load_data
+
+    def corrupted(*a, **k):
+        data = real_load(*a, **k)
+        test = Split(torch.zeros_like(data.test.x), (data.test.y + 1) % data.num_classes)
+        return dataclasses.replace(data, test=test)
+
+    base = ["run", "--dataset", "digits", "--subset", "300", "--teacher", "resnet20", "--no-pretrained",
+            "--teacher-epochs", "1", "--trials", "2", "--epochs", "2", "--views", "2", "--device", "cpu",
+            "--threads", "1", "--objectives", "accuracy,params,macs", "--pruner", "none", "--in-process"]
+    studies = {}
+    for name in ("real", "corrupted"):
+        with monkeypatch.context() as m:
+            if name == "corrupted":
+                m.setattr("kdsearch.search.inputs.load_data", corrupted)
+            result = runner.invoke(app, [*base, "--run-dir", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        studies[name] = load(tmp_path / name)
+    real, bad = studies["real"], studies["corrupted"]
+    assert bad.user_attrs["teacher"]["test_accuracy"] != real.user_attrs["teacher"]["test_accuracy"]  # it was used
+    assert len(real.trials) == 2 and all(t.values for t in real.trials)
+    assert [t.values for t in real.trials] == [t.values for t in bad.trials]
+    assert [t.user_attrs["curve"] for t in real.trials] == [t.user_attrs["curve"] for t in bad.trials]
+    assert [t.params for t in real.trials] == [t.params for t in bad.trials]

@@ -212,5 +212,21 @@ def final_table(label: str, results: dict[str, Any]) -> Table:
     lines = [f"distillation adds {gain_sentence(summary['gain'], base)} (vs {MODES[base]})" for base in summary["gain"]]
     lines += [f"{MODES[mode]} failed at seed(s) {', '.join(map(str, failed))}: {next(iter(failed.values()))}"
               for mode, failed in summary.get("failed", {}).items()]
-    table.caption = "\n".join(lines + [results["lr_policy"]["text"]])
+    same = same_views_note(summary, results.get("setup", {}).get("views"))
+    table.caption = "\n".join(lines + ([same] if same else []) + [results["lr_policy"]["text"]])
     return table
+
+
+def same_views_note(summary: dict[str, Any], views: int | None) -> str | None:
+    """Why the control and ordinary training print as identical rows, when they do: a cache that holds every
+    view of each image draws a view exactly as ordinary training does, so the two arms train the same model."""
+    arms = summary["arms"]
+    if "ce" not in arms or "ce-all" not in arms:
+        return None
+    keys = ("lr", "test", "val_mean")
+    if any(arms["ce"][k] != arms["ce-all"][k] for k in keys):
+        return None
+    held = f"all {views} views" if views else "every view"
+    return (f"the control and ordinary training are the same model here: the teacher's cache holds {held} of each "
+            "image, so the control draws its views exactly as ordinary training does (they differ only where the "
+            "cache holds fewer views than the data has: --views)")

@@ -25,7 +25,6 @@ import contextlib
 import importlib
 import json
 import math
-import multiprocessing
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +55,7 @@ from ..runs.run import Run
 from ..search.estimate import estimate_training
 from ..search.inputs import TrialContext, prepare_inputs
 from ..search.pruners import RUNG_ATTR
+from ..search.spawn import worker_context
 from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
 from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
@@ -176,7 +176,7 @@ def _train_side_by_side(folder: Path, ctx: TrialContext, label: str, spec: Stude
     model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
     task = progress.add_task(f"{label}: models in {jobs} processes", total=len(plan()))
     choose_layout(ctx, spec, jobs)
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()  # spawned (safe with CUDA), never importing the caller's __main__
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                  initargs=(worker_config(ctx, jobs), family_modules())) as pool:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import KDSearchError
 from .rules import ERROR_TYPE
 from .schema import LEGACY_STUDY, LEGACY_TRAIN, SECTIONS, StudyConfig
-from .space import DEFAULT_LR, DEFAULT_SPACE
+from .space import DEFAULT_SPACE
 
 
 def type_name(annotation: Any) -> str:
@@ -120,7 +120,7 @@ def _read(path: Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Defaults <- study file <- overrides (dotted keys such as 'data.subset' or 'trials'; None = not given)."""
     raw: dict[str, Any] = {key: {} for key in SECTIONS}
-    space = dict(DEFAULT_SPACE)
+    space = {k: v for k, v in DEFAULT_SPACE.items() if k != "lr"}  # lr left out: the optimizer's (config.schema)
     given_space: set[str] = set()
     if path is not None:
         for key, table in _read(Path(path)).items():
@@ -150,7 +150,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         space.pop("width", None)
         space.pop("growth", None)
     raw["space"] = space
-    cfg = from_values(raw)
-    if cfg.space.get("lr") == DEFAULT_SPACE["lr"] and "lr" not in given_space:
-        cfg.space["lr"] = list(DEFAULT_LR.get(cfg.train.optimizer, DEFAULT_SPACE["lr"]))
-    return cfg
+    return from_values(raw)

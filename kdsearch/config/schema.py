@@ -6,7 +6,7 @@ accepted, a bool where an int goes is not), unknown keys are errors, and each bo
 the setting's annotation (config.rules), so a typo or an impossible value never silently does
 nothing. Settings marked CHANGES_TRIALS change what a trial means: a study resumes only with the
 values it began with (search.fingerprint); the others (trials, timeout, threads, device, storage,
-seed, sampler, paths) may change between runs.
+paths) may change between runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ..errors import KDSearchError
 from ..models.teachers.normalization import NORMALIZE
 from .rules import Bound, FINITE, FRACTION, NAME, NON_NEGATIVE, OneOf, POSITIVE, at_least, is_int, number, refusal
-from .space import DEFAULT_SPACE, validate_space
+from .space import DEFAULT_LR, DEFAULT_SPACE, validate_space
 
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
@@ -139,8 +139,10 @@ class StudyConfig(Section):
     name: Annotated[str, NAME] = "kdsearch"
     trials: Annotated[int, at_least(1)] = 100  # the study ends with this many finished (complete or pruned) trials
     epochs: Annotated[int, at_least(1), CHANGES_TRIALS] = 10
-    sampler: Annotated[str, OneOf(SAMPLERS)] = "tpe"
-    seed: Annotated[int, at_least(0, 2**31 - 1)] = 0  # numpy seeds are >= 0
+    # the sampler and the seed are part of one experiment: the seed decides the validation split, the training
+    # subset, the teacher's and the logit cache's keys and each trial's draws; a study resumes only with both
+    sampler: Annotated[str, OneOf(SAMPLERS), CHANGES_TRIALS] = "tpe"
+    seed: Annotated[int, at_least(0, 2**31 - 1), CHANGES_TRIALS] = 0  # numpy seeds are >= 0
     timeout: Annotated[float | None, POSITIVE] = None  # seconds for this invocation
     objectives: Annotated[list[str], AfterValidator(_objectives), CHANGES_TRIALS] = Field(
         default_factory=lambda: ["accuracy", "params", "latency"])
@@ -175,6 +177,21 @@ class StudyConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     pruner: Annotated[PrunerConfig, CHANGES_TRIALS] = Field(default_factory=PrunerConfig)
     space: Annotated[dict[str, Any], CHANGES_TRIALS] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_for_the_optimizer(cls, data: Any) -> Any:
+        """[space] lr left out: the peak-lr range that suits the optimizer (SGD's is 50x AdamW's). The one
+        place this rule lives, so a StudyConfig built in Python gets what a study file gets."""
+        if not isinstance(data, dict):
+            return data
+        space = data.get("space", {k: v for k, v in DEFAULT_SPACE.items() if k != "lr"})
+        if not isinstance(space, dict) or "lr" in space:
+            return data
+        train = data.get("train")
+        optimizer = train.get("optimizer") if isinstance(train, dict) else getattr(train, "optimizer", None)
+        lr = DEFAULT_LR.get(optimizer or TrainConfig.model_fields["optimizer"].default, DEFAULT_SPACE["lr"])
+        return {**data, "space": {**space, "lr": list(lr)}}
 
     @model_validator(mode="after")
     def _together(self) -> StudyConfig:

@@ -7,6 +7,7 @@ final reports, never by the search.
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from pathlib import Path
 from urllib.error import URLError
@@ -16,6 +17,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import KDSearchError
+from ..runs.files import new_folders
 from .decode_cache import Arrays, cache_root, cached, make_arrays
 from .imagefolder import imagefolder_source
 from .splits import DataSplits, Split, channel_stats, split_val, stratified_pick
@@ -95,6 +97,7 @@ def resized(arrays: Arrays, image_size: int | None) -> Arrays:
 def _load_torchvision(name: str, root: Path, download: bool) -> Arrays:
     import torchvision.datasets as tvd  # slow to import: only torchvision datasets need it
 
+    made = new_folders(root) if download else None  # torchvision makes the folder before it downloads
     try:
         if name == "svhn":
             train, test = (tvd.SVHN(str(root), split=s, download=download) for s in ("train", "test"))
@@ -103,6 +106,8 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Arrays:
                    "fashion-mnist": tvd.FashionMNIST}[name]
             train, test = (cls(str(root), train=t, download=download) for t in (True, False))
     except (URLError, RuntimeError, OSError, ValueError, EOFError, tarfile.TarError) as exc:
+        if made is not None:  # a failed download leaves no empty (or half-downloaded) data folder behind
+            shutil.rmtree(made, ignore_errors=True)
         raise KDSearchError(_missing_message(name, root, download, exc)) from None
     if name == "svhn":  # data is already N x 3 x H x W; label 10 was mapped to digit 0 by torchvision
         return make_arrays(torch.from_numpy(train.data), torch.from_numpy(train.labels),
@@ -112,6 +117,41 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Arrays:
     nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731  cifar data is N x H x W x C
     return make_arrays(nchw(train.data), torch.tensor(train.targets), nchw(test.data), torch.tensor(test.targets),
                    train.classes)
+
+
+# (classes, channels, image size) of the torchvision datasets: what a dry run builds the teacher for before a
+# download has brought the data
+SHAPES: dict[str, tuple[int, int, int]] = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "mnist": (10, 1, 28),
+                                           "fashion-mnist": (10, 1, 28), "svhn": (10, 3, 32)}
+
+
+def download_url(name: str) -> str:
+    """The first file torchvision downloads for a dataset (the one a reachability check asks for)."""
+    import torchvision.datasets as tvd  # slow to import: only torchvision datasets need it
+
+    if name == "svhn":
+        return tvd.SVHN.split_list["train"][0]
+    if name in ("mnist", "fashion-mnist"):
+        cls = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
+        return cls.mirrors[0] + cls.resources[0][0]
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name].url
+
+
+def download_problem(name: str, timeout: float = 10.0) -> str | None:
+    """None when the dataset's download server answers a HEAD request for its file; else why not, in a few
+    words (offline, a proxy, a moved file): a dry run says a run would fail rather than that it downloads."""
+    import urllib.request  # only a dry run asks a server
+    from urllib.error import HTTPError  # (the same)
+
+    url = download_url(name)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except HTTPError as exc:  # the server answered: only a missing file is a problem (some refuse HEAD)
+        return f"{url} answers HTTP {exc.code}" if exc.code in (404, 410) else None
+    except (URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"{url} cannot be reached ({' '.join(str(reason).split())[:120]})"
 
 
 def _missing_message(name: str, root: Path, download: bool, exc: BaseException) -> str:

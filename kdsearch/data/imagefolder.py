@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from rich.console import Console
 
 from ..errors import KDSearchError
 from ..progress import progress_bar
+from ..runs.files import temp_folder
 from .decode_cache import Arrays, make_arrays
 
 
@@ -69,7 +69,7 @@ def _extract(archive: Path, root: Path) -> Path:
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    tmp = temp_folder(dest.parent, prefix=".partial-")
     try:
         with Console(stderr=True).status(f"extracting {archive.name}"), tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")  # "data" refuses absolute paths and links out of tmp

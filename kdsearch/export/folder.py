@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,10 @@ from typing import Any
 from ..analysis.arms import DISTILL_ONLY, MODES
 from ..analysis.final import chosen_trial
 from ..analysis.holdout import load_test_accuracies
-from ..errors import KDSearchError
+from ..errors import KDSearchError, disk_full, disk_full_error
 from ..models.students.io import load_student
-from ..runs.files import write_text_atomic
-from ..runs.layout import SPEC_FILE, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
+from ..runs.files import temp_folder, write_text_atomic
+from ..runs.layout import SPEC_FILE, STUDENT_FILES, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
 from ..runs.run import Run
 from ..search.pruners import CURVE
 from .int8 import Int8Inputs, int8_files, int8_inputs
@@ -53,8 +52,14 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
     folder, and an earlier export stays in place until the new one is complete.
     """
     model, spec = load_student(source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_folder(out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as exc:  # a path through a file, a folder that cannot be made or written to
+        if disk_full(exc):
+            raise disk_full_error(str(out)) from None
+        raise KDSearchError(f"cannot make the export folder {out}: {exc.strerror or exc} (give --out a folder that "
+                            "can be made)") from None
     old = out.with_name(f".{out.name}.old")
     try:
         shutil.copyfile(source / SPEC_FILE, tmp / SPEC_FILE)
@@ -77,6 +82,10 @@ def export_student(source: Path, out: Path, info: dict[str, Any], opset: int = 1
             os.replace(out, old)  # the old export is moved aside, not deleted, until the new one is in place
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:  # a full disk, a folder gone or not writable meanwhile: the earlier export stays
+        if disk_full(exc):
+            raise disk_full_error(str(out)) from None
+        raise KDSearchError(f"cannot write the export {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
@@ -107,12 +116,24 @@ def pick_source(run_dir: Path, number: int, weights: str, arm: str = "kd") -> tu
                             + (" without --no-baseline" if arm == "ce" else " without --no-all-views-baseline"))
     if done and weights != "search":
         best = max(done, key=lambda r: r["curve"][-1])
-        return (model_dir(run_dir, number, arm, best["seed"], best["lr"]), "final",
+        return (_with_weights(model_dir(run_dir, number, arm, best["seed"], best["lr"]), number, "final"), "final",
                 {"val_accuracy": best["curve"][-1], "test_accuracy": best["test_accuracy"],
                  "epochs": len(best["curve"]), "seed": best["seed"], "lr": best["lr"]}
                 # the distilled arm's T and alpha as trained (`train --temperature/--alpha` may replace the trial's)
                 | ({k: stored["setup"][k] for k in DISTILL_ONLY} if arm == "kd" else {}))
-    return trial_dir(run_dir, number), "search", {}
+    return _with_weights(trial_dir(run_dir, number), number, "search"), "search", {}
+
+
+def _with_weights(folder: Path, number: int, kind: str) -> Path:
+    """`folder`, when it holds a student's spec and weights; else one line saying why it may not (a copied or
+    committed run folder) and what to do, rather than a missing-file message that reads as a broken install."""
+    if all((folder / name).is_file() for name in STUDENT_FILES):
+        return folder
+    what = "its search student" if kind == "search" else "its final-training model"
+    raise KDSearchError(f"trial {number}'s weights are not in this run folder ({what}, {folder}, was not saved there or "
+                        "not copied: a committed or copied run may hold its study and results without the weights); "
+                        "make the run yourself (`kdsearch run` with its study file, then `kdsearch train` for final "
+                        "weights) and export from that folder")
 
 
 def export_trial(run: Run, number: int, out: Path | None = None, weights: str = "auto", opset: int = 18,

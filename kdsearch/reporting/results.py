@@ -115,9 +115,17 @@ def figure(finals: list[dict[str, Any]], teacher: dict[str, Any], title: str) ->
     return fig
 
 
-def teacher_section(teacher: dict[str, Any], data: dict[str, Any]) -> list[str]:
+CHECKPOINT_VAL = ("not held out: the validation split is carved from the training images, which a checkpoint "
+                  "trained elsewhere on this dataset (as third-party CIFAR-10 checkpoints are) has seen; the test "
+                  "accuracy is the held-out number")
+
+
+def teacher_section(teacher: dict[str, Any], data: dict[str, Any], weights: str | None = None) -> list[str]:
+    """The teacher and the data. A teacher loaded from a checkpoint file (`weights`) may have trained on the
+    images the validation split is carved from, so its validation accuracy is said to be no held-out number."""
+    val = pct(teacher["val_accuracy"]) + (f"; {CHECKPOINT_VAL}" if weights else "")
     return [f"**Teacher** {teacher['name']}: test accuracy **{pct(teacher['test_accuracy'])}** (validation "
-            f"{pct(teacher['val_accuracy'])}), {teacher['params']:,} params, {teacher.get('macs', 0):,} MACs, "
+            f"{val}), {teacher['params']:,} params, {teacher.get('macs', 0):,} MACs, "
             f"{teacher.get('latency_ms', math.nan):.2f} ms at batch 1; "
             f"trained or fine-tuned here for {teacher.get('epochs_trained', 0)} epoch(s)"
             + (" (loaded from the run's cache)" if teacher.get("from_cache") else "") + ".",
@@ -374,7 +382,7 @@ def run_section(run: Run, figures: Path, out: Path, same_study_twice: bool = Fal
         raise KDSearchError(f"{run_dir}: the study records no teacher (was the run ever started?)")
     finals = load_finals(run_dir)
     lines = [f"## {title}", "", f"Run folder `{run_dir}`.", ""]
-    lines += teacher_section(teacher, data)
+    lines += teacher_section(teacher, data, (run.config.get("teacher") or {}).get("weights"))
     lines += (same_search_section(run, search_shown_in) if search_shown_in else
               front_section(run, teacher, finals))
     refs = load_references(run_dir)

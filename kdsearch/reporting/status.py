@@ -12,6 +12,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from optuna.trial import TrialState
 from rich.console import Console
@@ -22,7 +23,7 @@ from ..runs.layout import PARTIAL_LOGITS_SUFFIX, PARTIAL_SUFFIX, RESULTS_FILE, t
 from ..runs.run import Run
 from ..search.workers import ERROR_ATTR, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
 from ..training.checkpoint import progress_of
-from .tables import pareto_table
+from .tables import front_facts, pareto_table, teacher_facts
 
 
 def _ago(seconds: float) -> str:
@@ -72,6 +73,38 @@ def show_status(run: Run, console: Console) -> None:
             console.print(line, highlight=False)
     if counts["complete"]:
         console.print(pareto_table(study))
+
+
+def status_facts(run: Run) -> dict[str, Any]:
+    """What `status` shows, as JSON values (`kdsearch status --json`): trial counts, the running trials
+    (ages in seconds), the last failures, the teacher and its logit caches, final training, the front."""
+    study, now = run.study, time.time()
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter("waiting" if t.state == TrialState.WAITING else trial_state(t) for t in trials)
+    running = []
+    for t in (t for t in trials if t.state == TrialState.RUNNING):
+        beat = t.user_attrs.get(HEARTBEAT_ATTR)
+        running.append({"trial": t.number, "worker": t.user_attrs.get(WORKER_ATTR),
+                        "alive": is_alive(run.run_dir, t.user_attrs.get(WORKER_ATTR)),
+                        "started_s_ago": round(now - t.datetime_start.timestamp(), 1) if t.datetime_start else None,
+                        "heartbeat_s_ago": round(now - beat, 1) if beat else None,
+                        "epochs_done": len(t.user_attrs.get("curve", [])), "arch": t.user_attrs.get("arch")})
+    caches: list[dict[str, Any]] = []
+    if run.run_dir is not None and (run.run_dir / "logits").is_dir():
+        for p in sorted((run.run_dir / "logits").glob("*.safetensors")):
+            caches.append({"file": p.name, "bytes": p.stat().st_size, "complete": not p.name.endswith(PARTIAL_LOGITS_SUFFIX)})
+    teacher = study.user_attrs.get("teacher")
+    return {"study": study.study_name, "run_dir": str(run.run_dir) if run.run_dir is not None else None,
+            "target": run.config.get("trials"), "finished": counts["complete"] + counts["pruned"],
+            "states": {k: counts[k] for k in ("complete", "pruned", "rejected", "failed", "running", "waiting")},
+            "running": running,
+            "failed": [{"trial": t.number, "error": t.user_attrs.get(ERROR_ATTR)}
+                       for t in trials if t.state == TrialState.FAIL][-5:],
+            "teacher": teacher_facts(study), "teacher_ready": bool(
+                teacher and run.run_dir is not None and (teachers_dir(run.run_dir) / f"{teacher['key']}.json").is_file()),
+            "logit_caches": caches,
+            "final_training": _final_training(run.run_dir, now) if run.run_dir is not None else [],
+            "front": front_facts(study)}
 
 
 def _final_training(run_dir: Path, now: float) -> list[str]:

@@ -40,5 +40,24 @@ def pareto_table(study: optuna.Study, test_accuracy: dict[int, float] | None = N
     return table
 
 
+FRONT_KEYS = ("params", "macs", "latency_ms", "bytes", "temperature", "alpha", "lr", "arch")
+
+
+def front_facts(study: optuna.Study, test_accuracy: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """The Pareto table's students as JSON values (`report --json`, `status --json`), most accurate first."""
+    return [{"trial": t.number, "val_accuracy": t.values[0],
+             **({"test_accuracy": test_accuracy.get(t.number)} if test_accuracy is not None else {}),
+             **{k: t.user_attrs.get(k) for k in FRONT_KEYS}} for t in pareto_trials(study)]
+
+
+def teacher_facts(study: optuna.Study) -> dict[str, Any] | None:
+    """The teacher's row of the Pareto table as JSON values."""
+    teacher = study.user_attrs.get("teacher")
+    if not teacher:
+        return None
+    keys = ("name", "val_accuracy", "test_accuracy", "params", "macs", "latency_ms", "epochs_trained")
+    return {k: teacher.get(k) for k in keys}
+
+
 def percent(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2%}"

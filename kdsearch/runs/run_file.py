@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 from ..config import StudyConfig
 from ..errors import KDSearchError
-from .files import write_text_atomic
-from .layout import run_file
+from .files import new_folders, write_text_atomic  # noqa: F401  (new_folders: the runner's)
+from .layout import STUDY_DB, run_file
 from .provenance import code_version, command_line
 
 
@@ -57,3 +59,30 @@ def check_run_folder(cfg: StudyConfig) -> None:
     if owner and owner != cfg.name:
         raise KDSearchError(f"run folder {cfg.run_path} holds study {owner!r}, not {cfg.name!r}: "
                             "give this study its own --run-dir")
+
+
+WORK = ("teachers", "logits", "trials", "final", "export", "notes.md")  # what a refused run must never remove
+
+
+def forget_refused_run(created: Path | None, run_path: Path) -> None:
+    """Remove the folders a refused command made (`created`, from new_folders before it made them) when they
+    hold nothing finished: no teacher, logit cache, trial, final model or export, and no trial in the
+    folder's study.db. A refused run then leaves nothing behind; one that did any work keeps it all."""
+    if created is None or not created.is_dir():
+        return
+    run_path = Path(run_path)
+    if any(_holds_a_file(run_path / name) for name in WORK):
+        return
+    db = run_path / STUDY_DB
+    if db.is_file():
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                if con.execute("SELECT COUNT(*) FROM trials").fetchone()[0]:
+                    return
+        except sqlite3.Error:
+            pass  # no trials table: a study that never got as far
+    shutil.rmtree(created, ignore_errors=True)
+
+
+def _holds_a_file(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))

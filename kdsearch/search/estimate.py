@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 
 import optuna
 import torch
@@ -19,18 +20,38 @@ from ..training.memory_format import fast_memory_format
 from .inputs import TrialContext
 from .pruners import looks_at, make_pruner
 from .stand_ins import Middle
+from .study import counts
 
 
-def estimate_search(ctx: TrialContext, trials: int, console: Console) -> float | None:
-    """Time a few training steps of a mid-space student and print what the remaining trials may take
-    (an upper bound: pruning and smaller students take less); returns the estimate in seconds, or None
-    when the probe itself fails (an estimate is never worth stopping a run for)."""
+def estimate_search(ctx: TrialContext, trials: int, console: Console, study: optuna.Study | None = None,
+                    workers: int = 1) -> float | None:
+    """Print what the remaining `trials` may take, and how the figure was made; returns it in seconds, or
+    None when it cannot be made (an estimate is never worth stopping a run for).
+
+    It is an estimate, not a bound: students differ in size and pruning stops some early. Once the study
+    has trials measured (`study`), it is their median wall time times the trials left (divided among
+    `workers`); before that, a few timed training steps of a mid-space student, scaled to a trial."""
+    measured = trial_seconds(study) if study is not None else []
+    if measured:
+        per_trial = statistics.median(measured)
+        total = per_trial * trials / max(workers, 1)
+        console.print(f"estimate: {trials} trials left x {minutes(per_trial)} a trial (the median of the {len(measured)} "
+                      f"trial(s) measured so far)" + (f" / {workers} workers" if workers > 1 else "")
+                      + f" ≈ {minutes(total)}" + busy(ctx.device), highlight=False)
+        return total
     try:
         return _estimate_search(ctx, trials, console)
     except Exception as exc:  # noqa: BLE001
         console.print(f"(no estimate of the trials: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})",
                       highlight=False)
         return None
+
+
+def trial_seconds(study: optuna.Study) -> list[float]:
+    """The wall time of every trial that trained a student and finished (complete or pruned; not the
+    over-budget rejections, which took no training), in seconds."""
+    return [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
+            if counts(t) and t.datetime_start is not None and t.datetime_complete is not None]
 
 
 def validation_passes(cfg) -> int:
@@ -100,8 +121,9 @@ def _estimate_search(ctx: TrialContext, trials: int, console: Console) -> float:
     per_image, per_val = _seconds_per_image(ctx, spec, lr)
     # the epochs, and the validation passes: one per epoch and per mid-epoch check measured
     total = (per_image * len(ctx.y_train) * cfg.epochs + per_val * len(ctx.y_val) * validation_passes(cfg)) * trials
-    console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)} at most "
-                  "(pruning and smaller students take less)"
+    console.print(f"estimate: {trials} trials of a mid-size student ({spec.summary()}) ≈ {minutes(total)}, "
+                  "from a few timed steps of it x its epochs x the trials (not a bound: pruning and smaller students "
+                  "take less, larger ones more; once trials finish, their median is the measure)"
                   + ("  (to shorten it: --subset, fewer --epochs or --trials, --workers, or a GPU)"
                      if total > SLOW_S else "") + busy(ctx.device), highlight=False)
     return total

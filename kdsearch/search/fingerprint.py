@@ -1,7 +1,9 @@
 """The resume guard: a study resumes only with the settings that change what its trials mean.
 
 Which settings those are is said where each is defined (CHANGES_TRIALS in config.schema); others
-(trials, timeout, threads, device, storage, seed, sampler, paths) may change between runs.
+(trials, timeout, threads, device, storage, paths) may change between runs. The seed and the sampler
+are guarded too: the seed decides the validation split, the training subset and the teacher's and
+logit cache's keys, so a study resumed under another seed would mix two experiments.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..models.students.space import effective_space
 
 MEANING = tuple(trial_meaning_keys())  # dotted keys: "epochs", "data.subset", ..., "pruner", "space"
 FINGERPRINT_ATTR = "fingerprint"
+LATER_GUARDED = ("seed", "sampler")  # [study] settings guarded since 0.1.0: older fingerprints lack them
 # the pruner settings each pruner reads: the others cannot change what its trials mean (with `none`, a
 # study resumed under the settings chosen by replaying it is the same study)
 PRUNER_READS = {"none": (), "median": ("warmup_epochs", "min_trials", "rungs"),
@@ -53,7 +56,9 @@ def check_resume(study: optuna.Study, cfg: StudyConfig) -> None:
         return
     legacy = StudyConfig(**LEGACY_STUDY)
     legacy.train = TrainConfig(**LEGACY_TRAIN)
-    stored = {**fingerprint(legacy), **stored}  # settings added since the study began: the values it ran with
+    # settings guarded since the study began: the values it ran with (seed and sampler from its recorded config)
+    ran = study.user_attrs.get("config") or {}
+    stored = {**fingerprint(legacy), **{k: ran[k] for k in LATER_GUARDED if k in ran}, **stored}
     stored["space"] = json.loads(json.dumps(effective_space(stored.get("space", {}))))
     stored["pruner"] = effective_pruner(stored["pruner"])
     diff = [f"{k} {json.dumps(stored.get(k))} (now {json.dumps(now.get(k))})" for k in now if stored.get(k) != now.get(k)]

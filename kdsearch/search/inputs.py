@@ -80,7 +80,9 @@ def prepare_inputs(cfg: StudyConfig, console: Console,
     for note in teacher.notes:
         console.print(f"[yellow]teacher: {note}[/]")
     console.print(f"teacher {teacher.name}: val {teacher.val_accuracy:.2%}, test {teacher.test_accuracy:.2%}, "
-                  f"{teacher.params:,} params, {teacher.latency_ms:.2f} ms" + (" (cached)" if teacher.from_cache else ""))
+                  f"{teacher.params:,} params, {teacher.latency_ms:.2f} ms" + (" (cached)" if teacher.from_cache else "")
+                  + ("; val is not held out if the checkpoint trained on these training images (test is)"
+                     if cfg.teacher.weights else ""))
     teacher.model.requires_grad_(False).eval()
     ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=teacher, device=device,

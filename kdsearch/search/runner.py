@@ -15,10 +15,11 @@ from rich.console import Console
 
 from ..config import StudyConfig
 from ..errors import KDSearchError
+from ..models.teachers.build import check_teacher_name
 from ..progress import progress_bar
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
-from ..runs.run_file import check_run_folder, make_run_folder, write_run_file
+from ..runs.run_file import check_run_folder, forget_refused_run, make_run_folder, new_folders, write_run_file
 from .budgets import check_budgets_reachable
 from .callbacks import Callback, TrialFeed, check_callbacks
 from .enqueue import enqueue_students, load_enqueue
@@ -39,6 +40,7 @@ def prepare(cfg: StudyConfig, console: Console, study_file: Path | None = None,
     any teacher work), the training inputs, then the run's facts recorded in the study."""
     make_run_folder(cfg.run_path)
     check_run_folder(cfg)
+    check_teacher_name(cfg.teacher.name, cfg.teacher.weights)  # before the data: a typo is no minutes' wait
     with run_lock(cfg.run_path, console, "creating the study"):  # two new workers: one creates the schema
         study = open_study(cfg)
     ctx = prepare_inputs(cfg, console, check=lambda data: check_budgets_reachable(cfg, data),
@@ -94,20 +96,25 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
     callbacks = check_callbacks(callbacks)
     tracker = make_tracker(cfg, console)  # a missing package: one line, before any work
     entries = load_enqueue(enqueue) if enqueue else []
-    make_run_folder(cfg.run_path)
-    check_run_folder(cfg)
-    with run_log(cfg.run_path, console):
-        LOGGER.info(f"$ {command_line()}")
-        try:
-            study = _run_search(cfg, console, study_file, workers, record, enqueue, entries, in_process,
-                                callbacks + ([tracker] if tracker else []), tracker)
-            if cfg.promote and n_finished(study) >= cfg.trials:  # the search's trials done: its best go on
-                with alive(cfg.run_path):
-                    promote(cfg, study, console)
-            return study
-        finally:
-            if tracker is not None:
-                tracker.close()
+    created = new_folders(cfg.run_path)
+    try:
+        make_run_folder(cfg.run_path)
+        check_run_folder(cfg)
+        with run_log(cfg.run_path, console):
+            LOGGER.info(f"$ {command_line()}")
+            try:
+                study = _run_search(cfg, console, study_file, workers, record, enqueue, entries, in_process,
+                                    callbacks + ([tracker] if tracker else []), tracker)
+                if cfg.promote and n_finished(study) >= cfg.trials:  # the search's trials done: its best go on
+                    with alive(cfg.run_path):
+                        promote(cfg, study, console)
+                return study
+            finally:
+                if tracker is not None:
+                    tracker.close()
+    except KDSearchError:  # refused (an unknown teacher, data it cannot load...): a new folder with no work goes
+        forget_refused_run(created, cfg.run_path)
+        raise
 
 
 def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, workers: int, record: bool,
@@ -143,7 +150,7 @@ def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, wor
             return study
         console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
         if in_process:
-            estimate_search(ctx, cfg.trials - done, console)
+            estimate_search(ctx, cfg.trials - done, console, study)
             with progress_bar(console) as progress:
                 ctx.progress = progress
                 run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done),

@@ -44,6 +44,7 @@ from ..errors import KDSearchError
 from ..models.students import registry  # registry.FAMILIES, looked up when read (the dict may be swapped)
 from ..runs.log_file import run_log
 from .callbacks import TrialFeed, stop_file
+from .spawn import worker_context
 from .study import n_finished
 from .trials import child_trials
 from .workers import WORKER_ATTR, fail_dead_trial, set_supervisor, worker_file, worker_id
@@ -104,6 +105,7 @@ class Job:
     supervisor: str
     parent: int
     imports: list[str]  # modules that register student families: a spawned process knows only what it imports
+    workers: int = 1  # the workers sharing the study (the estimate divides the trials left among them)
 
 
 def describe_exit(code: int | None) -> str:
@@ -153,7 +155,7 @@ class Supervisor:
     def __init__(self, cfg: StudyConfig, study: optuna.Study, n: int, console: Console, estimate: bool = True,
                  feed: TrialFeed | None = None):
         self.cfg, self.study, self.n, self.console, self.feed = cfg, study, n, console, feed
-        self.context = multiprocessing.get_context("spawn")
+        self.context = worker_context()  # spawned, never importing the caller's __main__ (search.spawn)
         self.gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
         self.threads = (cfg.threads or threads_each(n)) if n > 1 and not self.gpus else cfg.threads
         self.deadline = time.time() + cfg.timeout if cfg.timeout else None
@@ -165,7 +167,7 @@ class Supervisor:
     def start(self, index: int, estimate: bool) -> _Worker:
         job = Job(cfg=self.cfg.to_dict(), index=index, gpu=index % self.gpus if self.gpus else None,
                   threads=self.threads, deadline=self.deadline, estimate=estimate,
-                  look=ConsoleLook.of(self.console), supervisor=self.me, parent=os.getpid(), imports=self.imports)
+                  look=ConsoleLook.of(self.console), supervisor=self.me, parent=os.getpid(), imports=self.imports, workers=self.n)
         reader, writer = self.context.Pipe(duplex=False)
         process = self.context.Process(target=worker_main, args=(job, writer), name=f"kdsearch-worker-{index}")
         process.start()
@@ -354,7 +356,7 @@ def worker_main(job: Job, conn: Connection) -> None:
         _fault_file = open(path, "w")  # noqa: SIM115
         faulthandler.enable(file=_fault_file)
         with run_log(cfg.run_path, console, errors=False):  # its lines in RUN/run.log too (the supervisor logs errors)
-            child_trials(cfg, console, job.deadline, job.estimate, stop_file(cfg.run_path, job.supervisor))
+            child_trials(cfg, console, job.deadline, job.estimate, stop_file(cfg.run_path, job.supervisor), job.workers)
     except KDSearchError as exc:
         conn.send(("error", str(exc)))
         raise SystemExit(2) from None

@@ -29,7 +29,7 @@ MAX_REJECTIONS_PER_TRIAL = 50  # over-budget students resampled per trial before
 
 
 def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, estimate: bool,
-                 stop_path: Path | None = None) -> None:
+                 stop_path: Path | None = None, workers: int = 1) -> None:
     """The work of one supervised worker process: open the study, load the inputs its supervisor
     prepared (data, teacher and teacher-logit cache, from the run folder's caches), run trials
     (none starts once `stop_path` exists: a callback of the supervisor's stopped the study)."""
@@ -39,7 +39,7 @@ def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, est
     with alive(cfg.run_path):
         done = n_finished(study)
         if estimate and done < cfg.trials:
-            estimate_search(ctx, cfg.trials - done, console)
+            estimate_search(ctx, cfg.trials - done, console, study, workers)
         with progress_bar(console) as progress:
             ctx.progress = progress
             run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline,

@@ -16,9 +16,10 @@ import torch
 from ...errors import KDSearchError
 from ..kernels import avoid_crashing_kernels
 from .checkpoints import short
-from .from_factory import factory_body
+from .from_factory import _import_factory, factory_body
 from .from_registry import registry_body
-from .from_timm import timm_body
+from .from_timm import check_timm_name, timm_body
+from .registry import get_arch
 from .normalization import IMAGENET_MEAN, IMAGENET_STD, NORMALIZE, format_values, resolve_normalization
 from .wrapper import TeacherInfo, TeacherNet, as_floats
 
@@ -39,6 +40,20 @@ def _check_forward(model: TeacherNet, name: str, num_classes: int, in_channels: 
     if got != (2, num_classes):
         raise KDSearchError(f"teacher {name} returns {got} for a batch of {shape}; expected logits of shape "
                             f"(2, {num_classes}), N x classes")
+
+
+def check_teacher_name(name: str, weights: str | Path | None = None) -> None:
+    """Refuse, in one line and before any data or study work, a teacher that cannot be built: an unknown
+    name, a timm model timm does not know (or timm missing), a factory that cannot be imported, or a
+    weights file that is not there. (Whether the file loads and fits is known once it is built.)"""
+    if name.startswith("timm:"):
+        check_timm_name(name)
+    elif ":" in name:
+        _import_factory(name)
+    else:
+        get_arch(name)
+    if weights is not None and not Path(weights).is_file():
+        raise KDSearchError(f"teacher weights not found: {weights}")
 
 
 def build_teacher(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,

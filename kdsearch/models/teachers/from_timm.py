@@ -26,6 +26,19 @@ def _import_timm() -> Any:
     return timm
 
 
+def check_timm_name(name: str) -> str:
+    """`timm:NAME` -> NAME, once timm is installed and knows the model (one line otherwise)."""
+    timm = _import_timm()
+    model_name = name[len("timm:"):]
+    if not model_name:
+        raise KDSearchError("teacher 'timm:' names no model: give e.g. timm:resnet18 (see timm.list_models())")
+    if not model_name.startswith(_TIMM_HUB) and not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+        raise KDSearchError(f"unknown timm model {model_name!r}"
+                            + (f" (close: {', '.join(close)})" if close else " (see timm.list_models())"))
+    return model_name
+
+
 def _timm_cfg(timm: Any, model_name: str) -> dict[str, Any]:
     """timm's pretrained_cfg of a model name, without building it ({} when it has none)."""
     try:
@@ -44,13 +57,7 @@ def timm_body(name: str, num_classes: int, in_channels: int, image_size: int, pr
                data_mean: tuple[float, ...], data_std: tuple[float, ...], notes: list[str]) -> Body:
     """`timm:NAME`: timm.create_model, with its pretrained weights, a checkpoint file or random init."""
     timm = _import_timm()
-    model_name = name[len("timm:"):]
-    if not model_name:
-        raise KDSearchError("teacher 'timm:' names no model: give e.g. timm:resnet18 (see timm.list_models())")
-    if not model_name.startswith(_TIMM_HUB) and not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
-        raise KDSearchError(f"unknown timm model {model_name!r}"
-                            + (f" (close: {', '.join(close)})" if close else " (see timm.list_models())"))
+    model_name = check_timm_name(name)
 
     def create(**kwargs: Any) -> nn.Module:
         return timm.create_model(model_name, **kwargs)
