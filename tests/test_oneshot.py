@@ -10,9 +10,9 @@ from kdsearch.errors import KDSearchError
 from kdsearch.export.onnx_file import verify_onnx, write_onnx
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
-from kdsearch.oneshot.evaluate import evaluate, recalibrate
-from kdsearch.oneshot.supernet import SubnetSpace, Subnets, extract, subnet_tensors
-from kdsearch.oneshot.train import sandwich, sandwich_step, train_supernet
+from kdsearch.models.students.supernet import SubnetSpace, Subnets, extract
+from kdsearch.training.sandwich import sandwich, sandwich_step, train_supernet
+from kdsearch.training.subnet_eval import evaluate, recalibrate
 from kdsearch.training.checkpoint import Resume
 from kdsearch.training.distill import Recipe, fit, kd_loss
 
@@ -150,7 +150,7 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     from typer.testing import CliRunner
 
     from kdsearch.cli import app
-    from kdsearch.oneshot.study import ONESHOT_ATTR, supernet_path
+    from kdsearch.search.oneshot import ONESHOT_ATTR, supernet_path
     from kdsearch.runs.run import open_run
 
     from kdsearch.measure.latency import Timing

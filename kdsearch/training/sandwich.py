@@ -22,10 +22,10 @@ from torch import nn
 
 from ..data.augment import apply_views, random_views, to_float
 from ..models.students.registry import build
-from ..training import checkpoint
-from ..training.checkpoint import Resume
-from ..training.distill import NonFiniteLoss, Recipe, autocast, kd_loss, make_optimizer, steps_per_epoch, train_batches
-from .supernet import SubnetSpace, Subnets
+from ..models.students.supernet import SubnetSpace, Subnets
+from . import checkpoint
+from .checkpoint import Resume
+from .distill import NonFiniteLoss, Recipe, autocast, kd_loss, make_optimizer, steps_per_epoch, train_batches
 
 
 def sandwich(space: SubnetSpace, step: int, seed: int, n_random: int) -> list:

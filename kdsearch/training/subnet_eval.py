@@ -14,8 +14,8 @@ from torch import nn
 
 from ..data.augment import to_float
 from ..models.students.spec import StudentSpec
-from ..training.distill import accuracy, eval_batch_size
-from .supernet import extract
+from ..models.students.supernet import extract
+from .distill import accuracy, eval_batch_size
 
 
 def recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:

@@ -4,10 +4,10 @@ The study file, run folder, objectives, budgets, report, export and `train` are 
 what differs is how a sampled student gets its accuracy. Per family of the space that has a supernet
 (residual, inverted; another family is left out with a one-line note), the supernet is the largest
 subnet that the space and the budgets allow, trained `epochs` epochs by the sandwich rule with the
-teacher's cached logits (oneshot.train), saved in RUN/supernets/ and resumable by epoch. Each trial
+teacher's cached logits (training.sandwich), saved in RUN/supernets/ and resumable by epoch. Each trial
 then draws a subnet (Optuna's sampler proposes the family and, per stage, width, depth, kernel and
 expansion), measures its costs, rejects it over budget, and scores it with inherited weights after
-batch-norm recalibration (oneshot.evaluate): seconds, not minutes. The recalibrated subnet is saved
+batch-norm recalibration (training.subnet_eval): seconds, not minutes. The recalibrated subnet is saved
 as the trial's student, so `kdsearch export` exports it and `kdsearch train` retrains it from scratch.
 
 T, alpha and lr cannot vary per subnet of a shared supernet: they are the space's (its value where
@@ -37,17 +37,17 @@ from ..models.students.registry import build
 from ..models.students.space import space_families
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
+from ..models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
 from ..runs.layout import trial_dir
-from ..search.budgets import budget_excess, reject_over_budget
-from ..search.inputs import TrialContext
-from ..search.objective import deployed_costs
-from ..search.study import n_finished
-from ..search.workers import ERROR_ATTR, heartbeat
 from ..training.checkpoint import Resume
 from ..training.distill import recipe_from
-from .evaluate import evaluate
-from .supernet import ONESHOT_FAMILIES, SubnetSpace
-from .train import train_supernet
+from ..training.sandwich import train_supernet
+from ..training.subnet_eval import evaluate
+from .budgets import budget_excess, reject_over_budget
+from .inputs import TrialContext
+from .objective import deployed_costs
+from .study import n_finished
+from .workers import ERROR_ATTR, heartbeat
 
 WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # a stage's widths, of the largest's
 CALIBRATION_IMAGES = 2000  # training images that recalibrate each subnet's batch norm

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import KDSearchError
-from ..models.students.registry import build
-from ..models.students.spec import StudentSpec
+from ...errors import KDSearchError
+from .registry import build
+from .spec import StudentSpec
 
 
 ONESHOT_FAMILIES = ("residual", "inverted")
