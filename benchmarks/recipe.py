@@ -46,11 +46,8 @@ from kdsearch.training.checkpoint import Resume
 from kdsearch.training.distill import accuracy, fit, recipe_from
 
 from .harness import ResultFile, load_rows
-from .students import student_spec
+from .students import STUDENTS, student_spec
 
-# Fixed students (benchmarks/students.py): the MLPerf Tiny ResNet-8, two plain students of the
-# committed CIFAR-10 run (results/cifar10-resnet32 trials 18 and 15) and a MobileNetV2-style one of about 50k params.
-STUDENTS = ("plain15k", "plain50k", "res8", "inv50k")
 OLD = {**LEGACY_TRAIN, "lr": 0.005}  # kdsearch's recipe before this benchmark, at the lr RESULTS.md used
 DEFAULT_LR = 0.2  # the peak lr of `default` (a search samples it per student)
 
@@ -193,7 +190,8 @@ def teacher_gain(diffs: list[float]) -> str:
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks recipe", description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="an image folder or .tar.gz (ImageFolder layout), or a dataset name")
-    ap.add_argument("--students", nargs="+", default=["plain15k", "res8"], choices=list(STUDENTS))
+    ap.add_argument("--students", nargs="+", default=["plain15k", "res8"], choices=list(STUDENTS),
+                    help="fixed students (benchmarks/students.py); BENCHMARKS.md's: plain15k plain50k res8 inv50k")
     ap.add_argument("--variants", nargs="+", default=["old", "default"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=10)

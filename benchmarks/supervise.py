@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None,
                         help="Folder for the runs (OUT/runs) and results.jsonl (default: a temporary one, no results).")
-    parser.add_argument("--starts", type=int, default=3, help="worker starts timed on their own")
+    parser.add_argument("--starts", type=int, default=3, help="worker starts timed on their own (0: none)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a study-file setting, e.g. epochs=2 (repeatable)")
     args = parser.parse_args(argv)
@@ -75,8 +75,9 @@ def main(argv: list[str]) -> None:
     warm_s = timed(lambda: prepare(cfg, Console(quiet=True), args.study_file, record=False))  # the teacher, the cache
     print(f"warm-up (teacher and teacher-logit cache, once): {warm_s:.1f} s")
     starts = [worker_start_seconds(cfg) for _ in range(args.starts)]
-    print(f"one worker start (spawn, imports, data, teacher and cache loaded): "
-          f"{', '.join(f'{s:.1f}' for s in starts)} s")
+    if starts:
+        print(f"one worker start (spawn, imports, data, teacher and cache loaded): "
+              f"{', '.join(f'{s:.1f}' for s in starts)} s")
     results = {}
     for name, in_process in (("supervised", False), ("in-process", True)):
         run_dir = root / name
@@ -87,8 +88,8 @@ def main(argv: list[str]) -> None:
         print(f"{name}: {results[name][0]:.1f} s for {results[name][1]} trials")
     (base, n), (sup, _) = results["in-process"], results["supervised"]
     print(f"supervision: {sup - base:+.1f} s in all, {(sup - base) / n:+.2f} s per trial "
-          f"({base / n:.2f} s -> {sup / n:.2f} s a trial, ratio {sup / base:.3f}); "
-          f"worker start / trials: {min(starts) / n:.2f} s per trial")
+          f"({base / n:.2f} s -> {sup / n:.2f} s a trial, ratio {sup / base:.3f})"
+          + (f"; worker start / trials: {min(starts) / n:.2f} s per trial" if starts else ""))
     if args.out:
         ResultFile(args.out, "supervise", argv).append(
             {"trials": n, "in_process_s": base, "supervised_s": sup, "ratio": sup / base, "worker_starts_s": starts},
