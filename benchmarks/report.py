@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy.stats import spearmanr
+
 from . import fidelity, pruners, recipe, tables
 from .harness import ROOT, load_rows
 
@@ -75,25 +77,27 @@ def verbatim(path: str) -> str:
 @dataclass(frozen=True)
 class Headline:
     figure: str
-    value: Callable[[], str]
+    value: str  # computed from the result files
     section: str  # the heading it links to
     command: str
 
 
-def _pct_range(values: list[float]) -> str:
-    return f"{min(values):.1%}-{max(values):.1%}" if len(values) > 1 else f"{values[0]:.1%}"
+def _span(values: list[float], fmt: str = ".2f", unit: str = "") -> str:
+    """The range of some figures, "low-high" (one figure when they agree)."""
+    low, high = f"{min(values):{fmt}}{unit}", f"{max(values):{fmt}}{unit}"
+    return low if low == high else f"{low}-{high}"
 
 
-def _recipe_mean(folder: str, student: str, variant: str, arm: str, epochs: int) -> tuple[float, float]:
+def _recipe_mean(folder: str, student: str, variant: str, arm: str, epochs: int) -> str:
+    """A student's mean test accuracy (%) and its spread over seeds, for one recipe variant, arm and budget."""
     rows = [r for r in load_rows(ROOT / folder / "results.jsonl") if r["student"] == student and r["arm"] == arm
             and r["epochs"] == epochs and recipe.label(r["settings"]) == variant and not r.get("subset")]
     test = [100 * r["test_accuracy"] for r in rows]
-    return statistics.mean(test), statistics.stdev(test) if len(test) > 1 else 0.0
+    return f"{statistics.mean(test):.2f} ± {statistics.stdev(test) if len(test) > 1 else 0.0:.2f}"
 
 
 def _fidelity_spearman(folder: str) -> list[float]:
-    from scipy.stats import spearmanr
-
+    """Each proxy budget's Spearman correlation with the final budget over the students both have."""
     rows = load_rows(ROOT / folder / "results.jsonl")
     final = fidelity.final_budget(rows)
     acc = {(r["student"], r["budget"]): r["val_accuracy"] for r in rows}
@@ -109,59 +113,56 @@ def _pareto(folder: str) -> str:
     return f"{epochs:.1%} / {hv:.1%}"
 
 
-def _ratios(folder: str, key: str, **where: str) -> list[float]:
+def _field(folder: str, key: str, **where: str) -> list[float]:
     return [r[key] for r in tables.rows_of(folder, **where) if key in r]
 
 
 def headlines() -> list[Headline]:
     R = RESULTS
+    xeon = [f"{R}/latency-xeon", f"{R}/latency-xeon-2"]
+    trial = {device: f"{tables.trial_speed_ratio(f'{R}/trial-speed', device=device):.1f}x"
+             for device in ("cpu", "H200", "H100")}
     return [
         Headline("Per-trial speed against a plain pipeline (DataLoader, online ResNet-50 teacher)",
-                 lambda: f"{tables.trial_speed_ratio(f'{R}/trial-speed', device='cpu'):.1f}x on the CPU, "
-                         f"{tables.trial_speed_ratio(f'{R}/trial-speed', device='H200'):.1f}x on an H200, "
-                         f"{tables.trial_speed_ratio(f'{R}/trial-speed', device='H100'):.1f}x on an H100",
+                 f"{trial['cpu']} on the CPU, {trial['H200']} on an H200, {trial['H100']} on an H100",
                  "Per-trial speed: teacher-logit cache and lean loop vs a plain pipeline",
                  "python -m benchmarks trial-speed"),
         Headline("Validation accuracy, cached minus online distillation",
-                 lambda: f"{tables.cache_difference(f'{R}/cache-accuracy'):+.2f} points",
+                 f"{tables.cache_difference(f'{R}/cache-accuracy'):+.2f} points",
                  "Cached vs online distillation: same accuracy", "python -m benchmarks cache-accuracy STUDY"),
         Headline("kdsearch's training step / a bare PyTorch loop's (latest run)",
-                 lambda: f"{min(_ratios(f'{R}/speed', 'ratio', date='2026-12-04')):.2f}x-"
-                         f"{max(_ratios(f'{R}/speed', 'ratio', date='2026-12-04')):.2f}x",
+                 _span(_field(f"{R}/speed", "ratio", date="2026-12-04"), unit="x"),
                  "Time per training step: kdsearch's loop vs a bare PyTorch loop", "python -m benchmarks speed"),
         Headline("Training step's share of the machine's matmul FLOP/s",
-                 lambda: _pct_range(_ratios(f"{R}/throughput", "of_matmul")),
+                 _span(_field(f"{R}/throughput", "of_matmul"), ".1%"),
                  "Student training step vs matmul throughput", "python -m benchmarks throughput"),
         Headline("torch.compile: eager / compiled time of a 4-epoch trial",
-                 lambda: f"{min(_ratios(f'{R}/compile', 'trial_ratio')):.2f}-{max(_ratios(f'{R}/compile', 'trial_ratio')):.2f} "
-                         "(CPU and GPU): it does not pay",
+                 f"{_span(_field(f'{R}/compile', 'trial_ratio'))} (CPU and GPU): it does not pay",
                  "torch.compile: does it pay for itself in a trial?", "python -m benchmarks compile"),
         Headline("Latency repeats (ONNX Runtime, median difference, Xeon host)",
-                 lambda: f"{_pct_range(tables.latency_figure([f'{R}/latency-xeon', f'{R}/latency-xeon-2'], 'idle / onnxruntime'))} "
-                         f"idle, {_pct_range(tables.latency_figure([f'{R}/latency-xeon', f'{R}/latency-xeon-2'], 'load / onnxruntime'))} "
-                         "while two workers train",
+                 f"{_span(tables.latency_figure(xeon, 'idle / onnxruntime'), '.1%')} idle, "
+                         f"{_span(tables.latency_figure(xeon, 'load / onnxruntime'), '.1%')} while two workers train",
                  "Latency: does a student's latency repeat?", "python -m benchmarks latency"),
         Headline("Default pruner (pareto): epochs / hypervolume vs no pruning, 12-epoch studies",
-                 lambda: f"{_pareto(f'{R}/pruners-digits')} (digits), {_pareto(f'{R}/pruners-cifar10-e12-gpu')} and "
+                 f"{_pareto(f'{R}/pruners-digits')} (digits), {_pareto(f'{R}/pruners-cifar10-e12-gpu')} and "
                          f"{_pareto(f'{R}/pruners-cifar10-plain-e12-gpu')} (CIFAR-10 subset)",
                  "Search quality per pruner", "python -m benchmarks pruners STUDY"),
         Headline("Search fidelity: Spearman of a short trial's ranking with 10-epoch training",
-                 lambda: f"{min(_fidelity_spearman(f'{R}/fidelity-cifar10')):.2f}-{max(_fidelity_spearman(f'{R}/fidelity-cifar10')):.2f}",
+                 _span(_fidelity_spearman(f"{R}/fidelity-cifar10")),
                  "Search fidelity: does a short trial rank students as full training does?",
                  "python -m benchmarks fidelity STUDY"),
         Headline("ResNet-8, 10 CIFAR-10 epochs: default recipe vs the old one (test %)",
-                 lambda: "{:.2f} ± {:.2f} vs {:.2f} ± {:.2f}".format(*_recipe_mean(f"{R}/recipe", "res8", "default", "ce", 10),
-                                                                   *_recipe_mean(f"{R}/recipe", "res8", "old", "ce", 10)),
+                 f"{_recipe_mean(f'{R}/recipe', 'res8', 'default', 'ce', 10)} vs "
+                         f"{_recipe_mean(f'{R}/recipe', 'res8', 'old', 'ce', 10)}",
                  "Training recipe: fixed students, 10 epochs on CIFAR-10", "python -m benchmarks recipe"),
         Headline("ResNet-8 distilled (T 4, alpha 0.9), 10 epochs (test %)",
-                 lambda: "{:.2f} ± {:.2f}".format(*_recipe_mean(f"{R}/recipe", "res8", "default", "kd", 10)),
+                 _recipe_mean(f"{R}/recipe", "res8", "default", "kd", 10),
                  "Training recipe: fixed students, 10 epochs on CIFAR-10", "python -m benchmarks recipe --arms kd"),
         Headline("Validation pass at batch 128 vs 1024 (CPU, one thread)",
-                 lambda: f"{min(r['ratio']['128'] for r in tables.rows_of(f'{R}/eval')):.2f}x-"
-                         f"{max(r['ratio']['128'] for r in tables.rows_of(f'{R}/eval')):.2f}x faster",
+                 _span([r["ratio"]["128"] for r in tables.rows_of(f"{R}/eval")], unit="x") + " faster",
                  "Validation passes: evaluation batch size on the CPU", "python -m benchmarks eval"),
         Headline("`kdsearch train --jobs 2` on 2 cores: images/s together vs one model alone",
-                 lambda: f"{min(_ratios(f'{R}/concurrent', 'ratio')):.2f}x-{max(_ratios(f'{R}/concurrent', 'ratio')):.2f}x",
+                 _span(_field(f"{R}/concurrent", "ratio"), unit="x"),
                  "Final training side by side: `kdsearch train --jobs N`", "python -m benchmarks concurrent --jobs 2"),
     ]
 
@@ -173,7 +174,7 @@ def anchor(heading: str) -> str:
 
 def headline() -> str:
     """The opening screen: each headline figure, the section it comes from and the command behind it."""
-    body = [[h.figure, h.value(), f"[{h.section.replace('`', '')}](#{anchor(h.section)})", f"`{h.command}`"]
+    body = [[h.figure, h.value, f"[{h.section.replace('`', '')}](#{anchor(h.section)})", f"`{h.command}`"]
             for h in headlines()]
     return tables.markdown_table(["figure", "value", "section", "command"], body)
 
