@@ -221,7 +221,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
-    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device`,
+    of epochs gives it fresh views as ordinary training has (python -m benchmarks long-kd). `device`,
     `threads` and `jobs` say where it runs, not what it trains (not part of a model's setup): with `jobs`
     N > 1, N processes train the models that can run at once (the lr candidates of the first seed, then
     every arm and seed) side by side on the device, each loading the prepared inputs. `temperature` and

@@ -85,7 +85,7 @@ class TeacherConfig(Section):
 
 class TrainConfig(Section):
     """How each student is trained (fixed per study; T, alpha and lr are in [space]). The defaults are the
-    best recipe measured on fixed CIFAR-10 students at 10 epochs (benchmarks/bench_recipe.py; BENCHMARKS.md,
+    best recipe measured on fixed CIFAR-10 students at 10 epochs (python -m benchmarks recipe; BENCHMARKS.md,
     "Training recipe"): a textbook SGD recipe at batch 128, residual blocks not zero-initialized."""
 
     optimizer: Annotated[str, OneOf(OPTIMIZERS), CHANGES_TRIALS] = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
