@@ -67,6 +67,21 @@ def fidelity_tables(folder: str) -> str:
     return fidelity.render(ROOT / folder).strip() + f"\n\n(`{folder}/results.jsonl`)"
 
 
+def fidelity_line(folder: str, budget: str) -> str:
+    """The one-line figure of a proxy budget: its within-band Kendall against the final budget, and the
+    parameter-count baseline's over the same pairs (an indented line, as the issue's form asks)."""
+    rows = load_rows(ROOT / folder / "results.jsonl")
+    final = fidelity.final_budget(rows)
+    acc = {b: {r["student"]: r["val_accuracy"] for r in rows if r["budget"] == b} for b in (budget, final)}
+    params = {r["student"]: r["params"] for r in rows}
+    common = acc[budget].keys() & acc[final].keys()
+    band, pairs = fidelity.within_band_kendall(acc[budget], acc[final], params)
+    base, _ = fidelity.within_band_kendall({s: params[s] for s in common}, acc[final], params)
+    return (f"    within-band Kendall (default budget): {band:.2f}; parameter-count baseline: {base:.2f}\n\n"
+            f"({budget} against {final}, over {pairs} pairs of students less than 2x apart in parameters; "
+            f"`{folder}/results.jsonl`)")
+
+
 def verbatim(path: str) -> str:
     """A committed log, as an indented block."""
     return "\n".join("    " + line if line else "" for line in (ROOT / path).read_text().splitlines())
@@ -193,6 +208,7 @@ TABLES: dict[str, Callable[..., str]] = {
     "recipe": recipe_tables,
     "alpha-budget": tables.alpha_budget,
     "fidelity": fidelity_tables,
+    "fidelity-line": fidelity_line,
     "eval": tables.eval_batch,
     "speed": tables.step_speed,
     "supervise": tables.supervise,
