@@ -51,8 +51,11 @@ def test_no_reference_fits_a_budget_below_width_one_and_unknown_names_are_refuse
 
 
 def test_train_trains_the_references_beside_the_trial(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    run = open_run(tiny_run)
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("final", "export"))
+    run = open_run(tiny_run)  # a copy: the session's shared run keeps only what its CLI tests trained
     number = max((t for t in run.study.trials if t.user_attrs.get("params")), key=lambda t: t.user_attrs["params"]).number
     params = run.study.trials[number].user_attrs["params"]
     out = train_final(run, [number], epochs=1, seeds=[0, 1], policy=LrPolicy(grid=(1.0,)), device="cpu",

@@ -253,8 +253,10 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         # would show it the same views again and again, tilting the comparison against distillation); the
         # cache serves every arm, seed and lr probe, so it costs less than the teacher run online
         views = epochs
-        console.print(f"teacher views: {views} cached per image, one per epoch (the study's {cfg.train.views} "
-                      "would repeat views; --views N to choose)", highlight=False)
+        views_note = (f"teacher views: {views} cached per image, one per epoch (the study's {cfg.train.views} "
+                      "would repeat views; --views N to choose)")
+    else:
+        views_note = None
     given = {k: v for k, v in {"batch_size": batch_size, "views": views}.items() if v is not None}
     if given:  # each is recorded in results.json's setup: another value retrains
         for key, value in given.items():
@@ -280,6 +282,8 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with run_log(run.run_dir, console):  # what it prints, also in RUN/run.log
         LOGGER.info(f"$ {command_line()}")
+        if views_note:  # (said once every request is checked: a refusal stays one line)
+            console.print(views_note, highlight=False)
         ctx = prepare_inputs(cfg, console)
         modes = ["kd"] + (["ce"] if baseline else []) + (["ce-all"] if all_views else [])
         teacher = {"name": ctx.teacher.name, "val_accuracy": ctx.teacher.val_accuracy,
