@@ -1,7 +1,9 @@
-"""Where a student's CPU training step goes: torch.profiler over a few SGD steps of a fixed student
-(bench_epoch.py's students), in the memory format kdsearch trains it in (or --layout), operators by self time.
+"""Where a student's CPU training step goes: torch.profiler's operators by self time, over a few SGD steps.
 
-    python benchmarks/profile_step.py inv50k [--threads 1] [--batch 128] [--layout contiguous|channels_last]
+A fixed student (benchmarks/students.py), in the memory format kdsearch trains it in (or --layout).
+Prints the profiler's table (no result file: BENCHMARKS.md quotes its shares).
+
+    python -m benchmarks profile inv50k [--threads 1] [--batch 128] [--layout contiguous|channels_last]
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from kdsearch.models.students.registry import build
+from kdsearch.models.students import build
 from kdsearch.training.memory_format import FORMATS, fast_memory_format
 
-from fixed_students import STUDENTS, student_spec  # noqa: E402  (benchmarks/ is on sys.path)
+from .students import STUDENTS, student_spec
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks profile", description=__doc__.splitlines()[0])
     ap.add_argument("student", choices=list(STUDENTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--layout", choices=["auto", *FORMATS], default="auto",
                     help="the memory layout to profile in (auto: the one kdsearch trains the student in)")
-    args = ap.parse_args()
+    ap.add_argument("--steps", type=int, default=3, help="steps profiled (after two warm-up steps)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(student_spec(args.student)).train()
@@ -43,11 +46,7 @@ def main() -> None:
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(3):
+        for _ in range(args.steps):
             step()
     print(f"{args.student}, batch {args.batch}, {args.threads} thread(s), {fmt}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,12 @@
-"""How long the recorded runs took, read from their files: the source of every duration the docs state.
+"""How long recorded runs took, read from their files: the source of every duration the docs state.
 
 For a run folder: the teacher's training time (`teachers/*.json`, `train_seconds`), the search's
 span from its first trial's start to its last trial's end with its longest trial (the study's
 trial times), and each final-training model's time (`final/*/results.json`, `seconds`). For a
-bench_pruners.py folder or any Optuna SQLite file: the same span per study.
+pruners-benchmark folder or any Optuna SQLite file: the same span per study.
 
-    python benchmarks/run_times.py results/digits-demo results/cifar10-resnet32
-    python benchmarks/run_times.py benchmarks/results/pruners-cifar10-gpu benchmarks/results/pruners-cifar10
+    python -m benchmarks run-times results/digits-demo results/cifar10-resnet32
+    python -m benchmarks run-times benchmarks/results/pruners-cifar10-gpu benchmarks/results/pruners-cifar10
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ def run_lines(run: Path) -> list[str]:
     return lines
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("paths", type=Path, nargs="+", help="run folders, bench_pruners.py folders or .db files")
-    args = ap.parse_args()
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks run-times", description=__doc__.splitlines()[0])
+    ap.add_argument("paths", type=Path, nargs="+", help="run folders, pruners-benchmark folders or .db files")
+    args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     for path in args.paths:
         print(path)
@@ -73,7 +73,3 @@ def main() -> None:
         else:
             lines = [line for db in sorted(path.glob("*.db")) for line in storage_lines(db)]
         print("\n".join(lines) or "  nothing recorded")
-
-
-if __name__ == "__main__":
-    main()

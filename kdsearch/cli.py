@@ -122,6 +122,7 @@ def run(
     image_size: Annotated[Optional[int], Opt(help="Resize every image to N x N ([data] image_size; needed for image folders of mixed or non-square sizes).")] = None,
     trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
+    strategy: Annotated[Optional[str], Opt(help="pertrial (default: each student trained from scratch) or oneshot (supernets trained once for --epochs, each trial a subnet evaluated with inherited weights).")] = None,
     promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) again at a longer rung, where the front is read (0: off).")] = None,
     promote_epochs: Annotated[Optional[int], Opt(help="The rung's epochs (default 10).")] = None,
     promote_images: Annotated[Optional[int], Opt(help="The rung's training images (default 0: all of the training split).")] = None,
@@ -161,7 +162,7 @@ def run(
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
-        "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images,
+        "strategy": strategy, "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images,
         "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
         "retries": retries, "teacher.allow_chance": allow_chance_teacher, "tracking": tracking,
         "objectives": objectives.split(",") if objectives else None,

@@ -27,7 +27,7 @@ if [ -n "${REUSE:-}" ]; then
   cp -n "$REUSE"/logits/* "$RUN/logits/" 2>/dev/null || true
 fi
 # searched without pruning, so that the study file's pruner can be measured on it at no training cost:
-#   python benchmarks/bench_pruners.py --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
+#   python -m benchmarks pruners --run "$RUN" --out benchmarks/results/pruners-cifar10-v2 --pruners ...
 $KD run studies/cifar10-resnet32-v2.toml --run-dir "$RUN" --pruner none ${THREADS:+--threads "$THREADS"}
 train() { $KD train "$RUN" --max-params "$1" --seeds "$2" --epochs "$EPOCHS" --views "$VIEWS" --lr-grid 0.5,1,2,4 --lr-probe-epochs ${PROBE:-10} --jobs "${JOBS:-1}"; }
 # 1/100, 1/30 and 1/10 of the teacher's params (4642, 15472, 46415)

@@ -82,7 +82,10 @@ def tiny_run(folder, tmp_path_factory) -> Path:
     study_file = run_dir.parent / "tiny.toml"
     # a small teacher-logit cache, small batches (6 steps an epoch: students learn, accuracies spread) and
     # plain students only (the report's figures and importances are checked on them)
-    study_file.write_text('[train]\nviews = 2\nbatch_size = 16\n\n[space]\nfamily = "plain"\n')
+    # T and alpha searched (the default fixes them): their spread keeps the tiny students' accuracies apart,
+    # which the report's importances need
+    study_file.write_text('[train]\nviews = 2\nbatch_size = 16\n\n[space]\nfamily = "plain"\n'
+                          'temperature = [1.0, 10.0]\nalpha = [0.0, 1.0]\n')
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDSEARCH_CACHE", str(run_dir.parent / "cache"))
         mp.setattr("kdsearch.search.inputs.make_pruner", lambda *a: PruneTrialTwo())

@@ -1,6 +1,6 @@
 """The GPU path: same views and logits as on the CPU, bf16 training, a whole run on CUDA.
 
-Skipped where there is no CUDA device; run on a lent GPU with benchmarks/gpu.sh.
+Skipped where there is no CUDA device; run on a lent GPU with scripts/gpu/gpu.sh.
 """
 
 import json

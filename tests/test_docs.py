@@ -321,7 +321,7 @@ def test_the_walk_through_study_runs_on_a_small_image_folder(quick, folder, tmp_
     for line in lines:
         words = shlex.split(line.replace("runs/cifar10-own-teacher", str(run_dir)).replace("my-teacher.toml",
                                                                                             str(WALK_THROUGH)))
-        extra = TINY[words[1]]
+        extra = list(TINY[words[1]])  # a copy: += on TINY's own list would leak into the next test's commands
         if words[1] == "run":
             extra += ["--dataset", "imagefolder", "--data-dir", str(folder), "--teacher-weights", str(checkpoint),
                       "--run-dir", str(run_dir)]

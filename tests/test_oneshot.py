@@ -10,9 +10,9 @@ from kdsearch.errors import KDSearchError
 from kdsearch.export.onnx_file import verify_onnx, write_onnx
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
-from kdsearch.oneshot.evaluate import evaluate, recalibrate
-from kdsearch.oneshot.supernet import SubnetSpace, Subnets, extract, subnet_tensors
-from kdsearch.oneshot.train import sandwich, sandwich_step, train_supernet
+from kdsearch.models.students.supernet import SubnetSpace, Subnets, extract
+from kdsearch.training.sandwich import sandwich, sandwich_step, train_supernet
+from kdsearch.training.subnet_eval import evaluate, recalibrate
 from kdsearch.training.checkpoint import Resume
 from kdsearch.training.distill import Recipe, fit, kd_loss
 
@@ -142,3 +142,41 @@ def test_a_resumed_supernet_training_continues_bit_exactly(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values()))
     accuracy, student = evaluate(again, s.smallest(), x[:32], x, y)
     assert 0 <= accuracy <= 1 and student.stem[0].out_channels == 4
+
+
+def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch):
+    import json as json_
+
+    from typer.testing import CliRunner
+
+    from kdsearch.cli import app
+    from kdsearch.search.oneshot import ONESHOT_ATTR, supernet_path
+    from kdsearch.runs.run import open_run
+
+    from kdsearch.measure.latency import Timing
+
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    # timing each subnet takes ~1 s; this test reads the study, not latencies
+    monkeypatch.setattr("kdsearch.measure.latency.student_latency",
+                        lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
+                        Timing(0.01, 0.001, 1, runtime, batch, threads))
+    argv = ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1",
+            "--epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--strategy", "oneshot",
+            "--trials", "8", "--objectives", "accuracy,params,macs", "--max-params", "20000", "--views", "2",
+            "--subset", "400"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert "the plain family has no supernet" in result.output and "training the residual supernet" in result.output
+    study = open_run(tmp_path / "run").study
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 8 and all(ONESHOT_ATTR in t.user_attrs and t.user_attrs["params"] <= 20000 for t in done)
+    assert {t.user_attrs["spec"]["family"] for t in done} <= {"residual", "inverted"}
+    assert all(t.user_attrs["alpha"] == 0.9 and "alpha" not in t.params for t in done)  # fixed, not sampled
+    assert supernet_path(tmp_path / "run", "residual").is_file() and supernet_path(tmp_path / "run", "inverted").is_file()
+    # the same command again: the supernets load, nothing is evaluated
+    again = CliRunner().invoke(app, argv)
+    assert again.exit_code == 0 and "training the" not in again.output, again.output
+    exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--knee", "--out", str(tmp_path / "exp")])
+    assert exported.exit_code == 0, exported.output
+    info = json_.loads((tmp_path / "exp" / "export.json").read_text())
+    assert (tmp_path / "exp" / "student.onnx").is_file() and info["trial"] in {t.number for t in done}

@@ -1,5 +1,6 @@
-"""The package's shape: every module imports on its own, no import cycle, no module past 450 lines, and
-imports at the top of a module except where a comment says why (start-up time, an optional extra)."""
+"""The package's shape: every module imports on its own, no import cycle between modules or between
+sub-packages, no module past 450 lines, and imports at the top of a module except where a comment says
+why (start-up time, an optional extra)."""
 
 import ast
 import subprocess
@@ -19,11 +20,13 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def module_imports(name: str, path: Path) -> set[str]:
-    """The package's modules that `name` imports at module level (what runs when it is imported)."""
+def module_imports(name: str, path: Path, everywhere: bool = False) -> set[str]:
+    """The package's modules that `name` imports at module level (what runs when it is imported), or
+    `everywhere`: inside functions too."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    for node in (ast.walk(tree) if everywhere else tree.body):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
             target = ".".join(base + ([node.module] if node.module else []))
@@ -51,6 +54,52 @@ def test_no_import_cycle():
 
     for name in graph:
         visit(name, [])
+
+
+def package_of(module: str) -> str:
+    """The node a module belongs to in the package graph: its first-level sub-package (kdsearch.search.trials
+    -> search) or, for a top-level module, the module (kdsearch.errors -> errors)."""
+    return module.split(".")[1]
+
+
+def package_graph() -> dict[str, dict[str, list[str]]]:
+    """Sub-package -> sub-packages it imports, each with the importing modules. Imports inside functions
+    count (they are there for start-up time, not to hide a dependency); the package's own __init__
+    (`kdsearch`, its face) is no node."""
+    graph: dict[str, dict[str, list[str]]] = {}
+    for name, path in MODULES.items():
+        if name == "kdsearch":
+            continue
+        for dep in module_imports(name, path, everywhere=True):
+            if dep != "kdsearch" and package_of(dep) != package_of(name):
+                graph.setdefault(package_of(name), {}).setdefault(package_of(dep), []).append(name)
+    return graph
+
+
+def test_no_import_cycle_between_sub_packages():
+    """docs/architecture.md's order holds between sub-packages, not only between modules: config reads
+    models, models saves through runs, so runs must not import config (or anything that leads back)."""
+    graph = package_graph()
+    done: set[str] = set()
+
+    def visit(package: str, path: list[str]) -> None:
+        if package in path:
+            cycle = path[path.index(package):] + [package]
+            raise AssertionError("package import cycle: " + " -> ".join(
+                f"{a} ({', '.join(sorted(set(graph[a][b]))[:2])})" for a, b in zip(cycle, cycle[1:])) + f" -> {package}")
+        if package in done:
+            return
+        for dep in sorted(graph.get(package, {})):
+            visit(dep, path + [package])
+        done.add(package)
+
+    for package in sorted(graph):
+        visit(package, [])
+
+
+def test_the_package_graph_sees_imports_inside_functions():
+    """The graph is built from every import: cli.py imports its commands' packages inside functions."""
+    assert {"search", "reporting", "export"} <= set(package_graph()["cli"])
 
 
 def test_every_module_imports_on_its_own():
@@ -94,3 +143,17 @@ def test_imports_inside_functions_say_why():
 def test_the_data_flow_has_its_sub_packages():
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert {"config", "data", "models", "training", "search", "runs", "analysis", "reporting", "export"} <= packages
+
+
+def test_the_students_package_face_lists_what_users_import():
+    """`from kdsearch.models.students import StudentSpec, build` works, with the references, and builds every
+    registered family (importing the package registers them, before its face is read)."""
+    import kdsearch.models.students as students
+    from kdsearch.models.students.registry import FAMILIES
+
+    assert set(students.__all__) == {"StudentSpec", "build", "REFERENCES", "reference_spec", "scaled_reference"}
+    assert all(hasattr(students, name) for name in students.__all__)
+    assert {"plain", "residual", "inverted"} <= set(FAMILIES)
+    for name in students.REFERENCES:
+        spec = students.reference_spec(name)
+        assert isinstance(spec, students.StudentSpec) and sum(p.numel() for p in students.build(spec).parameters()) > 0

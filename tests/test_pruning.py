@@ -185,7 +185,9 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     cfg = load_config(None, {
         "data.dataset": "imagefolder", "data.data_dir": str(folder), "teacher.name": "resnet20",
         "teacher.pretrained": False, "teacher.epochs": 1, "epochs": 4, "trials": 8, "device": "cpu",
-        "run_dir": str(tmp_path / "run"), "train.views": 2, "train.batch_size": 16, "space.family": "plain"})
+        "run_dir": str(tmp_path / "run"), "train.views": 2, "train.batch_size": 16, "space.family": "plain",
+        # T and alpha searched (the default fixes them): their spread gives the pruners students to stop
+        "space.temperature": [1.0, 10.0], "space.alpha": [0.0, 1.0]})
     ctx, _ = prepare(cfg, Console(quiet=True))
 
     def live(pruner):

@@ -97,7 +97,7 @@ def test_references_enqueue_into_a_study_and_stay_off_the_searchs_front(tmp_path
     run = open_run(tmp_path / "run")
     first, second = run.study.trials[:2]
     assert first.user_attrs["arch"] == "res[4,8,16]x1 k3 | fc[]" and is_reference(first.user_attrs)
-    assert "temperature" in first.params  # a reference's T, alpha and lr left to the sampler
+    assert "lr" in first.params and first.user_attrs["alpha"] == 0.9  # left to the space: lr sampled, alpha fixed
     vgg = scaled_reference("vgg-tiny", 3000, in_channels=1, num_classes=10, image_size=8)
     assert second.user_attrs["arch"] == vgg.summary() and second.user_attrs["alpha"] == 0.9
     assert second.user_attrs["params"] <= 3000

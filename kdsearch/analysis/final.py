@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +43,16 @@ from rich.progress import Progress
 from ..config import LEGACY_TRAIN, config_from_dict, validate
 from ..data.augment import num_views
 from ..errors import KDSearchError
-from ..measure.costs import count_macs, count_params
 from ..models.students.io import save_student
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..models.students.references import REFERENCES, reference, scaled_reference
-from ..runs.layout import RESULTS_FILE, arm_dir, arm_partial_path, final_dir, reference_dir
+from ..runs.layout import RESULTS_FILE, arm_dir, arm_partial_path
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.estimate import estimate_training
 from ..search.inputs import TrialContext, prepare_inputs
-from ..search.pruners import RUNG_ATTR
 from ..search.spawn import worker_context
 from ..search.supervise import family_modules, threads_each
 from ..training.checkpoint import Resume
@@ -63,6 +60,7 @@ from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
 from ..training.memory_format import fast_memory_format
 from .arms import (DISTILL_ONLY, FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results,
                    summarize, teacher_free_runs)
+from .final_students import Student, check_references, reference_student, trial_student
 from .front import pareto_trials
 
 
@@ -224,7 +222,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
-    of epochs gives it fresh views as ordinary training has (benchmarks/bench_long_kd.py). `device`,
+    of epochs gives it fresh views as ordinary training has (python -m benchmarks long-kd). `device`,
     `threads` and `jobs` say where it runs, not what it trains (not part of a model's setup): with `jobs`
     N > 1, N processes train the models that can run at once (the lr candidates of the first seed, then
     every arm and seed) side by side on the device, each loading the prepared inputs. `temperature` and
@@ -341,56 +339,6 @@ def put_aside(folder: Path, setup: dict[str, Any], only: str | None = None) -> s
                 "do not depend on them and are kept")
     return (f"its final training had other settings ({changed}): moved to {keep.name}/, "
             "these settings train from scratch")
-
-
-@dataclass
-class Student:
-    """What final training trains in one folder: a search trial's student, or a hand-written reference
-    scaled to its size and trained beside it by the same arms, recipe, seeds and teacher weighting."""
-
-    label: str  # "trial 26", "reference resnet8 for trial 26"
-    folder: Path
-    spec: StudentSpec
-    setup: dict[str, Any]  # what it is ("trial", the spec as stored, "reference"): another value retrains
-    record: dict[str, Any]  # results.json's "trial": arch, params, MACs, the search's T, alpha and accuracy
-    searched: dict[str, float]  # the trial's T and alpha, which the distilled arm uses unless train is given others
-
-
-def trial_student(run: Run, ctx: TrialContext, number: int, spec: StudentSpec) -> Student:
-    attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
-    rung = attrs.get(RUNG_ATTR)  # a promoted student: its search accuracy is the rung's
-    record = ({k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms", *DISTILL_ONLY)}
-              | {"search_val_accuracy": (attrs.get("curve") or [None])[-1],
-                 "search_epochs": rung["epochs"] if rung else ctx.cfg.epochs}
-              | ({"rung": rung} if rung else {}))
-    # the spec as the study stored it (re-serializing would add fields newer code knows, and retrain)
-    return Student(f"trial {number}", final_dir(run.run_dir, number), spec, {"trial": number, "spec": attrs["spec"]},
-                   record, {k: float(attrs[k]) for k in DISTILL_ONLY})
-
-
-def reference_student(run: Run, ctx: TrialContext, number: int, trial: Student, name: str) -> Student | None:
-    """Reference `name` at the largest width with at most trial `number`'s parameters (None if none fits)."""
-    data = ctx.data
-    spec = scaled_reference(name, int(trial.record["params"]), in_channels=data.in_channels,
-                            num_classes=data.num_classes, image_size=data.image_size, mean=list(data.mean),
-                            std=list(data.std))
-    if spec is None:
-        return None
-    model = build(spec)
-    record = {"arch": spec.summary(), "params": count_params(model),
-              "macs": count_macs(model, (data.in_channels, data.image_size, data.image_size)), "latency_ms": None,
-              **trial.searched, "search_val_accuracy": None, "search_epochs": None, "reference": name,
-              "for_trial": number, "trial_params": trial.record["params"]}
-    return Student(f"reference {name} for trial {number}", reference_dir(run.run_dir, number, name), spec,
-                   {"trial": number, "reference": name, "spec": json.loads(spec.to_json())}, record, trial.searched)
-
-
-def check_references(names: list[str] | None) -> list[str]:
-    """The references to train beside each student (None: all of them), each a known name."""
-    names = list(REFERENCES) if names is None else list(dict.fromkeys(names))
-    for name in names:
-        reference(name)  # an unknown name: one line naming the known ones
-    return names
 
 
 def _train_student(student: Student, ctx: TrialContext, hp: dict[str, float], modes: list[str], seeds: list[int],

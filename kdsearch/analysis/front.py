@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..runs.trial_attrs import LATENCY_MS, PARAMS
 from ..search.enqueue import is_reference
 from ..search.pruners import rejected, rung_of
 
@@ -93,7 +94,7 @@ def trial_points(study: optuna.Study, test_accuracy: dict[int, float] | None = N
 
 def cost_names(study: optuna.Study) -> list[str]:
     """The cost objectives' attribute names (params, latency_ms or macs), in study order."""
-    names = study.metric_names or ["val_accuracy", "params", "latency_ms"][: len(study.directions)]
+    names = study.metric_names or ["val_accuracy", PARAMS, LATENCY_MS][: len(study.directions)]
     return list(names[1:])
 
 

@@ -31,10 +31,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..errors import KDSearchError
+from ..runs.trial_attrs import LATENCY_MS, MACS, PARAMS
 from .front import pareto_trials, step_front
 
 
-LIMITS = {"max_params": "params", "max_macs": "macs", "max_latency_ms": "latency_ms"}
+LIMITS = {"max_params": PARAMS, "max_macs": MACS, "max_latency_ms": LATENCY_MS}
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,8 @@ def describe(t: FrozenTrial, attrs: Sequence[str] = ()) -> str:
     parts = [f"{accuracy(t):.2%}", f"{int(params(t)):,} params" if math.isfinite(params(t)) else "params unknown"]
     if "macs" in attrs and cost(t, "macs") is not None:
         parts.append(f"{int(cost(t, 'macs')):,} MACs")
-    if "latency_ms" in attrs and cost(t, "latency_ms") is not None:
-        parts.append(f"{cost(t, 'latency_ms'):.3g} ms")
+    if LATENCY_MS in attrs and cost(t, LATENCY_MS) is not None:
+        parts.append(f"{cost(t, LATENCY_MS):.3g} ms")
     return ", ".join(parts)
 
 

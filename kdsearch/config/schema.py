@@ -24,6 +24,7 @@ from .space import DEFAULT_LR, DEFAULT_SPACE, validate_space
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+STRATEGIES = ("pertrial", "oneshot")  # how a sampled student gets its accuracy ([study] strategy)
 PRUNERS = ("pareto", "median", "asha", "moasha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OBJECTIVES = ("accuracy", "params", "latency", "macs", "bytes")
@@ -84,7 +85,7 @@ class TeacherConfig(Section):
 
 class TrainConfig(Section):
     """How each student is trained (fixed per study; T, alpha and lr are in [space]). The defaults are the
-    best recipe measured on fixed CIFAR-10 students at 10 epochs (benchmarks/bench_recipe.py; BENCHMARKS.md,
+    best recipe measured on fixed CIFAR-10 students at 10 epochs (python -m benchmarks recipe; BENCHMARKS.md,
     "Training recipe"): a textbook SGD recipe at batch 128, residual blocks not zero-initialized."""
 
     optimizer: Annotated[str, OneOf(OPTIMIZERS), CHANGES_TRIALS] = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
@@ -165,6 +166,9 @@ class StudyConfig(Section):
     # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
     # params) train again for `promote_epochs` on `promote_images` training images (0: all), and the front
     # is read there; 0 = off. Changing them later promotes what the new rung lacks, at that rung.
+    # how a sampled student gets its accuracy: "pertrial" trains it from scratch; "oneshot" evaluates it inside
+    # supernets trained once (kdsearch.oneshot; `epochs` are then the supernets' epochs)
+    strategy: Annotated[str, OneOf(STRATEGIES), CHANGES_TRIALS] = "pertrial"
     promote: Annotated[int, at_least(0)] = 0
     promote_epochs: Annotated[int, at_least(1)] = 10
     promote_images: Annotated[int, at_least(0)] = 0

@@ -26,7 +26,7 @@ from ..models.students.io import load_student
 from ..runs.files import temp_folder, write_text_atomic
 from ..runs.layout import SPEC_FILE, STUDENT_FILES, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir
 from ..runs.run import Run
-from ..search.pruners import CURVE
+from ..runs.trial_attrs import CURVE, LATENCY_MS
 from .int8 import Int8Inputs, int8_files, int8_inputs
 from .model_card import CARD_FILE, card_sources, model_card
 from .onnx_file import ONNX_FILE, verify_onnx, write_onnx
@@ -149,7 +149,7 @@ def export_trial(run: Run, number: int, out: Path | None = None, weights: str = 
     attrs = trial.user_attrs
     curve = attrs.get(CURVE) or [None]
     info = {"study": run.study.study_name, "trial": number, "weights": kind, "arch": attrs.get("arch"),
-            "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get("latency_ms"),
+            "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get(LATENCY_MS),
             "temperature": attrs.get("temperature"), "alpha": attrs.get("alpha"), "lr": attrs.get("lr"),
             "val_accuracy": curve[-1], "test_accuracy": load_test_accuracies(run.run_dir).get(number),
             **final, "classes": run.study.user_attrs.get("data", {}).get("classes"),

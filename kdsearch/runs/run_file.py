@@ -1,4 +1,8 @@
-"""The run folder and its run.json: made once, owned by one study, the first command kept."""
+"""The run folder and its run.json: made once, owned by one study, the first command kept.
+
+runs/ sits below config/ (config reads models/, which saves students through runs/), so this module
+takes the study's settings as anything with the few fields it reads (`RunSettings`; a
+config.StudyConfig is one), not by importing config."""
 
 from __future__ import annotations
 
@@ -6,15 +10,29 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any, Protocol
 
-from ..config import StudyConfig
 from ..errors import KDSearchError
 from .files import new_folders, write_text_atomic  # noqa: F401  (new_folders: the runner's)
 from .layout import STUDY_DB, run_file
 from .provenance import code_version, command_line
 
 
-def write_run_file(cfg: StudyConfig, study_file: Path | None = None) -> None:
+class RunSettings(Protocol):
+    """What run.json and the ownership check read of a study's settings (config.StudyConfig has them)."""
+
+    name: str
+
+    @property
+    def run_path(self) -> Path: ...
+
+    @property
+    def storage_url(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def write_run_file(cfg: RunSettings, study_file: Path | None = None) -> None:
     """run.json: how `report`, `train` and `results` find the study again, and how it was made
     (the first command is kept; later ones, e.g. resumes, are listed after it)."""
     path = run_file(cfg.run_path)
@@ -49,7 +67,7 @@ def make_run_folder(path: Path) -> None:
         raise KDSearchError(f"run folder {path} cannot be made: permission denied") from None
 
 
-def check_run_folder(cfg: StudyConfig) -> None:
+def check_run_folder(cfg: RunSettings) -> None:
     """One run folder holds one study: another study's trial folders would overwrite its files."""
     path = run_file(cfg.run_path)
     try:

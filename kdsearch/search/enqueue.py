@@ -20,9 +20,9 @@ from ..errors import KDSearchError
 from ..models.students.references import reference, reference_spec, scaled_reference
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
+from ..runs.trial_attrs import ENQUEUED as ENQUEUED_ATTR
 
 
-ENQUEUED_ATTR = "enqueued"  # user attribute of a trial that evaluates a known student (--enqueue)
 HP = ("temperature", "alpha", "lr")
 
 

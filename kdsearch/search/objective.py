@@ -17,6 +17,7 @@ from ..models.students.io import save_student
 from ..models.students.registry import build
 from ..models.students.space import sample_spec, suggest
 from ..runs.layout import trial_dir
+from ..runs.trial_attrs import BYTES, LATENCY_DEVICE, LATENCY_IQR_MS, LATENCY_MS, LATENCY_QUIET
 from ..training.distill import NonFiniteLoss, fit, predict, recipe_from
 from .budgets import reject_over_budget
 from .enqueue import ENQUEUED_ATTR, spec_for_data
@@ -142,16 +143,16 @@ def deployed_costs(trial: optuna.Trial, cfg: StudyConfig, model: torch.nn.Module
             costs["bytes"] = int8_size(graph, shape)
         else:
             costs["bytes"] = len(graph)
-        trial.set_user_attr("bytes", costs["bytes"])
+        trial.set_user_attr(BYTES, costs["bytes"])
         reject_over_budget(trial, cfg, {"bytes": costs["bytes"]})
     with latency.quiet_cpu(cfg.run_path) as quiet:  # the study's other workers on this machine pause
         timing = latency.student_latency(model, shape, cfg.latency_runtime, cfg.latency_batch, cfg.latency_threads,
                                          graph, device=device)
     costs["latency"] = timing.median_ms
-    trial.set_user_attr("latency_ms", timing.median_ms)
-    trial.set_user_attr("latency_iqr_ms", timing.iqr_ms)
+    trial.set_user_attr(LATENCY_MS, timing.median_ms)
+    trial.set_user_attr(LATENCY_IQR_MS, timing.iqr_ms)
     if timing.device != "cpu":
-        trial.set_user_attr("latency_device", timing.device)
+        trial.set_user_attr(LATENCY_DEVICE, timing.device)
     if not quiet["quiet"]:
-        trial.set_user_attr("latency_quiet", False)
+        trial.set_user_attr(LATENCY_QUIET, False)
     reject_over_budget(trial, cfg, {"latency": costs["latency"]})

@@ -29,6 +29,9 @@ from ..config import StudyConfig
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
 from .enqueue import ENQUEUED_ATTR, is_reference
+from .estimate import estimate_training
+from .inputs import prepare_inputs
+from .objective import train_trial
 from .pruners import RUNG_ATTR, rung_of
 from .workers import ERROR_ATTR, heartbeat
 
@@ -72,10 +75,6 @@ def rung_config(cfg: StudyConfig) -> StudyConfig:
 
 def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int]:
     """Train the students to promote at the rung (each a new trial); returns the new trials' numbers."""
-    from .estimate import estimate_training  # (the heavy inputs only when there is something to promote)
-    from .inputs import prepare_inputs
-    from .objective import train_trial
-
     rung = {"epochs": cfg.promote_epochs, "images": cfg.promote_images}
     chosen = to_promote(study, cfg.promote, rung)
     if cfg.promote <= 0 or not chosen:

@@ -28,13 +28,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..config import PrunerConfig
-
-
-CURVE = "curve"  # user attribute: validation accuracy after each epoch
-CHECKS = "checks"  # user attribute (checks_per_epoch > 1): validation accuracy at each check
-PRUNED_AT = "pruned_at"  # user attribute: the epoch after which a trial was stopped (a fraction: mid-epoch)
-# user attribute of a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
-RUNG_ATTR = "rung"
+from ..runs.trial_attrs import CHECKS, COST_ATTRS, CURVE, PRUNED_AT  # noqa: F401  (importable from here too)
+from ..runs.trial_attrs import RUNG as RUNG_ATTR
 
 
 def rung_of(trial: FrozenTrial) -> dict | None:
@@ -52,8 +47,6 @@ def rejected(trial: FrozenTrial) -> bool:
     It does not count toward --trials, and the report lists it apart from pruned trials."""
     return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
 
-
-COST_ATTRS = {"params": "params", "macs": "macs", "latency": "latency_ms", "bytes": "bytes"}  # objective -> attribute
 
 
 class Pruner(Protocol):

@@ -26,6 +26,7 @@ from .enqueue import enqueue_students, load_enqueue
 from .estimate import estimate_search
 from .fingerprint import FINGERPRINT_ATTR, fingerprint
 from .inputs import TrialContext, check_teacher_teaches, prepare_inputs
+from .oneshot import run_oneshot
 from .promote import promote
 from .study import n_finished, open_study
 from .supervise import supervise
@@ -123,6 +124,13 @@ def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, wor
     if not entries and (study := _finished(cfg, console)) is not None:
         return study
     ctx, study = prepare(cfg, console, study_file, record)
+    if cfg.strategy == "oneshot":  # supernets trained once; each trial evaluates a subnet (kdsearch.oneshot)
+        if workers > 1:
+            console.print("one-shot: --workers is ignored: the supernets train and the subnets are evaluated in "
+                          "this process", highlight=False)
+        with alive(cfg.run_path):
+            run_oneshot(ctx, study, console)
+        return study
     feed = TrialFeed(callbacks, study) if callbacks else None
     if tracker is not None:
         console.print(tracking_note(tracker), highlight=False)

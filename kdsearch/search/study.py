@@ -10,11 +10,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..runs.storage import make_storage
+from ..runs.trial_attrs import COST_ATTRS
 from .fingerprint import check_resume
 from .pruners import rejected, rung_of
 
 
-METRIC_NAMES = {"accuracy": "val_accuracy", "params": "params", "latency": "latency_ms", "macs": "macs", "bytes": "bytes"}
+METRIC_NAMES = {"accuracy": "val_accuracy", **COST_ATTRS}
 
 DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "latency": "minimize", "macs": "minimize",
               "bytes": "minimize"}

@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from ..config import StudyConfig
 from ..errors import KDSearchError
+from ..runs.trial_attrs import BYTES, LATENCY_MS, MACS, PARAMS
 from .objective import Surplus
 from .pruners import CURVE, rejected
 from .workers import ERROR_ATTR
@@ -33,7 +34,7 @@ from .workers import ERROR_ATTR
 
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "torch.utils.tensorboard"}
 SETTINGS = ("arch", "temperature", "alpha", "lr")  # trial attributes logged as settings besides Optuna's params
-COSTS = ("params", "macs", "latency_ms", "bytes")
+COSTS = (PARAMS, MACS, LATENCY_MS, BYTES)
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any] | None:

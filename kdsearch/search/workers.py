@@ -35,11 +35,12 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from ..runs.layout import lock_file
+from ..runs.trial_attrs import ENQUEUED
+from ..runs.trial_attrs import ERROR as ERROR_ATTR, HEARTBEAT as HEARTBEAT_ATTR, RETRY_OF as RETRY_ATTR
+from ..runs.trial_attrs import SUPERVISOR as SUPERVISOR_ATTR, WORKER as WORKER_ATTR
 
 
-WORKER_ATTR, HEARTBEAT_ATTR, ERROR_ATTR, RETRY_ATTR = "worker", "heartbeat", "error", "retry_of"
-SUPERVISOR_ATTR = "supervisor"  # the worker id of the process supervising the trial's worker
-CARRY_ON_RETRY = ("enqueued",)  # user attributes a retry keeps (a known student from --enqueue has no params)
+CARRY_ON_RETRY = (ENQUEUED,)  # user attributes a retry keeps (a known student from --enqueue has no params)
 HEARTBEAT_S = 30.0  # how often a running trial says it is alive
 GRACE_S = 180.0  # silence after which a trial of a worker on another machine counts as dead
 _supervisor: str | None = None  # set in a supervised worker process: its supervisor's worker id

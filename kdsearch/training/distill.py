@@ -331,7 +331,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, p
 def eval_batch_size(device: torch.device) -> int:
     """Images per evaluation batch: 1024 on an accelerator; 128 on a CPU, where a validation pass of a small
     student, and a ResNet-32's forward, ran 1.4-2.0x faster than at 1024 and 1.1-1.4x faster than at 256
-    (benchmarks/bench_eval.py, BENCHMARKS.md "Validation passes")."""
+    (python -m benchmarks eval, BENCHMARKS.md "Validation passes")."""
     return 128 if device.type == "cpu" else 1024
 
 

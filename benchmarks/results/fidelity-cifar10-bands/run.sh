@@ -12,6 +12,6 @@ set -euo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-benchmarks/results/fidelity-cifar10-bands}
 if [ -n "${REUSE:-}" ]; then mkdir -p "$OUT/run/teachers"; cp -n "$REUSE"/teachers/* "$OUT/run/teachers/" || true; fi
-$PY benchmarks/bench_fidelity.py studies/cifar10-resnet32.toml --bands 4642 15472 46415 --per-band 3 \
+$PY -m benchmarks fidelity studies/cifar10-resnet32-v2.toml --bands 4642 15472 46415 --per-band 3 \
     --fixed temperature=4 alpha=0.9 lr=0.2 --proxies 10000x3 45000x3 --final-epochs 10 \
     --set 'space.family=["plain","residual","inverted"]' train.views=10 --out "$OUT"

@@ -8,5 +8,5 @@
 set -euo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-benchmarks/results/fidelity-cifar10}
-$PY benchmarks/bench_fidelity.py studies/cifar10-resnet32.toml --students 12 --proxies 10000x3 20000x2 45000x1 5000x6 \
+$PY -m benchmarks fidelity studies/cifar10-resnet32.toml --students 12 --proxies 10000x3 20000x2 45000x1 5000x6 \
     --final-epochs 10 --out "$OUT"

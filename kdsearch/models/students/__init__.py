@@ -13,7 +13,15 @@ Every family ends in global average pooling and the same head: fully connected l
 optional dropout) and a linear classifier. Input normalization lives inside the model, so a
 student, and its ONNX export, takes raw pixels in [0, 1] and returns logits.
 
-Importing this package registers the built-in families.
+Importing this package registers the built-in families. What a user imports from it:
+
+    from kdsearch.models.students import StudentSpec, build, reference_spec
+    model = build(StudentSpec(in_channels=3, num_classes=10, image_size=32, channels=[16, 32, 64]))
 """
 
 from . import plain, residual, inverted  # noqa: F401, I001  (registers the built-in families, in this order)
+from .references import REFERENCES, reference_spec, scaled_reference
+from .registry import build
+from .spec import StudentSpec
+
+__all__ = ["StudentSpec", "build", "REFERENCES", "reference_spec", "scaled_reference"]

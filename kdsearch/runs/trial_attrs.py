@@ -1,0 +1,36 @@
+"""The names of a trial's user attributes: what the search writes on a trial and every later step reads.
+
+One spelling for the writer (search/) and the readers (analysis/, reporting/, export/, the API). It lives
+in runs/, which imports nothing of the package but errors.py, so that any sub-package may import it
+without reaching into search/. Values are plain JSON (Optuna stores user attributes as JSON).
+"""
+
+from __future__ import annotations
+
+# what the student is, and what its sampled settings are
+SPEC = "spec"  # the StudentSpec as a JSON object
+ARCH = "arch"  # StudentSpec.summary(), e.g. "conv[16,32]x1 k3 bn | fc[]"
+
+# its costs (objectives or budgets)
+PARAMS = "params"
+MACS = "macs"
+BYTES = "bytes"  # the exported ONNX file's size (or its int8 model's), when an objective or budget
+LATENCY_MS = "latency_ms"  # median batch latency (measure.latency.Timing.median_ms)
+LATENCY_IQR_MS = "latency_iqr_ms"
+LATENCY_DEVICE = "latency_device"  # set only when not timed on the CPU
+LATENCY_QUIET = "latency_quiet"  # False when the study's other workers could not be paused for the timing
+COST_ATTRS = {"params": PARAMS, "macs": MACS, "latency": LATENCY_MS, "bytes": BYTES}  # cost objective -> attribute
+
+# its training
+CURVE = "curve"  # validation accuracy after each epoch
+CHECKS = "checks"  # (checks_per_epoch > 1) validation accuracy at each check
+PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fraction: mid-epoch; 0: over budget)
+RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
+ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
+
+# the worker that ran it (search.workers)
+WORKER = "worker"
+SUPERVISOR = "supervisor"  # the worker id of the process supervising the trial's worker
+HEARTBEAT = "heartbeat"
+ERROR = "error"
+RETRY_OF = "retry_of"

@@ -1,0 +1,240 @@
+"""A one-shot study (`strategy = "oneshot"`): supernets trained once, then each trial evaluates a subnet.
+
+The study file, run folder, objectives, budgets, report, export and `train` are the per-trial search's;
+what differs is how a sampled student gets its accuracy. Per family of the space that has a supernet
+(residual, inverted; another family is left out with a one-line note), the supernet is the largest
+subnet that the space and the budgets allow, trained `epochs` epochs by the sandwich rule with the
+teacher's cached logits (training.sandwich), saved in RUN/supernets/ and resumable by epoch. Each trial
+then draws a subnet (Optuna's sampler proposes the family and, per stage, width, depth, kernel and
+expansion), measures its costs, rejects it over budget, and scores it with inherited weights after
+batch-norm recalibration (training.subnet_eval): seconds, not minutes. The recalibrated subnet is saved
+as the trial's student, so `kdsearch export` exports it and `kdsearch train` retrains it from scratch.
+
+T, alpha and lr cannot vary per subnet of a shared supernet: they are the space's (its value where
+fixed, the middle of a range otherwise), recorded with every trial, and not sampled; nor the head
+(no hidden FC layers, no dropout) or plain's batch norm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from rich.console import Console
+
+from ..config import SPACE_KINDS, StudyConfig
+from ..data.splits import stratified_subset
+from ..errors import KDSearchError
+from ..measure.costs import count_macs, count_params
+from ..models.students.io import save_student
+from ..models.students.registry import build
+from ..models.students.space import space_families
+from ..models.students.spec import StudentSpec
+from ..progress import progress_bar
+from ..models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
+from ..runs.layout import trial_dir
+from ..training.checkpoint import Resume
+from ..training.distill import recipe_from
+from ..training.sandwich import train_supernet
+from ..training.subnet_eval import evaluate
+from .budgets import budget_excess, reject_over_budget
+from .inputs import TrialContext
+from .objective import deployed_costs
+from .study import n_finished
+from .workers import ERROR_ATTR, heartbeat
+
+WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # a stage's widths, of the largest's
+CALIBRATION_IMAGES = 2000  # training images that recalibrate each subnet's batch norm
+ONESHOT_ATTR = "oneshot"  # trial user attribute: how its accuracy was measured (inherited weights)
+
+
+def _values(cfg: StudyConfig, key: str, default: Any = None) -> list:
+    """A [space] entry's values: a fixed value, the choices of a choice entry, or every integer of an int range."""
+    value = cfg.space.get(key, default)
+    if not isinstance(value, list):
+        return [value]
+    if SPACE_KINDS[key] == "choice":
+        return list(value)
+    return list(range(int(value[0]), int(value[1]) + 1))
+
+
+def fixed_hp(cfg: StudyConfig) -> dict[str, float]:
+    """T, alpha and lr of every subnet: the space's value, or the middle of its range (geometric on a log scale)."""
+    out = {}
+    for key in ("temperature", "alpha", "lr"):
+        value = cfg.space[key]
+        if isinstance(value, list):
+            value = math.sqrt(value[0] * value[1]) if SPACE_KINDS[key].endswith("log") else sum(value) / 2
+        out[key] = float(value)
+    return out
+
+
+def largest_widths(cfg: StudyConfig, stages: int) -> list[int]:
+    if "channels" in cfg.space:
+        return [int(max(_values(cfg, "channels")))] * stages
+    width, growth = max(_values(cfg, "width")), max(_values(cfg, "growth"))
+    return [int(width * growth ** i + 0.5) for i in range(stages)]
+
+
+def subnet_space(cfg: StudyConfig, data, family: str) -> SubnetSpace:
+    """The family's subnets as the study's [space] draws them: its most stages, each with the space's depths
+    (convs_per_stage), kernels and (inverted) expansions, and widths that are fractions of the largest's; the
+    largest scaled down until it is within the params and MACs budgets (the budgets bound the supernet)."""
+    stages = max(_values(cfg, "stages"))
+    depths = tuple(sorted(set(_values(cfg, "convs_per_stage"))))
+    kernels = tuple(sorted(set(_values(cfg, "kernel_size"))))
+    expands = tuple(sorted({e for e in _values(cfg, "expand_ratio", [2, 6]) if e >= 2})) or (2,)
+    base = StudentSpec(data.in_channels, data.num_classes, data.image_size, [1] * stages, mean=list(data.mean),
+                       std=list(data.std), family=family)
+    top = largest_widths(cfg, stages)
+    shape = (data.in_channels, data.image_size, data.image_size)
+
+    def space_at(scale: float) -> SubnetSpace:
+        widths = tuple(tuple(sorted({max(1, round(w * scale * f)) for f in WIDTH_FRACTIONS})) for w in top)
+        return SubnetSpace(base, widths, depths, kernels, expands)
+
+    scale = 1.0
+    while max(top) * scale >= 1:
+        candidate = space_at(scale)
+        model = build(candidate.largest())
+        costs = {"params": count_params(model), "macs": count_macs(model, shape)}
+        if all(excess <= 0 for excess in budget_excess(cfg, costs).values()):
+            return candidate
+        scale *= 0.9
+    raise KDSearchError(f"one-shot: no {family} supernet of the space fits the budgets")
+
+
+def oneshot_families(cfg: StudyConfig, console: Console) -> list[str]:
+    families = space_families(cfg.space)
+    left = [f for f in families if f not in ONESHOT_FAMILIES]
+    if left:
+        console.print(f"[yellow]one-shot: the {', '.join(left)} family has no supernet (its layers cannot be shared "
+                      f"across depths): left out of this study[/]", highlight=False)
+    kept = [f for f in families if f in ONESHOT_FAMILIES]
+    if not kept:
+        raise KDSearchError(f"one-shot search needs a family with a supernet ({', '.join(ONESHOT_FAMILIES)}) in "
+                            f"[space] family, got {', '.join(families)}")
+    return kept
+
+
+def supernet_path(run_dir: Path, family: str) -> Path:
+    return Path(run_dir) / "supernets" / f"{family}.pt"
+
+
+def prepare_supernets(ctx: TrialContext, console: Console) -> dict[str, tuple[SubnetSpace, torch.nn.Module]]:
+    """Each family's supernet: loaded when trained already (same space, teacher and views), else trained now
+    (progress bar; an interruption continues from the last finished epoch)."""
+    cfg, out = ctx.cfg, {}
+    hp = fixed_hp(cfg)
+    recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
+    for family in oneshot_families(cfg, console):
+        space = subnet_space(cfg, ctx.data, family)
+        path = supernet_path(cfg.run_path, family)
+        key = {"space": repr(space), "teacher": ctx.teacher.key, "recipe": repr(recipe),
+               "cache": ctx.cache.path.stem if ctx.cache is not None else None, "images": len(ctx.train)}
+        done = _load(path, key)
+        if done is None:
+            largest = space.largest()
+            console.print(f"one-shot: training the {family} supernet ({largest.summary()}, "
+                          f"{count_params(build(largest)):,} params) for {cfg.epochs} epochs by the sandwich rule",
+                          highlight=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            resume = Resume(path.with_suffix(".partial.pt"), key, every_s=0.0)
+            with progress_bar(console) as progress:
+                supernet = train_supernet(space, ctx.x_train, ctx.y_train, recipe, pad=ctx.data.pad, flip=ctx.data.flip,
+                                          seed=cfg.seed, cache=ctx.cache, teacher=ctx.teacher.model,
+                                          progress=progress, resume=resume)
+            torch.save({"key": key, "state": supernet.state_dict()}, path)
+            resume.path.unlink(missing_ok=True)
+            done = supernet
+        else:
+            done = build(space.largest()).to(ctx.device)
+            done.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True)["state"])
+        out[family] = (space, done.to(ctx.device).eval())
+    return out
+
+
+def _load(path: Path, key: dict[str, Any]) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (damaged: trained again)
+        return None
+    return saved if saved.get("key") == key else None
+
+
+def suggest_subnet(trial: optuna.Trial, spaces: dict[str, SubnetSpace]) -> StudentSpec:
+    """Define-by-run: the family, then per stage its width, depth, kernel and (inverted) expansion."""
+    family = trial.suggest_categorical("family", list(spaces)) if len(spaces) > 1 else next(iter(spaces))
+    s = spaces[family]
+    n = s.stages
+    widths = [trial.suggest_categorical(f"{family}_width_{i}", list(s.widths[i])) for i in range(n)]
+    depths = [trial.suggest_categorical(f"depth_{i}", list(s.depths)) for i in range(n)]
+    kernels = [trial.suggest_categorical(f"kernel_{i}", list(s.kernels)) for i in range(n)]
+    expands = ([trial.suggest_categorical(f"expand_{i}", list(s.expands)) for i in range(n)]
+               if family == "inverted" else None)
+    return s.spec(widths, depths, kernels, expands)
+
+
+def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_calib: torch.Tensor) -> tuple[float, ...]:
+    """One trial: a subnet, its costs (rejected over budget), its accuracy with inherited weights; saved."""
+    cfg = ctx.cfg
+    spec = suggest_subnet(trial, {f: s for f, (s, _) in supernets.items()})
+    space, supernet = supernets[spec.family]
+    hp = fixed_hp(cfg)
+    model = build(spec)
+    shape = (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
+    costs = {"params": count_params(model), "macs": count_macs(model, shape)}
+    for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp, **costs,
+                       ONESHOT_ATTR: {"calibration_images": len(x_calib), "supernet_epochs": cfg.epochs}}.items():
+        trial.set_user_attr(key, value)
+    reject_over_budget(trial, cfg, costs)
+    deployed_costs(trial, cfg, model, shape, costs, ctx.device)
+    start = time.perf_counter()
+    acc, student = evaluate(supernet, spec, x_calib, ctx.x_val, ctx.y_val)
+    trial.set_user_attr("curve", [acc])
+    trial.set_user_attr("eval_seconds", time.perf_counter() - start)
+    save_student(trial_dir(cfg.run_path, trial.number), student, spec)
+    values = {"accuracy": acc, **costs}
+    return tuple(float(values[o]) for o in cfg.objectives)
+
+
+def run_oneshot(ctx: TrialContext, study: optuna.Study, console: Console) -> None:
+    """Train (or load) the supernets, then evaluate subnets until the study has `trials` finished ones."""
+    cfg = ctx.cfg
+    supernets = prepare_supernets(ctx, console)
+    calib = stratified_subset(ctx.train, min(CALIBRATION_IMAGES, len(ctx.train)), cfg.seed).x.to(ctx.device)
+    done = n_finished(study)
+    console.print(f"one-shot: evaluating subnets until {cfg.trials} are finished ({done} already)", highlight=False)
+    failures = rejections = 0
+    with progress_bar(console) as progress:
+        task = progress.add_task("subnets", total=cfg.trials, completed=done)
+        while n_finished(study) < cfg.trials:
+            trial = study.ask()
+            try:
+                with heartbeat(trial):
+                    values = evaluate_trial(trial, ctx, supernets, calib)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)  # over budget: another is drawn in its place
+                rejections += 1
+                if rejections > 50 * cfg.trials:
+                    raise KDSearchError("one-shot: almost every subnet drawn is over budget (loosen the budgets)")
+                continue
+            except Exception as exc:  # a subnet that fails fails alone; many in a row stop the study
+                trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:500])
+                study.tell(trial, state=TrialState.FAIL)
+                failures += 1
+                if failures >= 5:
+                    raise KDSearchError(f"one-shot: 5 subnets failed in a row, the last with {type(exc).__name__}: "
+                                        f"{exc}") from None
+                continue
+            failures = 0
+            study.tell(trial, values)
+            progress.update(task, completed=n_finished(study))

@@ -1,0 +1,42 @@
+"""A subnet's accuracy with the weights it inherits: batch-norm recalibration, then validation.
+
+The supernet's batch-norm statistics are a mixture over every subnet trained (each sandwich step runs
+several), so a subnet's own are recomputed before it is scored, on a fixed sample of training images
+(BigNAS, Once-for-All): its running means and variances reset, then averaged over the sample
+(momentum None: a plain cumulative average, the same whatever the batch order), in training mode and
+without gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.augment import to_float
+from ..models.students.spec import StudentSpec
+from ..models.students.supernet import extract
+from .distill import accuracy, eval_batch_size
+
+
+def recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Reset every batch norm's running statistics and recompute them on the uint8 images `x`."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            model(to_float(x[start:start + batch_size]))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
+
+
+def evaluate(supernet: nn.Module, spec: StudentSpec, x_calib: torch.Tensor, x_val: torch.Tensor,
+             y_val: torch.Tensor) -> tuple[float, nn.Module]:
+    """Validation accuracy of subnet `spec` with inherited weights and recalibrated batch norm, and the
+    standalone student it is (ready to export or fine-tune)."""
+    student = recalibrate(extract(supernet, spec), x_calib)
+    return accuracy(student, x_val, y_val, eval_batch_size(x_val.device)), student
