@@ -41,6 +41,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from ..config import LEGACY_TRAIN, config_from_dict, validate
+from ..data.augment import num_views
 from ..errors import KDSearchError
 from ..models.students.io import save_student
 from ..models.students.registry import build
@@ -430,7 +431,8 @@ def _train_student(student: Student, ctx: TrialContext, hp: dict[str, float], mo
     final = body()
     if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
         save_results(path, final)
-    console.print(final_table(label, final))
+    console.print(final_table(label, final, every_view_cached=ctx.cache is not None  # control = ordinary training
+                              and ctx.cache.k >= num_views(ctx.data.pad, ctx.data.flip)))
     return final
 
 
