@@ -243,9 +243,9 @@ def test_the_readmes_worked_example():
 
 
 def test_a_trial_measures_only_the_checks_its_pruner_looks_at():
-    """The CIFAR-10 study: 4 checks per epoch over 3 epochs, but pareto looks at checks 2, 4 and 6 only,
+    """The v2 CIFAR-10 study: 4 checks per epoch over 3 epochs, but pareto looks at checks 2, 4 and 6 only,
     so a trial makes 5 validation passes (3 epoch ends, 2 mid-epoch), not 12; unpruned, it records all."""
-    study = Path(__file__).resolve().parents[1] / "studies" / "cifar10-resnet32.toml"
+    study = Path(__file__).resolve().parents[1] / "studies" / "cifar10-resnet32-v2.toml"
     cfg = load_config(str(study), {})
     p = make_pruner(cfg.pruner, cfg.objectives)
     assert [c for c in range(1, 13) if p.looks_at(c, 12)] == [2, 4, 6]
