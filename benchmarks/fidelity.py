@@ -50,6 +50,7 @@ from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students import REFERENCES, build, scaled_reference
 from kdsearch.models.students.space import sample_spec, suggest
 from kdsearch.search.budgets import budget_excess
+from kdsearch.search.oneshot import fixed_hp
 from kdsearch.search.inputs import prepare_inputs, teacher_logit_cache
 from kdsearch.training.distill import fit, recipe_from
 
@@ -83,12 +84,7 @@ def band_students(cfg, data, bands: list[int], per_band: int, seed: int, fixed: 
     `per_band` students of the space between B/2 and B (B{B}-s{i}); hp from the space unless fixed."""
     shape = dict(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size,
                  mean=list(data.mean), std=list(data.std))
-    def middle(key: str) -> float:  # a fixed value, or the middle of its range (geometric on a log scale)
-        value = cfg.space[key]
-        if not isinstance(value, list):
-            return value
-        return (value[0] * value[1]) ** 0.5 if SPACE_KINDS[key].endswith("log") else sum(value) / 2
-    hp_default = {k: middle(k) for k in ("temperature", "alpha", "lr")}
+    hp_default = fixed_hp(cfg)  # a fixed value, or the middle of its range, as a one-shot study's subnets get
     out = []
     for b in bands:
         for name in REFERENCES:

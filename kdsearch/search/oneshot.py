@@ -38,6 +38,7 @@ from ..models.students.space import space_families
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
 from ..models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
+from ..runs.files import atomic_path
 from ..runs.layout import trial_dir
 from ..training.checkpoint import Resume
 from ..training.distill import recipe_from
@@ -138,8 +139,8 @@ def prepare_supernets(ctx: TrialContext, console: Console) -> dict[str, tuple[Su
         path = supernet_path(cfg.run_path, family)
         key = {"space": repr(space), "teacher": ctx.teacher.key, "recipe": repr(recipe),
                "cache": ctx.cache.path.stem if ctx.cache is not None else None, "images": len(ctx.train)}
-        done = _load(path, key)
-        if done is None:
+        saved = _load(path, key)
+        if saved is None:
             largest = space.largest()
             console.print(f"one-shot: training the {family} supernet ({largest.summary()}, "
                           f"{count_params(build(largest)):,} params) for {cfg.epochs} epochs by the sandwich rule",
@@ -150,13 +151,13 @@ def prepare_supernets(ctx: TrialContext, console: Console) -> dict[str, tuple[Su
                 supernet = train_supernet(space, ctx.x_train, ctx.y_train, recipe, pad=ctx.data.pad, flip=ctx.data.flip,
                                           seed=cfg.seed, cache=ctx.cache, teacher=ctx.teacher.model,
                                           progress=progress, resume=resume)
-            torch.save({"key": key, "state": supernet.state_dict()}, path)
+            with atomic_path(path) as tmp:  # a supernet half-written is never loaded
+                torch.save({"key": key, "state": supernet.state_dict()}, tmp)
             resume.path.unlink(missing_ok=True)
-            done = supernet
-        else:
-            done = build(space.largest()).to(ctx.device)
-            done.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True)["state"])
-        out[family] = (space, done.to(ctx.device).eval())
+        else:  # trained before: the state read with its key
+            supernet = build(space.largest())
+            supernet.load_state_dict(saved["state"])
+        out[family] = (space, supernet.to(ctx.device).eval())
     return out
 
 
