@@ -50,7 +50,7 @@ from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students import REFERENCES, build, scaled_reference
 from kdsearch.models.students.space import sample_spec, suggest
 from kdsearch.search.budgets import budget_excess
-from kdsearch.search.oneshot import fixed_hp
+from kdsearch.search.evaluation.oneshot import fixed_hp
 from kdsearch.search.inputs import prepare_inputs, teacher_logit_cache
 from kdsearch.training.distill import fit, recipe_from
 

@@ -3,7 +3,7 @@
 Twenty students of the default space (CIFAR-10 shape, untrained: latency does not depend on the
 weights' values), each measured twice on an idle machine and twice while two training workers
 of the same study run (two processes, each training a mid-size student in a loop, one thread
-each, pausing for timing as kdsearch workers do: kdsearch/measure/latency.py). Measured each time:
+each, pausing for timing as kdsearch workers do: kdsearch/search/cpu_share.py). Measured each time:
 
 - `onnxruntime`: what the search records now (latency.student_latency: the exported graph through
   ONNX Runtime, median of 21 blocks, batch 1, one thread), timed under the run folder's CPU lock;
@@ -42,7 +42,8 @@ from scipy.stats import spearmanr
 
 from kdsearch.config import DEFAULT_SPACE
 from kdsearch.measure.costs import count_macs
-from kdsearch.measure.latency import quiet_cpu, student_latency, training_share
+from kdsearch.measure.latency import student_latency
+from kdsearch.search.cpu_share import quiet_cpu, training_share
 from kdsearch.measure.onnx_graph import onnx_bytes, with_distinct_weights
 from kdsearch.models.students import StudentSpec, build
 from kdsearch.models.students.space import sample_spec

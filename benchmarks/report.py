@@ -212,6 +212,7 @@ TABLES: dict[str, Callable[..., str]] = {
     "eval": tables.eval_batch,
     "speed": tables.step_speed,
     "supervise": tables.supervise,
+    "worker-start": tables.worker_start,
     "concurrent": tables.concurrent,
     "verbatim": verbatim,
     "headline": headline,

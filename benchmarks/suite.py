@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "eval": "eval_batch",
     "concurrent": "concurrent",
     "supervise": "supervise",
+    "worker-start": "worker_start",
     "profile": "profile_step",
     "cache-accuracy": "cache_accuracy",
     "long-kd": "long_kd",

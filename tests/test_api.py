@@ -180,3 +180,21 @@ def test_worker_processes_are_launched_with_no_main_module_to_import():
     assert "init_main_from_path" not in data and "init_main_from_name" not in data
     assert sys.modules["__main__"] is main
     assert worker_context().Process._Popen.__qualname__.startswith("WorkerProcess")
+
+
+def test_a_worker_process_starts_with_the_callers_environment_and_directory(tmp_path, monkeypatch):
+    """Workers are forked from a fork server started earlier (search.spawn): they must still see the environment
+    and working directory of the moment they start, as a spawned process does (KDSEARCH_CACHE, CUDA_VISIBLE_DEVICES,
+    a relative run folder)."""
+    import subprocess
+
+    from kdsearch.search.spawn import start_worker_server, worker_context
+
+    start_worker_server()  # (already running in a test process that ran a study before: the point)
+    monkeypatch.setenv("KDSEARCH_TEST_MARKER", "set-after-the-server-started")
+    monkeypatch.chdir(tmp_path)
+    process = worker_context().Process(target=subprocess.run, args=(["sh", "-c", 'echo "$KDSEARCH_TEST_MARKER" > seen'],))
+    process.start()
+    process.join()
+    assert process.exitcode == 0
+    assert (tmp_path / "seen").read_text().strip() == "set-after-the-server-started"  # (written in its directory)

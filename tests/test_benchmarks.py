@@ -206,6 +206,13 @@ def test_smoke_supervise(study, tmp_path):
     assert row["trials"] == 1 and row["in_process_s"] > 0 and row["supervised_s"] > 0
 
 
+@pytest.mark.slow  # spawns a process that imports torch, as the benchmark's baseline
+def test_smoke_worker_start(tmp_path):
+    bench(["worker-start", "--repeats", "1", "--out", str(tmp_path)])
+    (row,) = rows(tmp_path)
+    assert row["spawn"]["repeats"] == 1 and row["forked"]["median_s"] > 0 and row["ratio"] > 0
+
+
 def test_smoke_profile(capsys):
     bench(["profile", "plain6k", "--batch", "8", "--steps", "1", "--layout", "contiguous"])
     assert "Self CPU" in capsys.readouterr().out

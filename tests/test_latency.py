@@ -15,7 +15,8 @@ from kdsearch.cli import app
 from kdsearch.config import LEGACY_STUDY, config_from_dict, load_config
 from kdsearch.errors import KDSearchError
 from kdsearch.export.int8 import INT8_FILE
-from kdsearch.measure.latency import BLOCKS, TrainingShare, quiet_cpu, student_latency, training_share
+from kdsearch.measure.latency import BLOCKS, student_latency
+from kdsearch.search.cpu_share import TrainingShare, quiet_cpu, training_share
 from kdsearch.measure.onnx_graph import onnx_bytes
 from kdsearch.models.students.io import load_student
 from kdsearch.models.students.registry import build

@@ -150,7 +150,7 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     from typer.testing import CliRunner
 
     from kdsearch.cli import app
-    from kdsearch.search.oneshot import ONESHOT_ATTR, supernet_path
+    from kdsearch.search.evaluation.oneshot import ONESHOT_ATTR, supernet_path
     from kdsearch.runs.run import open_run
 
     from kdsearch.measure.latency import Timing
@@ -163,7 +163,7 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     argv = ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1",
             "--epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--strategy", "oneshot",
             "--trials", "8", "--objectives", "accuracy,params,macs", "--max-params", "20000", "--views", "2",
-            "--subset", "400"]
+            "--subset", "400", "--in-process"]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, result.output
     assert "the plain family has no supernet" in result.output and "training the residual supernet" in result.output
@@ -176,6 +176,11 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     # the same command again: the supernets load, nothing is evaluated
     again = CliRunner().invoke(app, argv)
     assert again.exit_code == 0 and "training the" not in again.output, again.output
+    # more subnets by two supervised workers: each loads the supernets the first run trained, in the study's loop
+    more = CliRunner().invoke(app, argv[:-1] + ["--trials", "12", "--workers", "2"])
+    assert more.exit_code == 0 and "training the" not in more.output, more.output
+    done = [t for t in open_run(tmp_path / "run").study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 12 and all(ONESHOT_ATTR in t.user_attrs for t in done)
     exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--knee", "--out", str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())

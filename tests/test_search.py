@@ -85,7 +85,7 @@ def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
             raise NonFiniteLoss("training loss became nan")
         return real(*a, **k)
 
-    monkeypatch.setattr("kdsearch.search.objective.fit", flaky)
+    monkeypatch.setattr("kdsearch.search.evaluation.pertrial.fit", flaky)
     run_dir = tmp_path / "run"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none", "--in-process"))
     assert result.exit_code == 0, result.output
@@ -185,7 +185,7 @@ def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
 def test_budgets_reject_before_training_and_stay_off_the_front(folder, tmp_path, monkeypatch):
     trained = []
     real = fit
-    monkeypatch.setattr("kdsearch.search.objective.fit", lambda *a, **k: trained.append(1) or real(*a, **k))
+    monkeypatch.setattr("kdsearch.search.evaluation.pertrial.fit", lambda *a, **k: trained.append(1) or real(*a, **k))
     run_dir = tmp_path / "r"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "3", "--max-params", "3000", "--in-process"))
     assert result.exit_code == 0, result.output
@@ -275,7 +275,7 @@ def test_a_trial_interrupted_while_it_trains_is_failed_with_the_reason(folder, t
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("kdsearch.search.objective.fit", interrupted)
+    monkeypatch.setattr("kdsearch.search.evaluation.pertrial.fit", interrupted)
     run_dir = tmp_path / "run"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "2", "--pruner", "none", "--in-process"))
     assert result.exit_code != 0 and "interrupted" in result.output, result.output

@@ -194,7 +194,7 @@ def test_a_systematic_error_stops_the_study_with_one_clear_line(folder, tmp_path
     def broken(*a, **k):
         raise ValueError("a bug in every trial")
 
-    monkeypatch.setattr("kdsearch.search.objective.fit", broken)
+    monkeypatch.setattr("kdsearch.search.evaluation.pertrial.fit", broken)
     result = CliRunner().invoke(app, argv(folder, tmp_path / "run", "--trials", "20", "--epochs", "1", "--in-process"))
     assert result.exit_code == 2
     assert f"the last {MAX_CONSECUTIVE_FAILURES} trials failed (last error: ValueError: a bug in every trial)" \
@@ -265,7 +265,7 @@ def test_out_of_memory_fails_only_its_trial(folder, tmp_path, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*a, **k)
 
-    monkeypatch.setattr("kdsearch.search.objective.fit", oom_once)
+    monkeypatch.setattr("kdsearch.search.evaluation.pertrial.fit", oom_once)
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, argv(folder, run_dir, "--trials", "2", "--epochs", "1", "--in-process"))
     assert result.exit_code == 0, result.output

@@ -167,7 +167,7 @@ class StudyConfig(Section):
     # params) train again for `promote_epochs` on `promote_images` training images (0: all), and the front
     # is read there; 0 = off. Changing them later promotes what the new rung lacks, at that rung.
     # how a sampled student gets its accuracy: "pertrial" trains it from scratch; "oneshot" evaluates it inside
-    # supernets trained once (kdsearch.oneshot; `epochs` are then the supernets' epochs)
+    # supernets trained once (search.evaluation.oneshot; `epochs` are then the supernets' epochs)
     strategy: Annotated[str, OneOf(STRATEGIES), CHANGES_TRIALS] = "pertrial"
     promote: Annotated[int, at_least(0)] = 0
     promote_epochs: Annotated[int, at_least(1)] = 10

@@ -9,7 +9,7 @@ from typing import Any
 from ..config import config_from_dict
 from ..data.datasets import load_data
 from ..errors import KDSearchError
-from ..measure.latency import quiet_cpu
+from ..search.cpu_share import quiet_cpu
 from ..measure.quantize import calibration_images, check_int8, quantize_int8
 from ..models.students.spec import StudentSpec
 from ..runs.run import Run
@@ -27,7 +27,7 @@ class Int8Inputs:
     val: Any  # data.Split
     test: Any | None  # data.Split, for students that went through final training; else None
     threads: int = 1  # ONNX Runtime threads for the latency of both files
-    run_dir: Path | None = None  # timing waits for a search's other workers there (measure.latency.quiet_cpu)
+    run_dir: Path | None = None  # timing waits for a search's other workers there (search.cpu_share.quiet_cpu)
 
 
 def int8_files(folder: Path, spec: StudentSpec, inputs: Int8Inputs) -> dict[str, Any]:

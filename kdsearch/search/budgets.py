@@ -16,6 +16,7 @@ from ..measure.costs import count_macs, count_params
 from ..models.students.registry import build
 from ..models.students.space import sample_spec
 from ..training.distill import resolve_device
+from .cpu_share import quiet_cpu
 from .pruners import PRUNED_AT
 from .stand_ins import Cheapest
 
@@ -90,7 +91,7 @@ def check_budgets_reachable(cfg: StudyConfig, data: DataSplits) -> None:
                             (", or --bytes-format int8)" if cfg.bytes_format == "float" else ")"))
     if cfg.max_latency_ms is not None:
         shape = (data.in_channels, data.image_size, data.image_size)
-        with latency.quiet_cpu(cfg.run_path):
+        with quiet_cpu(cfg.run_path):
             fastest = latency.student_latency(build(low["spec"]), shape, cfg.latency_runtime, cfg.latency_batch,
                                               cfg.latency_threads, device=resolve_device(cfg.device)).median_ms
         if fastest > cfg.max_latency_ms:

@@ -31,7 +31,7 @@ from ..progress import progress_bar
 from .enqueue import ENQUEUED_ATTR, is_reference
 from .estimate import estimate_training
 from .inputs import prepare_inputs
-from .objective import train_trial
+from .evaluation.pertrial import train_trial
 from .pruners import RUNG_ATTR, rung_of
 from .workers import ERROR_ATTR, heartbeat
 

@@ -24,10 +24,11 @@ from .budgets import check_budgets_reachable
 from .callbacks import Callback, TrialFeed, check_callbacks
 from .enqueue import enqueue_students, load_enqueue
 from .estimate import estimate_search
+from .evaluation import prepare_evaluation
 from .fingerprint import FINGERPRINT_ATTR, fingerprint
 from .inputs import TrialContext, check_teacher_teaches, prepare_inputs
-from .oneshot import run_oneshot
 from .promote import promote
+from .spawn import start_worker_server
 from .study import n_finished, open_study
 from .supervise import supervise
 from .tracking import Tracker, make_tracker, tracking_note
@@ -97,6 +98,9 @@ def run_search(cfg: StudyConfig, console: Console | None = None, study_file: Pat
     callbacks = check_callbacks(callbacks)
     tracker = make_tracker(cfg, console)  # a missing package: one line, before any work
     entries = load_enqueue(enqueue) if enqueue else []
+    if entries and cfg.strategy == "oneshot":
+        raise KDSearchError("--enqueue: a one-shot study evaluates subnets of its supernets, not given students "
+                            "(enqueue them into a per-trial study)")
     created = new_folders(cfg.run_path)
     try:
         make_run_folder(cfg.run_path)
@@ -123,14 +127,9 @@ def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, wor
                 tracker: Tracker | None) -> optuna.Study:
     if not entries and (study := _finished(cfg, console)) is not None:
         return study
+    if not in_process:
+        start_worker_server()  # it imports torch and kdsearch beside the preparation, for the workers to fork from
     ctx, study = prepare(cfg, console, study_file, record)
-    if cfg.strategy == "oneshot":  # supernets trained once; each trial evaluates a subnet (kdsearch.oneshot)
-        if workers > 1:
-            console.print("one-shot: --workers is ignored: the supernets train and the subnets are evaluated in "
-                          "this process", highlight=False)
-        with alive(cfg.run_path):
-            run_oneshot(ctx, study, console)
-        return study
     feed = TrialFeed(callbacks, study) if callbacks else None
     if tracker is not None:
         console.print(tracking_note(tracker), highlight=False)
@@ -147,13 +146,16 @@ def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, wor
         if done >= cfg.trials:  # (_finished saw trials in flight; other workers may have finished it since)
             _nothing_to_run(console, done, cfg.trials)
             return study
-        console.print(f"running until {cfg.trials} trials are finished ({done} already), {cfg.epochs} epochs each")
+        evaluation = prepare_evaluation(ctx, console)  # (one-shot: its supernets trained here, before any worker)
+        console.print(f"running until {cfg.trials} trials are finished ({done} already), " +
+                      (f"{cfg.epochs} epochs each" if evaluation.trains else "each a subnet with inherited weights"))
         if in_process:
-            estimate_search(ctx, cfg.trials - done, console, study)
+            if evaluation.trains:
+                estimate_search(ctx, cfg.trials - done, console, study)
             with progress_bar(console) as progress:
                 ctx.progress = progress
                 run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done),
-                           feed=feed)
+                           feed=feed, evaluation=evaluation)
             return study
         device = ctx.device
         del ctx  # the workers load the prepared data, teacher and cache themselves

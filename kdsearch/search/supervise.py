@@ -3,7 +3,7 @@
 A segmentation fault or an abort in a native kernel, or the kernel's OOM killer, ends a process
 without a Python exception: no `except` can fail the trial and carry on. So `kdsearch run`
 prepares the study, data, teacher and teacher-logit cache (as before), then supervises: the
-trials run in worker processes (started with "spawn"; one by default, `--workers N` for more)
+trials run in worker processes (forked from a preloaded fork server, search.spawn; one by default, `--workers N` for more)
 that load what it prepared from the run folder's caches and run trial after trial. The
 supervisor prints what they print. When one dies, it fails the trial the worker was running
 with the signal named in its `error` attribute ("process killed by SIGSEGV (signal 11)"),
@@ -155,7 +155,7 @@ class Supervisor:
     def __init__(self, cfg: StudyConfig, study: optuna.Study, n: int, console: Console, estimate: bool = True,
                  feed: TrialFeed | None = None):
         self.cfg, self.study, self.n, self.console, self.feed = cfg, study, n, console, feed
-        self.context = worker_context()  # spawned, never importing the caller's __main__ (search.spawn)
+        self.context = worker_context()  # forked from a preloaded server, never importing __main__ (search.spawn)
         self.gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
         self.threads = (cfg.threads or threads_each(n)) if n > 1 and not self.gpus else cfg.threads
         self.deadline = time.time() + cfg.timeout if cfg.timeout else None
@@ -316,18 +316,33 @@ def supervise(cfg: StudyConfig, study: optuna.Study, workers: int, console: Cons
 _fault_file = None  # kept open for the life of the process: faulthandler writes to it on a fatal signal
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # (no /proc: not Linux)
+
+
 def _die_with(parent: int) -> None:
-    """Die with the supervisor: a worker must never outlive it (it would train on, unsupervised)."""
+    """Die with the supervisor: a worker must never outlive it (it would train on, unsupervised). A worker's
+    parent process is the fork server (search.spawn), not the supervisor, so the supervisor itself is watched."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the fork server's death
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent:
+    if not _alive(parent):
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while _alive(parent):
             time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGKILL)
 

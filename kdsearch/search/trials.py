@@ -17,6 +17,7 @@ from ..errors import KDSearchError
 from ..progress import progress_bar
 from .callbacks import TrialFeed
 from .estimate import estimate_search
+from .evaluation import Evaluation, prepare_evaluation
 from .inputs import TrialContext, prepare_inputs
 from .objective import Surplus, objective
 from .pruners import check_curve, rejected
@@ -37,23 +38,26 @@ def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, est
     study = open_study(cfg)
     ctx = prepare_inputs(cfg, Console(quiet=True))
     with alive(cfg.run_path):
+        evaluation = prepare_evaluation(ctx, console)  # (what the supervisor prepared: loaded)
         done = n_finished(study)
-        if estimate and done < cfg.trials:
+        if estimate and evaluation.trains and done < cfg.trials:
             estimate_search(ctx, cfg.trials - done, console, study, workers)
         with progress_bar(console) as progress:
             ctx.progress = progress
             run_trials(study, ctx, progress, progress.add_task("trials", total=cfg.trials, completed=done), deadline,
-                       stop=(lambda: stop_path.exists()) if stop_path is not None else None)
+                       stop=(lambda: stop_path.exists()) if stop_path is not None else None, evaluation=evaluation)
 
 
 def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall,
                deadline: float | None = None, feed: TrialFeed | None = None,
-               stop: Callable[[], bool] | None = None) -> None:
+               stop: Callable[[], bool] | None = None, evaluation: Evaluation | None = None) -> None:
     """Start trials one at a time while finished plus running ones (every worker's) fall short of the
     target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row.
     No trial starts after `deadline` (time.time(); default: --timeout from now), once `stop()` is true,
-    or once a callback of `feed` (in this process: --in-process) stopped the study."""
+    or once a callback of `feed` (in this process: --in-process) stopped the study. `evaluation`: the study's
+    strategy, prepared (search.evaluation; prepared here when not given)."""
     cfg = ctx.cfg
+    evaluation = evaluation or prepare_evaluation(ctx, progress.console)
     if deadline is None and cfg.timeout:
         deadline = time.time() + cfg.timeout
     failures: list[str] = []
@@ -70,6 +74,8 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
             over_budget["n"] += 1
             over_budget["since"] += 1
             return  # counted and reported, not listed: a tight budget may reject many samples
+        if not (evaluation.trains or error):
+            return  # seconds a trial (one-shot: thousands of subnets): the bar says it, not a line each
         acc = (check_curve(trial) or [float("nan")])[-1]  # at its last check (mid-epoch when pruned there)
         line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
                 f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
@@ -96,7 +102,7 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
             time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
             continue
-        study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,), callbacks=[tick])
+        study.optimize(lambda t: objective(t, ctx, evaluation.evaluate), n_trials=1, catch=(Exception,), callbacks=[tick])
         if over_budget["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
             raise KDSearchError(f"stopped: {over_budget['n']} sampled students were over budget; the space rarely "
                                 "meets it (narrow [space] toward smaller students)")

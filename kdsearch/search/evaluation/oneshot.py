@@ -9,6 +9,8 @@ then draws a subnet (Optuna's sampler proposes the family and, per stage, width,
 expansion), measures its costs, rejects it over budget, and scores it with inherited weights after
 batch-norm recalibration (training.subnet_eval): seconds, not minutes. The recalibrated subnet is saved
 as the trial's student, so `kdsearch export` exports it and `kdsearch train` retrains it from scratch.
+The trials run in the study's own loop (search.trials): in this process, or in --workers processes that
+each load the supernets the first one trained.
 
 T, alpha and lr cannot vary per subnet of a shared supernet: they are the space's (its value where
 fixed, the middle of a range otherwise), recorded with every trial, and not sampled; nor the head
@@ -25,30 +27,28 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 from rich.console import Console
 
-from ..config import SPACE_KINDS, StudyConfig
-from ..data.splits import stratified_subset
-from ..errors import KDSearchError
-from ..measure.costs import count_macs, count_params
-from ..models.students.io import save_student
-from ..models.students.registry import build
-from ..models.students.space import space_families
-from ..models.students.spec import StudentSpec
-from ..progress import progress_bar
-from ..models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
-from ..runs.files import atomic_path
-from ..runs.layout import trial_dir
-from ..training.checkpoint import Resume
-from ..training.distill import recipe_from
-from ..training.sandwich import train_supernet
-from ..training.subnet_eval import evaluate
-from .budgets import budget_excess, reject_over_budget
-from .inputs import TrialContext
-from .objective import deployed_costs
-from .study import n_finished
-from .workers import ERROR_ATTR, heartbeat
+from ...config import SPACE_KINDS, StudyConfig
+from ...data.splits import stratified_subset
+from ...errors import KDSearchError
+from ...measure.costs import count_macs, count_params
+from ...models.students.io import save_student
+from ...models.students.registry import build
+from ...models.students.space import space_families
+from ...models.students.spec import StudentSpec
+from ...progress import progress_bar
+from ...models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
+from ...runs.files import atomic_path
+from ...runs.layout import trial_dir
+from ...training.checkpoint import Resume
+from ...training.distill import recipe_from
+from ...training.sandwich import train_supernet
+from ...training.subnet_eval import evaluate
+from ..budgets import budget_excess, reject_over_budget
+from ..inputs import TrialContext
+from .base import Evaluation
+from .costs import deployed_costs
 
 WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # a stage's widths, of the largest's
 CALIBRATION_IMAGES = 2000  # training images that recalibrate each subnet's batch norm
@@ -207,35 +207,9 @@ def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_ca
     return tuple(float(values[o]) for o in cfg.objectives)
 
 
-def run_oneshot(ctx: TrialContext, study: optuna.Study, console: Console) -> None:
-    """Train (or load) the supernets, then evaluate subnets until the study has `trials` finished ones."""
-    cfg = ctx.cfg
+def prepare(ctx: TrialContext, console: Console) -> Evaluation:
+    """Train the supernets (or load them: trained by the first process of the study, or by a run before), and
+    the training images that recalibrate each subnet's batch norm; then each trial evaluates a subnet."""
     supernets = prepare_supernets(ctx, console)
-    calib = stratified_subset(ctx.train, min(CALIBRATION_IMAGES, len(ctx.train)), cfg.seed).x.to(ctx.device)
-    done = n_finished(study)
-    console.print(f"one-shot: evaluating subnets until {cfg.trials} are finished ({done} already)", highlight=False)
-    failures = rejections = 0
-    with progress_bar(console) as progress:
-        task = progress.add_task("subnets", total=cfg.trials, completed=done)
-        while n_finished(study) < cfg.trials:
-            trial = study.ask()
-            try:
-                with heartbeat(trial):
-                    values = evaluate_trial(trial, ctx, supernets, calib)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)  # over budget: another is drawn in its place
-                rejections += 1
-                if rejections > 50 * cfg.trials:
-                    raise KDSearchError("one-shot: almost every subnet drawn is over budget (loosen the budgets)")
-                continue
-            except Exception as exc:  # a subnet that fails fails alone; many in a row stop the study
-                trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:500])
-                study.tell(trial, state=TrialState.FAIL)
-                failures += 1
-                if failures >= 5:
-                    raise KDSearchError(f"one-shot: 5 subnets failed in a row, the last with {type(exc).__name__}: "
-                                        f"{exc}") from None
-                continue
-            failures = 0
-            study.tell(trial, values)
-            progress.update(task, completed=n_finished(study))
+    calib = stratified_subset(ctx.train, min(CALIBRATION_IMAGES, len(ctx.train)), ctx.cfg.seed).x.to(ctx.device)
+    return Evaluation(lambda trial: evaluate_trial(trial, ctx, supernets, calib), trains=False)

@@ -1,0 +1,32 @@
+"""How a sampled student gets its accuracy ([study] strategy): the seam between the study loop and a student.
+
+The study loop (search.trials, in this process or in supervised workers), the budgets, the pruners' records,
+promotion and every reader after the search are the same for every strategy. A strategy is a module here
+with `prepare(ctx, console) -> Evaluation`: what it needs once per process (nothing for "pertrial"; the
+trained supernets for "oneshot", trained by the first process and loaded by the others), then a function of
+one trial (base.Evaluation). A new strategy is a module and an entry in STRATEGIES (its name also in
+config.schema.STRATEGIES, which checks study files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Console
+
+from ..inputs import TrialContext
+from . import oneshot, pertrial
+from .base import Evaluate, Evaluation
+
+STRATEGIES: dict[str, Callable[[TrialContext, Console], Evaluation]] = {
+    "pertrial": pertrial.prepare,  # each student trained from scratch
+    "oneshot": oneshot.prepare,  # subnets of supernets trained once, scored with inherited weights
+}
+
+
+def prepare_evaluation(ctx: TrialContext, console: Console) -> Evaluation:
+    """The study's strategy, prepared in this process."""
+    return STRATEGIES[ctx.cfg.strategy](ctx, console)
+
+
+__all__ = ["STRATEGIES", "Evaluate", "Evaluation", "prepare_evaluation"]
