@@ -153,7 +153,7 @@ def load_student(path_or_folder: str | Path | Run, trial: int | None = None, *, 
     training's best by validation, when there is one, else the search's), search or final; kd, ce or ce-all."""
     from .export.folder import pick_source
     from .models.students.io import load_student as load
-    from .analysis.final import chosen_trial
+    from .final import chosen_trial
     from .runs.layout import run_file
 
     if not isinstance(path_or_folder, (str, Path)) or run_file(Path(path_or_folder)).is_file():
@@ -184,8 +184,7 @@ def retrain(path: str | Path | Run, trials: int | Iterable[int] | None = None, *
     distilled arm. `references` (None: all; () for none): hand-written references, each scaled to at most
     the student's parameters, trained beside it (results under "references"). Returns the results.json
     contents by trial number."""
-    from .analysis.arms import DEFAULT_GRID, LrPolicy
-    from .analysis.final import train_final
+    from .final import DEFAULT_GRID, LrPolicy, train_final
 
     r = open_run(path)
     numbers = [trials] if isinstance(trials, int) else list(trials or [])

@@ -336,9 +336,8 @@ def train(
     references: Annotated[str, Opt(help=f"Hand-written references trained beside each student by the same arms and recipe, each scaled to the largest width with at most the student's parameters: a comma list of {', '.join(REFERENCE_NAMES)}; all; or none.")] = "all",
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
-    from .analysis.arms import LrPolicy
-    from .analysis.final import train_final
     from .analysis.pick import Rule
+    from .final import LrPolicy, train_final
     from .runs.run import open_run
 
     numbers = ([trial] if trial is not None else []) + (_int_list("--trials", trials) or [])

@@ -108,7 +108,7 @@ def test_run_overrides_take_dotted_or_double_underscore_keys(monkeypatch, tmp_pa
 
 def test_retrain_passes_its_choice_to_final_training(tiny_run, monkeypatch):
     calls = []
-    monkeypatch.setattr("kdsearch.analysis.final.train_final", lambda run, numbers, **kw: calls.append((run, numbers, kw)) or {})
+    monkeypatch.setattr("kdsearch.final.train_final", lambda run, numbers, **kw: calls.append((run, numbers, kw)) or {})
     kdsearch.retrain(tiny_run, 3, epochs=1, seeds=(0, 1), lr=0.01)
     run, numbers, kw = calls[-1]
     assert isinstance(run, Run) and numbers == [3] and kw["epochs"] == 1 and kw["seeds"] == [0, 1]

@@ -12,14 +12,13 @@ from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from kdsearch.analysis.arms import LrPolicy, headline
-from kdsearch.analysis.final import chosen_trial, fit, train_final
 from kdsearch.analysis.front import pareto_trials
 from kdsearch.analysis.stats import t_interval
 from kdsearch.cli import app
+from kdsearch.final import LrPolicy, chosen_trial, headline, train_final
 from kdsearch.runs.layout import RESULTS_FILE, final_dir, model_dir
 from kdsearch.runs.run import open_run
-from kdsearch.training.distill import NonFiniteLoss
+from kdsearch.training.distill import NonFiniteLoss, fit
 
 TRIAL = 3  # the export tests assume trial 0 has no final training
 
@@ -111,7 +110,7 @@ def test_with_alpha_zero_both_arms_end_identical(tiny_run, cache_env, monkeypatc
         spec, hp = real(study, number)
         return spec, {**hp, "alpha": 0.0}
 
-    monkeypatch.setattr("kdsearch.analysis.final.chosen_trial", alpha_zero)
+    monkeypatch.setattr("kdsearch.final.train.chosen_trial", alpha_zero)
     number = 4
     out = train_final(open_run(tiny_run), [number], epochs=2, seeds=[0, 1], all_views=True,
                             policy=LrPolicy(grid=(0.5, 1.0, 2.0)), device="cpu")[number]
@@ -150,7 +149,7 @@ def test_a_diverging_arm_is_recorded_as_failed_and_the_others_go_on(tiny_run, ca
             raise NonFiniteLoss("training loss became nan (try a lower learning rate)")
         return real(model, x, y, recipe, **kw)
 
-    monkeypatch.setattr("kdsearch.analysis.final.fit", diverge_without_cache)
+    monkeypatch.setattr("kdsearch.final.models.fit", diverge_without_cache)
     number = 2
     result = train(tiny_run, "--trial", str(number), "--epochs", "1", "--lr", "0.01", "--seeds", "0,1")
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
@@ -233,7 +232,7 @@ def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_pa
     """An interrupted `train` keeps the model in progress (an epoch checkpoint in the trial's folder, which
     `kdsearch status` shows); the same command continues it from there, to the model and results an
     uninterrupted run gives, and removes the file."""
-    import kdsearch.analysis.final as final
+    import kdsearch.final.models as models
     import kdsearch.training.checkpoint as checkpoint
 
     monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # every epoch (a minute apart in real use)
@@ -244,7 +243,7 @@ def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_pa
         runs[name] = tmp_path / name
         shutil.copytree(tiny_run, runs[name], ignore=shutil.ignore_patterns("final", "export"))
     whole = train_final(open_run(runs["whole"]), [4], **args)[4]["runs"][0]
-    real_fit = final.fit
+    real_fit = models.fit
 
     def killed_in_epoch_3(*a, **kw):
         def on_epoch(epoch, loss, curve):
@@ -252,7 +251,7 @@ def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_pa
                 raise KeyboardInterrupt
         return real_fit(*a, on_epoch=on_epoch, **kw)
 
-    monkeypatch.setattr(final, "fit", killed_in_epoch_3)
+    monkeypatch.setattr(models, "fit", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train_final(open_run(runs["stopped"]), [4], **args)
     partial = list(final_dir(runs["stopped"], 4).glob("*.partial.pt"))
@@ -261,7 +260,7 @@ def test_a_model_stopped_part_way_continues_from_its_last_epoch(tiny_run, tmp_pa
     assert status.exit_code == 0, status.output
     assert (f"final training of trial 4: 0 model(s) and 0 lr probe(s) recorded; in progress: kd-lr{whole['lr']:.4g}-seed0 "
             "at epoch 2/3") in " ".join(status.output.split())
-    monkeypatch.setattr(final, "fit", real_fit)
+    monkeypatch.setattr(models, "fit", real_fit)
     again = train_final(open_run(runs["stopped"]), [4], **args)[4]["runs"][0]
     assert again["resumed_at"] == 2 and whole["resumed_at"] == 0
     assert (again["curve"], again["test_accuracy"]) == (whole["curve"], whole["test_accuracy"])
@@ -275,17 +274,17 @@ def test_jobs_processes_share_the_cores_and_the_parent_prepares_on_all_of_them(m
     parent keeps them all for what it prepares before (the teacher's logit cache), since nothing else runs then."""
     from types import SimpleNamespace
 
-    import kdsearch.analysis.final as final
+    import kdsearch.final.pool as pool
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     for threads, device, want in ((None, "cpu", 4), (3, "cpu", 3), (None, "cuda", None)):
         cfg = SimpleNamespace(threads=threads, to_dict=lambda t=threads: {"threads": t, "name": "x"})
         ctx = SimpleNamespace(cfg=cfg, device=torch.device(device))
-        assert final.worker_config(ctx, 2) == {"threads": want, "name": "x"}
+        assert pool.worker_config(ctx, 2) == {"threads": want, "name": "x"}
     # what the parent measures for them (the estimate, the layout) it measures at their thread count
     ctx = SimpleNamespace(cfg=SimpleNamespace(threads=None, to_dict=lambda: {"threads": None}), device=torch.device("cpu"))
     before = torch.get_num_threads()
-    with final.as_a_job(ctx, 2):
+    with pool.as_a_job(ctx, 2):
         assert torch.get_num_threads() == 4
     assert torch.get_num_threads() == before
 
@@ -301,7 +300,7 @@ def test_an_arm_whose_every_lr_candidate_diverges_is_failed_and_the_others_train
             raise NonFiniteLoss("training loss became nan (try a lower learning rate)")
         return real(model, x, y, recipe, **kw)
 
-    monkeypatch.setattr("kdsearch.analysis.final.fit", diverge_without_cache)
+    monkeypatch.setattr("kdsearch.final.models.fit", diverge_without_cache)
     run = tmp_path / "diverging"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
     console = Console(file=io.StringIO(), width=200)
@@ -347,7 +346,7 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
     """`train --temperature/--alpha` replaces the trial's T and alpha in the distilled arm: the arms without a
     teacher (alpha 0) keep their models, the distilled arm of the search's settings is put aside, and the
     export, the results table and RESULTS.md say which settings it trained with."""
-    import kdsearch.analysis.final as final
+    import kdsearch.final.models as models
 
     run = tmp_path / "given"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("final", "export"))
@@ -356,8 +355,8 @@ def test_temperature_and_alpha_given_to_train_retrain_the_distilled_arm_only(tin
     before = json.loads((final_dir(run, 4) / RESULTS_FILE).read_text())
     searched = {k: before["setup"][k] for k in ("temperature", "alpha")}
     trained = []
-    real = final.recipe_from
-    monkeypatch.setattr(final, "recipe_from", lambda *a: trained.append(a[3:]) or real(*a))
+    real = models.recipe_from
+    monkeypatch.setattr(models, "recipe_from", lambda *a: trained.append(a[3:]) or real(*a))
 
     given = train(run, "--trial", "4", "--epochs", "1", "--lr-grid", "1", "--temperature", "3", "--alpha", "0.5",
                   "--references", "none")
@@ -405,7 +404,7 @@ def test_an_interrupted_train_says_what_it_keeps(tiny_run, tmp_path, cache_env, 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("kdsearch.analysis.final.train_one", interrupted)
+    monkeypatch.setattr("kdsearch.final.models.train_one", interrupted)
     result = train(tiny_run, "--trial", "5", "--epochs", "1", "--lr-grid", "1", "--no-baseline", "--no-all-views-baseline")
     said = " ".join(result.output.split())
     assert result.exit_code == 130 and "a model in progress continues from its last saved epoch" in said, said

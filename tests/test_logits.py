@@ -156,7 +156,7 @@ def test_with_every_view_cached_the_control_trains_as_ordinary_training(tmp_path
 
 
 def test_the_final_table_says_why_the_control_and_ordinary_rows_are_identical():
-    from kdsearch.analysis.arms import final_table
+    from kdsearch.final import final_table
 
     arm = {"lr": 0.01, "seeds": [0, 1], "test": {"0": 0.9, "1": 0.92}, "test_mean": 0.91, "test_sd": 0.01,
            "val_mean": 0.9, "retained": 0.95}

@@ -142,7 +142,7 @@ def test_imports_inside_functions_say_why():
 
 def test_the_data_flow_has_its_sub_packages():
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert {"config", "data", "models", "training", "search", "runs", "analysis", "reporting", "export"} <= packages
+    assert {"config", "data", "models", "training", "search", "runs", "analysis", "final", "reporting", "export"} <= packages
 
 
 def test_the_students_package_face_lists_what_users_import():
@@ -157,3 +157,17 @@ def test_the_students_package_face_lists_what_users_import():
     for name in students.REFERENCES:
         spec = students.reference_spec(name)
         assert isinstance(spec, students.StudentSpec) and sum(p.numel() for p in students.build(spec).parameters()) > 0
+
+
+def test_the_final_package_face_lists_what_other_packages_import():
+    """`from kdsearch.final import train_final, LrPolicy, headline, ...` works; importing the package for its
+    results (final.arms: what reports and exports read) does not import the training, which loads when
+    train_final or chosen_trial is first used."""
+    code = ("import sys, kdsearch.final as final\n"
+            "print('kdsearch.final.train' in sys.modules, 'torch' in sys.modules)\n"
+            "from kdsearch.final import *\n"
+            "print(sorted(final.__all__) == sorted(n for n in final.__all__ if n in globals()),"
+            " 'kdsearch.final.train' in sys.modules, train_final is final.train.train_final)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=PACKAGE.parent)
+    assert result.stdout.split() == ["False", "False", "True", "True", "True"], result.stdout + result.stderr[-2000:]

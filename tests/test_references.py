@@ -6,11 +6,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdsearch.analysis.final import train_final
-from kdsearch.analysis.arms import LrPolicy
 from kdsearch.cli import REFERENCE_NAMES, app
 from kdsearch.errors import KDSearchError
 from kdsearch.export.onnx_file import verify_onnx, write_onnx
+from kdsearch.final import LrPolicy, train_final
 from kdsearch.models.students.references import REFERENCES, reference_spec, scaled_reference, spec_params
 from kdsearch.models.students.registry import build
 from kdsearch.runs.layout import RESULTS_FILE, final_dir, reference_dir

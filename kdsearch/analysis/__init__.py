@@ -1,1 +1,1 @@
-"""Analysis of a finished study: the Pareto front, hypervolume, picking rules, statistics, final training."""
+"""Analysis of a finished study: the Pareto front, hypervolume, picking rules, statistics, test accuracy."""

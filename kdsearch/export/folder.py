@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis.arms import DISTILL_ONLY, MODES
-from ..analysis.final import chosen_trial
 from ..analysis.holdout import load_test_accuracies
 from ..errors import KDSearchError, disk_full, disk_full_error
+from ..final import DISTILL_ONLY, MODES, chosen_trial
 from ..models.students.io import load_student
 from ..runs.files import temp_folder, write_text_atomic
 from ..runs.layout import SPEC_FILE, STUDENT_FILES, WEIGHTS_FILE, export_dir, final_results, model_dir, trial_dir

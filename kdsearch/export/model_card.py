@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from ..analysis.arms import DISTILL_ONLY
+from ..final import DISTILL_ONLY
 from ..runs.layout import final_results, run_file
 from ..runs.run import Run
 

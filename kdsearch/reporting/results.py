@@ -19,10 +19,10 @@ import plotly.graph_objects as go
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
-from ..analysis.arms import DISTILL_ONLY, MODES, headline
 from ..analysis.front import pareto_trials
 from ..analysis.stats import excludes_zero
 from ..errors import KDSearchError
+from ..final import DISTILL_ONLY, MODES, headline
 from ..runs.files import write_text_atomic
 from ..runs.layout import RESULTS_FILE, notes_file
 from ..runs.run import Run, open_run

@@ -1,7 +1,7 @@
 """What final training records and concludes: the arms, one record per trained model, how each arm's
 learning rate is chosen, and the paired summary (mean per arm, the gain with its interval).
 
-Kept apart from the training itself (kdsearch.analysis.final) so that reports read results
+Kept apart from the training itself (kdsearch.final.train) so that reports read results
 without importing the machinery that trains them.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.table import Table
 
+from ..analysis.stats import excludes_zero, mean_sd, paired_differences, t_interval
 from ..runs.files import write_text_atomic
-from .stats import excludes_zero, mean_sd, paired_differences, t_interval
 
 MODES = {
     "kd": "distilled (trial's T, alpha)",

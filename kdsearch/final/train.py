@@ -21,15 +21,10 @@ finished and the same command continues.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,28 +35,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
+from ..analysis.front import pareto_trials
 from ..config import LEGACY_TRAIN, config_from_dict, validate
 from ..data.augment import num_views
 from ..errors import KDSearchError
-from ..models.students.io import save_student
-from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.layout import RESULTS_FILE, arm_dir, arm_partial_path
+from ..runs.layout import RESULTS_FILE, arm_partial_path
 from ..runs.log_file import LOGGER, run_log
 from ..runs.provenance import command_line, environment
 from ..runs.run import Run
 from ..search.estimate import estimate_training
 from ..search.inputs import TrialContext, prepare_inputs
-from ..search.spawn import worker_context
-from ..search.supervise import family_modules, threads_each
-from ..training.checkpoint import Resume
-from ..training.distill import NonFiniteLoss, accuracy, fit, recipe_from
-from ..training.memory_format import fast_memory_format
 from .arms import (DISTILL_ONLY, FinalRun, LrPolicy, choose_lr, find, final_table, load_results, save_results,
                    summarize, teacher_free_runs)
-from .final_students import Student, check_references, reference_student, trial_student
-from .front import pareto_trials
+from .models import _train_and_save
+from .pool import Item, _train_side_by_side, as_a_job
+from .students import Student, check_references, reference_student, trial_student
 
 
 def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[str, float]]:
@@ -73,133 +63,6 @@ def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[st
     if "spec" not in attrs or not all(k in attrs for k in ("temperature", "alpha", "lr")):
         raise KDSearchError(f"trial {number} has no student to retrain (state {trials[number].state.name.lower()})")
     return StudentSpec.from_json(json.dumps(attrs["spec"])), {k: float(attrs[k]) for k in ("temperature", "alpha", "lr")}
-
-
-def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str, seed: int, lr: float,
-              epochs: int, x_test: torch.Tensor, y_test: torch.Tensor, progress: Progress | None,
-              probe: int | None = None, checkpoint: Path | None = None) -> tuple[FinalRun, torch.nn.Module]:
-    """Train the spec from scratch (same init, batches and views for every arm of a seed); val curve, test once.
-    An lr probe trains `probe` epochs and never reads the test split (it only chooses a learning rate).
-    With `checkpoint`, its state is saved there at epoch ends and a stopped training of the same model continues
-    from it (a 50-epoch model on a CPU can outlast the session that started it)."""
-    epochs = probe or epochs
-    cfg, data = ctx.cfg, ctx.data
-    recipe = recipe_from(cfg.train, epochs, lr, hp["temperature"], hp["alpha"] if mode == "kd" else 0.0)
-    cache = None if mode == "ce-all" else ctx.cache
-    # what the model is, beyond what fit adds (recipe, seed, images): a checkpoint of anything else is not used
-    key = {"spec": spec.to_json(), "mode": mode, "teacher": ctx.teacher.key,
-           "cache": cache.path.stem if cache is not None else None}
-    resume = Resume(checkpoint, key) if checkpoint is not None else None
-    torch.manual_seed(seed)
-    model = build(spec).to(ctx.device)
-    start = time.perf_counter()
-    curve = fit(model, ctx.x_train, ctx.y_train, recipe, pad=data.pad, flip=data.flip, seed=seed,
-                teacher=ctx.teacher.model if mode == "kd" else None, cache=cache,
-                x_val=ctx.x_val, y_val=ctx.y_val, progress=progress, resume=resume,
-                description=f"{mode} lr {lr:.3g} seed {seed}" + (f" ({probe}-epoch probe)" if probe else ""))
-    test = math.nan if probe else accuracy(model, x_test, y_test)
-    return FinalRun(mode, seed, lr, curve, test, time.perf_counter() - start, probe=probe,
-                    resumed_at=resume.resumed_at if resume is not None else 0), model
-
-
-def _train_and_save(folder: Path, ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: str,
-                    seed: int, lr: float, probe: int | None, epochs: int, x_test: torch.Tensor, y_test: torch.Tensor,
-                    progress: Progress | None) -> FinalRun:
-    """One model trained and its weights saved in `folder` (an lr probe's are not kept); a diverging arm is a
-    failed FinalRun (the others go on)."""
-    try:
-        result, model = train_one(ctx, spec, hp, mode, seed, lr, epochs, x_test, y_test, progress, probe,
-                                  arm_partial_path(folder, mode, seed, lr, probe))
-        if probe is None:
-            save_student(arm_dir(folder, mode, seed, lr), model, spec)
-        return result
-    except NonFiniteLoss as exc:  # this arm diverged at this lr: recorded as failed, the others go on
-        return FinalRun(mode, seed, lr, [], math.nan, 0.0, error=f"{type(exc).__name__}: {exc}", probe=probe)
-
-
-_WORKER: dict[str, Any] = {}  # in a --jobs process: its prepared inputs
-Item = tuple[str, int, float, "int | None"]  # a model to train: arm, seed, lr, probe epochs (None: the full budget)
-
-
-def _start_worker(cfg: dict[str, Any], imports: list[str]) -> None:
-    """A --jobs process: the same inputs as its parent (data, teacher, logit cache), loaded, not rebuilt."""
-    for module in imports:  # student families registered outside kdsearch
-        importlib.import_module(module)
-    ctx = prepare_inputs(config_from_dict(cfg), Console(quiet=True))
-    _WORKER.update(ctx=ctx, test=(ctx.data.test.x.to(ctx.device), ctx.data.test.y.to(ctx.device)))
-
-
-def _train_in_worker(folder: str, spec: str, hp: dict[str, float], mode: str, seed: int, lr: float,
-                     probe: int | None, epochs: int) -> FinalRun:
-    return _train_and_save(Path(folder), _WORKER["ctx"], StudentSpec.from_json(spec), hp, mode, seed, lr,
-                           probe, epochs, *_WORKER["test"], None)
-
-
-def job_threads(ctx: TrialContext, jobs: int) -> int | None:
-    """A --jobs process's CPU threads: --threads if given, else on a CPU its share of the cores, as search
-    workers have (the parent prepared the teacher and its logit cache on all of them first)."""
-    if ctx.cfg.threads is None and ctx.device.type == "cpu":
-        return threads_each(jobs)
-    return ctx.cfg.threads
-
-
-def worker_config(ctx: TrialContext, jobs: int) -> dict[str, Any]:
-    """A --jobs process's config: the run's, at the process's thread count."""
-    return {**ctx.cfg.to_dict(), "threads": job_threads(ctx, jobs)}
-
-
-@contextlib.contextmanager
-def as_a_job(ctx: TrialContext, jobs: int) -> Iterator[None]:
-    """This process at a --jobs process's thread count, for what it measures on their behalf (the parent
-    prepares on all the cores; a timing at that count would not say how the processes run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads((job_threads(ctx, jobs) if jobs > 1 else None) or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
-    """Time the student's memory layouts here, as a --jobs process, before the processes start: each then
-    reads the choice (training.memory_format) instead of timing it beside the others at once, where two
-    of them could choose differently and train arms of one seed in different layouts."""
-    with as_a_job(ctx, jobs), torch.random.fork_rng(devices=[]):  # (building it draws initial weights)
-        fast_memory_format(build(spec).to(ctx.device), ctx.device, tuple(ctx.x_train.shape[1:]), ctx.cfg.train.batch_size)
-
-
-def _train_side_by_side(folder: Path, ctx: TrialContext, label: str, spec: StudentSpec, hp: dict[str, float],
-                        epochs: int, plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
-                        jobs: int, progress: Progress) -> None:
-    """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
-    model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
-    task = progress.add_task(f"{label}: models in {jobs} processes", total=len(plan()))
-    choose_layout(ctx, spec, jobs)
-    context = worker_context()  # spawned (safe with CUDA), never importing the caller's __main__
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                 initargs=(worker_config(ctx, jobs), family_modules())) as pool:
-            running: dict[Any, Item] = {}
-            finished_models = 0
-            while True:
-                for item in plan():
-                    if item not in running.values():
-                        running[pool.submit(_train_in_worker, str(folder), spec.to_json(), hp, *item, epochs)] = item
-                progress.update(task, total=finished_models + len(running))
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    del running[future]
-                    record(future.result(), progress)
-                    finished_models += 1
-                    progress.advance(task)
-    except BrokenProcessPool as exc:
-        raise KDSearchError(f"a --jobs training process died ({exc}); the models it finished are kept: "
-                            "run the same command to continue (with fewer --jobs if memory ran out)") from None
-    finally:
-        progress.remove_task(task)
-
 
 def resolve_trials(run: Run, numbers: list[int] | None, front: bool) -> list[int]:
     """The trials to retrain: the given numbers, or every feasible Pareto member."""
