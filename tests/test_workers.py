@@ -135,7 +135,12 @@ def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_running_trial(run_dir, after_finished=2)  # several trials still to go: the signal lands mid-study
     assert proc.poll() is None
+    (running,) = [t for t in load(run_dir).trials if t.state == TrialState.RUNNING]
+    worker = int(running.user_attrs["worker"].rsplit(":", 1)[1])  # host:pid
     proc.send_signal(sig)
+    if sig == signal.SIGKILL:  # its worker dies with it at once (it is the fork server's child, not the command's)
+        time.sleep(0.5)
+        assert not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
     output = proc.communicate(timeout=120)[0]
     study = load(run_dir)
     before = {t.number: t.values for t in finished(study)}

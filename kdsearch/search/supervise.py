@@ -23,6 +23,7 @@ import faulthandler
 import importlib
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import sys
@@ -332,7 +333,8 @@ def _alive(pid: int) -> bool:
 
 def _die_with(parent: int) -> None:
     """Die with the supervisor: a worker must never outlive it (it would train on, unsupervised). A worker's
-    parent process is the fork server (search.spawn), not the supervisor, so the supervisor itself is watched."""
+    parent process is the fork server (search.spawn), which outlives the supervisor while workers hold it open,
+    so the supervisor itself is watched: the worker kills itself as soon as the supervisor has exited."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the fork server's death
@@ -342,8 +344,11 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
     def watch() -> None:
-        while _alive(parent):
-            time.sleep(1.0)
+        try:  # Linux: a descriptor that becomes readable the moment the supervisor exits (before it is reaped)
+            select.select([os.pidfd_open(parent)], [], [])
+        except (AttributeError, OSError):  # elsewhere (or gone already): polled
+            while _alive(parent):
+                time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="kdsearch-parent-watch", daemon=True).start()
