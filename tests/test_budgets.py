@@ -28,12 +28,12 @@ def load(run_dir):
 
 def test_over_budget_students_are_resampled_until_n_fit(tmp_path, monkeypatch):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    result = runner.invoke(app, args(tmp_path, "--trials", "8", "--max-params", "5000"))
+    result = runner.invoke(app, args(tmp_path, "--trials", "4", "--max-params", "5000"))
     assert result.exit_code == 0, result.output
     study = load(tmp_path / "run")
     trained = [t for t in study.trials if counts(t)]
     rejected = [t for t in study.trials if t.state == TrialState.PRUNED and t.user_attrs.get(PRUNED_AT) == 0]
-    assert len(trained) == 8 and all(t.user_attrs["params"] <= 5000 and feasible(t) for t in trained)
+    assert len(trained) == 4 and all(t.user_attrs["params"] <= 5000 and feasible(t) for t in trained)
     assert rejected and all(t.user_attrs["params"] > 5000 and not feasible(t) for t in rejected)
     assert all("latency_ms" not in t.user_attrs for t in rejected)  # too big: never timed
     assert f"{len(rejected)} over-budget student(s) were rejected untrained and resampled" in result.output

@@ -13,8 +13,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import t
-
 
 @dataclass
 class Interval:
@@ -52,6 +50,8 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     n = len(values)
     if n < 2:
         return Interval(mean, math.nan, math.nan, n, level)
+    from scipy.stats import t  # here: scipy.stats takes over a second to import, and workers import this module
+
     half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, level)
 
