@@ -8,7 +8,8 @@ from kdsearch.analysis.front import pareto_trials
 from kdsearch.cli import app
 from kdsearch.runs.run import open_run
 from kdsearch.search.promote import searched, size_band, to_promote
-from kdsearch.search.pruners import finished_trials, rung_of
+from kdsearch.runs.trial_attrs import rung_of
+from kdsearch.search.pruners import finished_trials
 from kdsearch.search.study import n_finished
 
 

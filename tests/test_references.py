@@ -85,7 +85,7 @@ def test_train_refuses_an_unknown_reference_before_any_work(tiny_run):
 
 def test_references_enqueue_into_a_study_and_stay_off_the_searchs_front(tmp_path, monkeypatch):
     from kdsearch.analysis.front import pareto_trials
-    from kdsearch.search.enqueue import is_reference
+    from kdsearch.runs.trial_attrs import is_reference
 
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     known = tmp_path / "refs.json"

@@ -11,9 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..runs.trial_attrs import LATENCY_MS, PARAMS
-from ..search.enqueue import is_reference
-from ..search.pruners import rejected, rung_of
+from ..runs.trial_attrs import LATENCY_MS, PARAMS, is_reference, rejected, rung_of
 
 
 T = TypeVar("T")

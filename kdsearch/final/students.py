@@ -16,7 +16,7 @@ from ..models.students.spec import StudentSpec
 from ..runs.layout import final_dir, reference_dir
 from ..runs.run import Run
 from ..search.inputs import TrialContext
-from ..search.pruners import RUNG_ATTR
+from ..runs.trial_attrs import RUNG as RUNG_ATTR
 from .arms import DISTILL_ONLY
 
 

@@ -7,6 +7,10 @@ without reaching into search/. Values are plain JSON (Optuna stores user attribu
 
 from __future__ import annotations
 
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
 # what the student is, and what its sampled settings are
 SPEC = "spec"  # the StudentSpec as a JSON object
 ARCH = "arch"  # StudentSpec.summary(), e.g. "conv[16,32]x1 k3 bn | fc[]"
@@ -34,3 +38,21 @@ SUPERVISOR = "supervisor"  # the worker id of the process supervising the trial'
 HEARTBEAT = "heartbeat"
 ERROR = "error"
 RETRY_OF = "retry_of"
+
+
+# what they say, read the same way by the search and every reader after it
+
+def rung_of(trial: FrozenTrial) -> dict | None:
+    """A promoted trial's rung (its longer budget), None for the search's own trials."""
+    return trial.user_attrs.get(RUNG)
+
+
+def rejected(trial: FrozenTrial) -> bool:
+    """An over-budget student, stopped before it trained: PRUNED at epoch 0 (search.budgets.reject_over_budget).
+    It does not count toward --trials, and the report lists it apart from pruned trials."""
+    return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
+
+
+def is_reference(attrs: dict[str, Any]) -> bool:
+    """Whether trial user attributes `attrs` are those of an enqueued hand-written reference."""
+    return "reference" in (attrs.get(ENQUEUED) or {})

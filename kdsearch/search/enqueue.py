@@ -22,13 +22,7 @@ from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..runs.trial_attrs import ENQUEUED as ENQUEUED_ATTR
 
-
 HP = ("temperature", "alpha", "lr")
-
-
-def is_reference(attrs: dict[str, Any]) -> bool:
-    """Whether trial user attributes `attrs` are those of an enqueued hand-written reference."""
-    return "reference" in (attrs.get(ENQUEUED_ATTR) or {})
 
 
 def load_enqueue(path: str | Path) -> list[dict[str, Any]]:

@@ -29,23 +29,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import PrunerConfig
 from ..runs.trial_attrs import CHECKS, COST_ATTRS, CURVE, PRUNED_AT  # noqa: F401  (importable from here too)
-from ..runs.trial_attrs import RUNG as RUNG_ATTR
-
-
-def rung_of(trial: FrozenTrial) -> dict | None:
-    """A promoted trial's rung (its longer budget), None for the search's own trials."""
-    return trial.user_attrs.get(RUNG_ATTR)
+from ..runs.trial_attrs import rung_of
 
 
 def check_curve(trial: FrozenTrial) -> list[float]:
     """What pruners compare: the accuracy at each check, which is the curve unless checks_per_epoch > 1."""
     return trial.user_attrs.get(CHECKS) or trial.user_attrs.get(CURVE) or []
-
-
-def rejected(trial: FrozenTrial) -> bool:
-    """An over-budget student, stopped before it trained: PRUNED at epoch 0 (search.budgets.reject_over_budget).
-    It does not count toward --trials, and the report lists it apart from pruned trials."""
-    return trial.state == TrialState.PRUNED and trial.user_attrs.get(PRUNED_AT) == 0
 
 
 

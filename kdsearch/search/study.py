@@ -12,7 +12,7 @@ from ..errors import KDSearchError
 from ..runs.storage import make_storage
 from ..runs.trial_attrs import COST_ATTRS
 from .fingerprint import check_resume
-from .pruners import rejected, rung_of
+from ..runs.trial_attrs import rejected, rung_of
 
 
 METRIC_NAMES = {"accuracy": "val_accuracy", **COST_ATTRS}

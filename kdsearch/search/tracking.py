@@ -28,7 +28,7 @@ from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..runs.trial_attrs import BYTES, LATENCY_MS, MACS, PARAMS
 from .objective import Surplus
-from .pruners import CURVE, rejected
+from ..runs.trial_attrs import CURVE, rejected
 from .workers import ERROR_ATTR
 
 

@@ -20,7 +20,8 @@ from .estimate import estimate_search
 from .evaluation import Evaluation, prepare_evaluation
 from .inputs import TrialContext, prepare_inputs
 from .objective import Surplus, objective
-from .pruners import check_curve, rejected
+from ..runs.trial_attrs import rejected
+from .pruners import check_curve
 from .study import counts, n_finished, open_study
 from .workers import ERROR_ATTR, alive, recover_dead_trials
 
