@@ -163,21 +163,21 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     argv = ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1",
             "--epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--strategy", "oneshot",
             "--trials", "8", "--objectives", "accuracy,params,macs", "--max-params", "20000", "--views", "2",
-            "--subset", "400", "--in-process"]
-    result = CliRunner().invoke(app, argv)
+            "--subset", "400"]
+    # two supervised workers: one trains the supernets (the other waits for it, then loads them), both evaluate
+    result = CliRunner().invoke(app, argv + ["--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "the plain family has no supernet" in result.output and "training the residual supernet" in result.output
+    assert "waiting for another worker to finish training the" in result.output
+    assert result.output.count("training the residual supernet (") == 1  # trained once
     study = open_run(tmp_path / "run").study
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(done) == 8 and all(ONESHOT_ATTR in t.user_attrs and t.user_attrs["params"] <= 20000 for t in done)
     assert {t.user_attrs["spec"]["family"] for t in done} <= {"residual", "inverted"}
     assert all(t.user_attrs["alpha"] == 0.9 and "alpha" not in t.params for t in done)  # fixed, not sampled
     assert supernet_path(tmp_path / "run", "residual").is_file() and supernet_path(tmp_path / "run", "inverted").is_file()
-    # the same command again: the supernets load, nothing is evaluated
-    again = CliRunner().invoke(app, argv)
-    assert again.exit_code == 0 and "training the" not in again.output, again.output
-    # more subnets by two supervised workers: each loads the supernets the first run trained, in the study's loop
-    more = CliRunner().invoke(app, argv[:-1] + ["--trials", "12", "--workers", "2"])
+    # more subnets in this process: the supernets load, nothing is trained again
+    more = CliRunner().invoke(app, [("12" if a == "8" else a) for a in argv] + ["--in-process"])
     assert more.exit_code == 0 and "training the" not in more.output, more.output
     done = [t for t in open_run(tmp_path / "run").study.trials if t.state.name == "COMPLETE"]
     assert len(done) == 12 and all(ONESHOT_ATTR in t.user_attrs for t in done)

@@ -24,7 +24,7 @@ from .budgets import check_budgets_reachable
 from .callbacks import Callback, TrialFeed, check_callbacks
 from .enqueue import enqueue_students, load_enqueue
 from .estimate import estimate_search
-from .evaluation import prepare_evaluation
+from .evaluation import prepare_evaluation, trials_text
 from .fingerprint import FINGERPRINT_ATTR, fingerprint
 from .inputs import TrialContext, check_teacher_teaches, prepare_inputs
 from .promote import promote
@@ -146,10 +146,10 @@ def _run_search(cfg: StudyConfig, console: Console, study_file: Path | None, wor
         if done >= cfg.trials:  # (_finished saw trials in flight; other workers may have finished it since)
             _nothing_to_run(console, done, cfg.trials)
             return study
-        evaluation = prepare_evaluation(ctx, console)  # (one-shot: its supernets trained here, before any worker)
-        console.print(f"running until {cfg.trials} trials are finished ({done} already), " +
-                      (f"{cfg.epochs} epochs each" if evaluation.trains else "each a subnet with inherited weights"))
+        console.print(f"running until {cfg.trials} trials are finished ({done} already), {trials_text(cfg)}",
+                      highlight=False)
         if in_process:
+            evaluation = prepare_evaluation(ctx, console)  # (in workers, each prepares its own: search.trials)
             if evaluation.trains:
                 estimate_search(ctx, cfg.trials - done, console, study)
             with progress_bar(console) as progress:

@@ -4,7 +4,7 @@ The study loop (search.trials, in this process or in supervised workers), the bu
 promotion and every reader after the search are the same for every strategy. A strategy is a module here
 with `prepare(ctx, console) -> Evaluation`: what it needs once per process (nothing for "pertrial"; the
 trained supernets for "oneshot", trained by the first process and loaded by the others), then a function of
-one trial (base.Evaluation). A new strategy is a module and an entry in STRATEGIES (its name also in
+one trial (base.Evaluation). A new strategy is a module and an entry in STRATEGIES and TRIALS (its name also in
 config.schema.STRATEGIES, which checks study files).
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from ...config import StudyConfig
 from ..inputs import TrialContext
 from . import oneshot, pertrial
 from .base import Evaluate, Evaluation
@@ -24,9 +25,17 @@ STRATEGIES: dict[str, Callable[[TrialContext, Console], Evaluation]] = {
 }
 
 
+TRIALS = {"pertrial": "{epochs} epochs each", "oneshot": "each a subnet of supernets trained {epochs} epochs"}
+
+
+def trials_text(cfg: StudyConfig) -> str:
+    """What one trial of the study is, in words."""
+    return TRIALS[cfg.strategy].format(epochs=cfg.epochs)
+
+
 def prepare_evaluation(ctx: TrialContext, console: Console) -> Evaluation:
     """The study's strategy, prepared in this process."""
     return STRATEGIES[ctx.cfg.strategy](ctx, console)
 
 
-__all__ = ["STRATEGIES", "Evaluate", "Evaluation", "prepare_evaluation"]
+__all__ = ["STRATEGIES", "Evaluate", "Evaluation", "prepare_evaluation", "trials_text"]

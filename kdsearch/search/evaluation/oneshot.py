@@ -9,8 +9,9 @@ then draws a subnet (Optuna's sampler proposes the family and, per stage, width,
 expansion), measures its costs, rejects it over budget, and scores it with inherited weights after
 batch-norm recalibration (training.subnet_eval): seconds, not minutes. The recalibrated subnet is saved
 as the trial's student, so `kdsearch export` exports it and `kdsearch train` retrains it from scratch.
-The trials run in the study's own loop (search.trials): in this process, or in --workers processes that
-each load the supernets the first one trained.
+The trials run in the study's own loop (search.trials), in supervised worker processes like any trial (or
+in this process with --in-process): the first worker trains the supernets under the run folder's lock,
+the others wait and load them.
 
 T, alpha and lr cannot vary per subnet of a shared supernet: they are the space's (its value where
 fixed, the middle of a range otherwise), recorded with every trial, and not sampled; nor the head
@@ -42,11 +43,12 @@ from ...models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
 from ...runs.files import atomic_path
 from ...runs.layout import trial_dir
 from ...training.checkpoint import Resume
-from ...training.distill import recipe_from
+from ...training.distill import Recipe, recipe_from
 from ...training.sandwich import train_supernet
 from ...training.subnet_eval import evaluate
 from ..budgets import budget_excess, reject_over_budget
 from ..inputs import TrialContext
+from ..workers import run_lock
 from .base import Evaluation
 from .costs import deployed_costs
 
@@ -140,25 +142,36 @@ def prepare_supernets(ctx: TrialContext, console: Console) -> dict[str, tuple[Su
         key = {"space": repr(space), "teacher": ctx.teacher.key, "recipe": repr(recipe),
                "cache": ctx.cache.path.stem if ctx.cache is not None else None, "images": len(ctx.train)}
         saved = _load(path, key)
-        if saved is None:
-            largest = space.largest()
-            console.print(f"one-shot: training the {family} supernet ({largest.summary()}, "
-                          f"{count_params(build(largest)):,} params) for {cfg.epochs} epochs by the sandwich rule",
-                          highlight=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            resume = Resume(path.with_suffix(".partial.pt"), key, every_s=0.0)
-            with progress_bar(console) as progress:
-                supernet = train_supernet(space, ctx.x_train, ctx.y_train, recipe, pad=ctx.data.pad, flip=ctx.data.flip,
-                                          seed=cfg.seed, cache=ctx.cache, teacher=ctx.teacher.model,
-                                          progress=progress, resume=resume)
-            with atomic_path(path) as tmp:  # a supernet half-written is never loaded
-                torch.save({"key": key, "state": supernet.state_dict()}, tmp)
-            resume.path.unlink(missing_ok=True)
-        else:  # trained before: the state read with its key
+        if saved is None:  # one process trains it; another worker of the study waits, then loads it
+            with run_lock(cfg.run_path, console, f"training the {family} supernet"):
+                saved = _load(path, key)
+                if saved is None:
+                    supernet = _train(ctx, space, path, key, recipe, family, console)
+        if saved is not None:  # trained before (or by another worker meanwhile): the state read with its key
             supernet = build(space.largest())
             supernet.load_state_dict(saved["state"])
         out[family] = (space, supernet.to(ctx.device).eval())
     return out
+
+
+def _train(ctx: TrialContext, space: SubnetSpace, path: Path, key: dict[str, Any], recipe: Recipe, family: str,
+           console: Console) -> torch.nn.Module:
+    """Train one family's supernet (resumable by epoch) and save it atomically with its key."""
+    cfg = ctx.cfg
+    largest = space.largest()
+    console.print(f"one-shot: training the {family} supernet ({largest.summary()}, "
+                  f"{count_params(build(largest)):,} params) for {cfg.epochs} epochs by the sandwich rule",
+                  highlight=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    resume = Resume(path.with_suffix(".partial.pt"), key, every_s=0.0)
+    with progress_bar(console) as progress:
+        supernet = train_supernet(space, ctx.x_train, ctx.y_train, recipe, pad=ctx.data.pad, flip=ctx.data.flip,
+                                  seed=cfg.seed, cache=ctx.cache, teacher=ctx.teacher.model,
+                                  progress=progress, resume=resume)
+    with atomic_path(path) as tmp:  # a supernet half-written is never loaded
+        torch.save({"key": key, "state": supernet.state_dict()}, tmp)
+    resume.path.unlink(missing_ok=True)
+    return supernet
 
 
 def _load(path: Path, key: dict[str, Any]) -> dict | None:
