@@ -123,9 +123,10 @@ def run(
     trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
     strategy: Annotated[Optional[str], Opt(help="pertrial (default: each student trained from scratch) or oneshot (supernets trained once for --epochs, each trial a subnet evaluated with inherited weights).")] = None,
-    promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) again at a longer rung, where the front is read (0: off).")] = None,
+    promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) and family again at a longer rung, where the front is read (0: off).")] = None,
     promote_epochs: Annotated[Optional[int], Opt(help="The rung's epochs (default 10).")] = None,
     promote_images: Annotated[Optional[int], Opt(help="The rung's training images (default 0: all of the training split).")] = None,
+    promote_by: Annotated[Optional[str], Opt(help="family (default: the best of each size band and family) or band (of each size band, every family at once).")] = None,
     sampler: Annotated[Optional[str], Opt(help="tpe, nsga2, gp or random.")] = None,
     pruner: Annotated[Optional[str], Opt(help="pareto (default), median, asha, moasha or none.")] = None,
     max_params: Annotated[Optional[int], Opt(help="Budget: reject students with more params, untrained.")] = None,
@@ -162,7 +163,7 @@ def run(
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
-        "strategy": strategy, "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images,
+        "strategy": strategy, "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images, "promote_by": promote_by,
         "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
         "retries": retries, "teacher.allow_chance": allow_chance_teacher, "tracking": tracking,
         "objectives": objectives.split(",") if objectives else None,

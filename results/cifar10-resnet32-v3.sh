@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CIFAR-10 run that asks whether the search beats hand-written students (docs/cifar10-runs.md):
-# the search of studies/cifar10-resnet32.toml (60 trials of 3 epochs on 10,000 images, then the 2 most
-# accurate students of each size band promoted to 10 epochs on all 45,000, where the front is read), then
+# the search of studies/cifar10-resnet32.toml (60 trials of 3 epochs on 10,000 images, then the most
+# accurate student of each size band and family promoted to 10 epochs on all 45,000, where the front is read), then
 # the most accurate front members within 1/100, 1/30 and 1/10 of the teacher's 464,154 parameters retrained
 # for EPOCHS epochs on all 45,000 images, distilled (T 4, alpha 0.9) and by ordinary training, 3 seeds,
 # each arm's lr chosen on validation from 0.1, 0.2 and 0.4 by probes of a fifth of the budget (train's

@@ -27,7 +27,7 @@ def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_
     monkeypatch.setattr("kdsearch.measure.latency.student_latency",
                         lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
                         Timing(0.01, 0.001, 1, runtime, batch, threads))
-    result = run(tmp_path)
+    result = run(tmp_path, "--promote-by", "band")
     assert result.exit_code == 0, result.output
     study = open_run(tmp_path / "run").study
     short = [t for t in study.trials if searched(t)]
@@ -45,10 +45,10 @@ def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_
     front = pareto_trials(study)
     assert front and all(rung_of(t) for t in front)  # the front at the rung, never a mix of budgets
     # the same command again: everything promoted already, nothing trains
-    again = run(tmp_path)
+    again = run(tmp_path, "--promote-by", "band")
     assert again.exit_code == 0 and "promoting" not in again.output, again.output
     assert len([t for t in open_run(tmp_path / "run").study.trials if rung_of(t)]) == len(rungs)
-    assert to_promote(open_run(tmp_path / "run").study, 1, {"epochs": 2, "images": 0}) == []
+    assert to_promote(open_run(tmp_path / "run").study, 1, {"epochs": 2, "images": 0}, "band") == []
     # a rung trial retrains like any other, its search accuracy the rung's
     number = front[0].number
     trained = CliRunner().invoke(app, ["train", str(tmp_path / "run"), "--trial", str(number), "--epochs", "1",
@@ -56,3 +56,22 @@ def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_
     assert trained.exit_code == 0, trained.output
     stored = json.loads((tmp_path / "run" / "final" / f"{number:05d}" / "results.json").read_text())
     assert stored["trial"]["search_epochs"] == 2 and stored["trial"]["rung"]["from"] == rung_of(front[0])["from"]
+
+
+def test_by_default_each_family_of_a_band_promotes_its_own_best():
+    """Short trials misjudge families as a whole (a plain student led 3 epochs on a subset, a MobileNetV2-style
+    one 10 on all images): each family's best of a band is promoted, not only the band's best two."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for number, (family, params, acc) in enumerate([("plain", 3000, 0.47), ("plain", 3100, 0.46),
+                                                     ("inverted", 3200, 0.40), ("inverted", 2900, 0.41),
+                                                     ("residual", 2600, 0.38), ("plain", 9000, 0.52)]):
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, params], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"params": params, "spec": {"family": family}}))
+    rung = {"epochs": 10, "images": 0}
+    assert [t.number for t in to_promote(study, 1, rung, "band")] == [0, 5]  # band [2048, 4096): plain's best only
+    assert sorted(t.number for t in to_promote(study, 1, rung)) == [0, 3, 4, 5]  # each family's best of each band
+    assert sorted(t.number for t in to_promote(study, 2, rung, "band")) == [0, 1, 5]

@@ -24,6 +24,7 @@ from .space import DEFAULT_LR, DEFAULT_SPACE, validate_space
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "imagefolder", "digits")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+PROMOTE_BY = ("family", "band")  # whom promotion compares: a size band's students of one family, or all of them
 STRATEGIES = ("pertrial", "oneshot")  # how a sampled student gets its accuracy ([study] strategy)
 PRUNERS = ("pareto", "median", "asha", "moasha", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -163,13 +164,15 @@ class StudyConfig(Section):
     max_macs: Annotated[int | None, at_least(1), CHANGES_TRIALS] = None
     max_latency_ms: Annotated[float | None, POSITIVE, CHANGES_TRIALS] = None
     max_bytes: Annotated[int | None, at_least(1), CHANGES_TRIALS] = None
-    # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
-    # params) train again for `promote_epochs` on `promote_images` training images (0: all), and the front
-    # is read there; 0 = off. Changing them later promotes what the new rung lacks, at that rung.
     # how a sampled student gets its accuracy: "pertrial" trains it from scratch; "oneshot" evaluates it inside
     # supernets trained once (search.evaluation.oneshot; `epochs` are then the supernets' epochs)
     strategy: Annotated[str, OneOf(STRATEGIES), CHANGES_TRIALS] = "pertrial"
+    # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
+    # params), of each family in it with promote_by = "family" (the default) or of all with "band", train
+    # again for `promote_epochs` on `promote_images` training images (0: all), and the front is read there;
+    # 0 = off. Changing them later promotes what the new rung lacks, at that rung.
     promote: Annotated[int, at_least(0)] = 0
+    promote_by: Annotated[str, OneOf(PROMOTE_BY)] = "family"
     promote_epochs: Annotated[int, at_least(1)] = 10
     promote_images: Annotated[int, at_least(0)] = 0
     data: DataConfig = Field(default_factory=DataConfig)

@@ -3,11 +3,16 @@
 A short trial (3 epochs on a subset) rewards students that learn fast, not those that end well:
 among students of about the same size its ranking is close to chance (BENCHMARKS.md, "Search
 fidelity"). So once the search has its trials, the `promote` most accurate students of each size
-band (parameter counts within a factor of 2: bands [2^k, 2^(k+1))) train again from scratch at the
+band (parameter counts within a factor of 2: bands [2^k, 2^(k+1))) and, by default, of each family in
+it train again from scratch at the
 rung, `promote_epochs` epochs on `promote_images` training images (0: all), each as a new trial of
 the study that records which trial it promotes. The front is then read at the highest rung: the
 promoted students compete with each other only, and the pruner never compares a rung's curves with
-the short trials' (a rung trial is not pruned). Rung trials do not count toward `trials`.
+the short trials' (a rung trial is not pruned). Rung trials do not count toward `trials`. Per family,
+because short trials misjudge families as a whole: on CIFAR-10 at about 3,000 parameters a plain student
+led 10,000 images x 3 epochs and a MobileNetV2-style one led 10 epochs on all images (BENCHMARKS.md,
+"Search fidelity", the bands table), and the v3 CIFAR-10 search, promoting by band alone, promoted only
+plain students; `promote_by = "band"` compares every family's students in a band at once.
 
 Promotion runs in the `kdsearch run` process, after the workers' trials, one student at a time (a
 failing student fails its trial alone); rerunning the command promotes what is missing.
@@ -48,18 +53,20 @@ def searched(trial: FrozenTrial) -> bool:
             and all(v <= 0 for v in trial.constraints.values()))
 
 
-def to_promote(study: optuna.Study, per_band: int, rung: dict) -> list[FrozenTrial]:
-    """The `per_band` most accurate searched trials of each size band that this rung has not trained yet,
-    smallest band first (a promotion that failed is tried once more: its process may have been killed)."""
+def to_promote(study: optuna.Study, per_band: int, rung: dict, by: str = "family") -> list[FrozenTrial]:
+    """The `per_band` most accurate searched trials of each size band (of each family in it, `by` "family")
+    that this rung has not trained yet, smallest band first (a promotion that failed is tried once more: its
+    process may have been killed)."""
     trials = study.get_trials(deepcopy=False)
     at_rung = [(r["from"], t.state) for t in trials
                if (r := rung_of(t)) and (r["epochs"], r["images"]) == (rung["epochs"], rung["images"])]
     failed = [n for n, state in at_rung if state == TrialState.FAIL]
     done = {n for n, state in at_rung if state in (TrialState.COMPLETE, TrialState.RUNNING) or failed.count(n) >= 2}
-    bands: dict[int, list[FrozenTrial]] = defaultdict(list)
+    bands: dict[tuple[int, str], list[FrozenTrial]] = defaultdict(list)
     for t in trials:
         if searched(t):
-            bands[size_band(t.user_attrs["params"])].append(t)
+            family = t.user_attrs["spec"].get("family", "plain") if by == "family" else ""
+            bands[size_band(t.user_attrs["params"]), family].append(t)
     best = [t for band in sorted(bands)
             for t in sorted(bands[band], key=lambda t: (-t.values[0], t.number))[:per_band]]
     return [t for t in best if t.number not in done]
@@ -77,11 +84,12 @@ def rung_config(cfg: StudyConfig) -> StudyConfig:
 def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int]:
     """Train the students to promote at the rung (each a new trial); returns the new trials' numbers."""
     rung = {"epochs": cfg.promote_epochs, "images": cfg.promote_images}
-    chosen = to_promote(study, cfg.promote, rung)
+    chosen = to_promote(study, cfg.promote, rung, cfg.promote_by)
     if cfg.promote <= 0 or not chosen:
         return []
     images = f"{cfg.promote_images:,} images" if cfg.promote_images else "all training images"
-    console.print(f"promoting the {cfg.promote} most accurate student(s) of each size band (within 2x in params): "
+    of = " and family" if cfg.promote_by == "family" else ""
+    console.print(f"promoting the {cfg.promote} most accurate student(s) of each size band{of} (within 2x in params): "
                   f"trial(s) {', '.join(str(t.number) for t in chosen)}, {cfg.promote_epochs} epochs on {images} each")
     ctx = prepare_inputs(rung_config(cfg), console)
     numbers = []
