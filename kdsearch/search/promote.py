@@ -33,12 +33,11 @@ from rich.markup import escape
 from ..config import StudyConfig
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.trial_attrs import is_reference
+from ..runs.trial_attrs import RUNG as RUNG_ATTR, is_reference, rung_of
 from .enqueue import ENQUEUED_ATTR
 from .estimate import estimate_training
-from .inputs import prepare_inputs
 from .evaluation.pertrial import train_trial
-from ..runs.trial_attrs import RUNG as RUNG_ATTR, rung_of
+from .inputs import prepare_inputs
 from .workers import ERROR_ATTR, heartbeat
 
 

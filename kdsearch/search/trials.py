@@ -15,12 +15,12 @@ from rich.progress import Progress
 from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..progress import progress_bar
+from ..runs.trial_attrs import rejected
 from .callbacks import TrialFeed
 from .estimate import estimate_search
 from .evaluation import Evaluation, prepare_evaluation
 from .inputs import TrialContext, prepare_inputs
 from .objective import Surplus, objective
-from ..runs.trial_attrs import rejected
 from .pruners import check_curve
 from .study import counts, n_finished, open_study
 from .workers import ERROR_ATTR, alive, recover_dead_trials
@@ -39,7 +39,7 @@ def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, est
     study = open_study(cfg)
     ctx = prepare_inputs(cfg, Console(quiet=True))
     with alive(cfg.run_path):
-        evaluation = prepare_evaluation(ctx, console)  # (what the supervisor prepared: loaded)
+        evaluation = prepare_evaluation(ctx, console)  # (one-shot: the first worker trains the supernets, the rest load)
         done = n_finished(study)
         if estimate and evaluation.trains and done < cfg.trials:
             estimate_search(ctx, cfg.trials - done, console, study, workers)
@@ -103,7 +103,8 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
             time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
             continue
-        study.optimize(lambda t: objective(t, ctx, evaluation.evaluate), n_trials=1, catch=(Exception,), callbacks=[tick])
+        study.optimize(lambda t: objective(t, ctx, evaluation.evaluate), n_trials=1, catch=(Exception,),
+                       callbacks=[tick])
         if over_budget["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
             raise KDSearchError(f"stopped: {over_budget['n']} sampled students were over budget; the space rarely "
                                 "meets it (narrow [space] toward smaller students)")
