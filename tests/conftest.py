@@ -97,3 +97,9 @@ def tiny_run(folder, tmp_path_factory) -> Path:
             "--run-dir", str(run_dir), "--study-name", "tiny", "--trials", "6", "--in-process"])  # patched here
     assert result.exit_code == 0, result.output
     return run_dir
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked slow first: the test processes share them out at the start, instead of one process
+    running the last long test while the other waits (about half a minute of the suite's wall time)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

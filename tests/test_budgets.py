@@ -3,6 +3,7 @@
 import json
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -26,6 +27,7 @@ def load(run_dir):
     return optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
 
 
+@pytest.mark.slow
 def test_over_budget_students_are_resampled_until_n_fit(tmp_path, monkeypatch):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     result = runner.invoke(app, args(tmp_path, "--trials", "4", "--max-params", "5000"))
@@ -63,6 +65,7 @@ def test_cheapest_costs_are_the_low_end_of_every_range():
     assert low["params"] == min(conv_bn, conv_bias) + head
 
 
+@pytest.mark.slow
 def test_enqueued_students_are_evaluated_first_and_once(tmp_path, monkeypatch):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     known = [{"spec": {"channels": [8, 16], "convs_per_stage": 1, "kernel_size": 3, "batch_norm": True},

@@ -91,8 +91,10 @@ def test_views_gives_the_distilled_arm_more_cached_views_and_retrains_when_chang
     assert other.exit_code == 0 and "0 model(s) already done" in other.output, other.output
     assert json.loads((final_dir(tiny_run, number) / RESULTS_FILE).read_text())["setup"]["views"] == 2
     # ... and what the other setup finished is kept beside it, never overwritten
-    assert "other settings (views 3 -> 2): moved to earlier-" in " ".join(other.output.split())
-    earlier, = final_dir(tiny_run, number).glob("earlier-*")
+    said = " ".join(other.output.split())
+    assert "other settings (views 3 -> 2): moved to earlier-" in said
+    # (the folder it names: other tests on the shared tiny run may have put aside earlier setups of this trial)
+    earlier = final_dir(tiny_run, number) / said.split("moved to ", 1)[1].split("/", 1)[0]
     assert json.loads((earlier / RESULTS_FILE).read_text())["setup"]["views"] == 3
     assert (earlier / model_dir(tiny_run, number, "kd", 0, stored["runs"][0]["lr"]).name / "student.safetensors").is_file()
 

@@ -113,6 +113,7 @@ def image_folder(root, size=16, per_class=(31, 30), test=(5, 5)):
     return root
 
 
+@pytest.mark.slow
 def test_the_reported_16px_folder_finishes_its_trials(tmp_path, monkeypatch):
     """`kdsearch run --dataset imagefolder --data-dir FOLDER --teacher resnet20 --teacher-epochs 1 --trials 3
     --epochs 1 --views 2 --seed 0`: 55 training images, one batch of 55 (default batch size 128), residual students."""

@@ -144,6 +144,7 @@ def test_a_resumed_supernet_training_continues_bit_exactly(tmp_path):
     assert 0 <= accuracy <= 1 and student.stem[0].out_channels == 4
 
 
+@pytest.mark.slow
 def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch):
     import json as json_
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from kdsearch.analysis.front import pareto_trials
@@ -20,6 +21,7 @@ def run(tmp_path, *extra):
         "--objectives", "accuracy,params,macs", "--in-process", "--promote", "1", "--promote-epochs", "2", *extra])
 
 
+@pytest.mark.slow
 def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_path, monkeypatch):
     from kdsearch.measure.latency import Timing
 

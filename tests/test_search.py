@@ -33,6 +33,7 @@ def load(run_dir):
     return optuna.load_study(study_name=info["study_name"], storage=make_storage(info["storage"]))
 
 
+@pytest.mark.slow
 def test_run_resume_and_report(folder, tmp_path):
     run_dir = tmp_path / "run"
     result = runner.invoke(app, args(folder, run_dir, "--trials", "3"))
@@ -94,6 +95,7 @@ def test_failed_trial_does_not_stop_the_study(folder, tmp_path, monkeypatch):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
 
 
+@pytest.mark.slow
 def test_repeatable_with_a_seed(folder, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -169,6 +171,7 @@ def test_invalid_study_file_exits_2(tmp_path):
     assert result.output.startswith("error: trials: ") and "-1" in result.output, result.output  # names the setting
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "random"])
 def test_other_samplers_and_online_teacher(folder, tmp_path, sampler):
     study_file = tmp_path / "s.toml"

@@ -70,6 +70,7 @@ def argv(folder, run_dir, *extra):
             "--run-dir", str(run_dir), "--study-name", "crash", "--pruner", "none", *extra]
 
 
+@pytest.mark.slow
 def test_a_trial_that_kills_its_process_fails_named_and_the_study_goes_on(folder, tmp_path, monkeypatch, crashy):
     monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
     assert family_modules() == [crashy]  # what the workers import

@@ -129,11 +129,11 @@ def wait_for_running_trial(run_dir, after_finished, timeout=300):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp_path, env, sig):
     run_dir = tmp_path / "run"
-    cmd = [KDSEARCH, *argv(folder, run_dir, "--trials", "4", "--epochs", "20", "--pruner", "none")]
+    cmd = [KDSEARCH, *argv(folder, run_dir, "--trials", "3", "--epochs", "20", "--pruner", "none")]
     # SIGINT at its default, as in a terminal: a job started in the background (CI) inherits it ignored
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_for_running_trial(run_dir, after_finished=2)  # several trials still to go: the signal lands mid-study
+    wait_for_running_trial(run_dir, after_finished=1)  # a trial still to go after it: the signal lands mid-study
     assert proc.poll() is None
     (running,) = [t for t in load(run_dir).trials if t.state == TrialState.RUNNING]
     worker = int(running.user_attrs["worker"].rsplit(":", 1)[1])  # host:pid
@@ -160,7 +160,7 @@ def test_a_killed_worker_loses_nothing_and_the_same_command_finishes(folder, tmp
     if sig == signal.SIGKILL:
         assert "stopped" in killed.user_attrs[ERROR_ATTR] and f"trial(s) {number}" in again.stdout
     assert {t.number: t.values for t in finished(study) if t.number in before} == before  # intact
-    assert len(finished(study)) == 4
+    assert len(finished(study)) == 3
     assert all((trial_dir(run_dir, n) / "student.safetensors").is_file() for n in before)
     if sig == signal.SIGKILL:  # its parameters were queued again and trained
         assert any(t.user_attrs.get(RETRY_ATTR) == number and t.params == killed.params for t in finished(study))
