@@ -6,6 +6,8 @@
 #   bash scripts/gpu/gpu_lease.sh OUTDIR [SECONDS]        # SECONDS: the whole budget (default 540)
 #   PART=final bash scripts/gpu/gpu_lease.sh OUTDIR 840   # gpu.sh, then gpu_final.sh (the v2 run's students at
 #                                                         # 200 epochs) instead of the ResNet-50 study
+#   PART=oneshot bash scripts/gpu/gpu_lease.sh OUTDIR 840 # gpu.sh, then gpu_oneshot.sh (the CIFAR-10 study as a
+#                                                         # one-shot study: supernets, thousands of subnets)
 # Needs the package importable (installed, or PYTHONPATH=.) and the data where the study file
 # says (../shared/data/cifar10-jpg.tar.gz); decoding it is started at once, beside gpu.sh.
 set -uo pipefail
@@ -20,13 +22,13 @@ export KDSEARCH_CACHE=${KDSEARCH_CACHE:-/tmp/kdsearch-cache}
 
 $PY -m kdsearch --help > /dev/null || { echo "kdsearch does not import: stopping"; exit 1; }
 STUDY=studies/cifar10-resnet50-gpu.toml
-[ "${PART:-}" = final ] && STUDY=studies/cifar10-resnet32.toml   # the same data file: one decode either way
+[ "${PART:-}" = final ] || [ "${PART:-}" = oneshot ] && STUDY=studies/cifar10-resnet32.toml   # one decode either way
 $PY scripts/gpu/decode_data.py "$STUDY" > "$OUTDIR/decode.log" 2>&1 &
 bash scripts/gpu/gpu.sh > "$OUTDIR/gpu.log" 2>&1
 wait
 echo "gpu.sh done, $(left)s left"
-if [ "${PART:-}" = final ]; then
-  bash scripts/gpu/gpu_final.sh "$OUTDIR" "$(left)" > "$OUTDIR/final-steps.log" 2>&1
+if [ "${PART:-}" = final ] || [ "${PART:-}" = oneshot ]; then
+  bash "scripts/gpu/gpu_${PART}.sh" "$OUTDIR" "$(left)" > "$OUTDIR/${PART}-steps.log" 2>&1
   echo "done, $(left)s left"
   exit 0
 fi
