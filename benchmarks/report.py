@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scipy.stats import spearmanr
 
 from . import fidelity, pruners, recipe, tables
 from .harness import ROOT, load_rows
@@ -67,9 +66,9 @@ def fidelity_tables(folder: str) -> str:
     return fidelity.render(ROOT / folder).strip() + f"\n\n(`{folder}/results.jsonl`)"
 
 
-def fidelity_line(folder: str, budget: str) -> str:
-    """The one-line figure of a proxy budget: its within-band Kendall against the final budget, and the
-    parameter-count baseline's over the same pairs (an indented line, as the issue's form asks)."""
+def _within_band(folder: str, budget: str) -> tuple[float, float, int, str]:
+    """A proxy budget's within-band Kendall against the folder's final budget, the parameter-count
+    baseline's over the same pairs, the number of pairs and the final budget."""
     rows = load_rows(ROOT / folder / "results.jsonl")
     final = fidelity.final_budget(rows)
     acc = {b: {r["student"]: r["val_accuracy"] for r in rows if r["budget"] == b} for b in (budget, final)}
@@ -77,6 +76,13 @@ def fidelity_line(folder: str, budget: str) -> str:
     common = acc[budget].keys() & acc[final].keys()
     band, pairs = fidelity.within_band_kendall(acc[budget], acc[final], params)
     base, _ = fidelity.within_band_kendall({s: params[s] for s in common}, acc[final], params)
+    return band, base, pairs, final
+
+
+def fidelity_line(folder: str, budget: str) -> str:
+    """The one-line figure of a proxy budget: its within-band Kendall against the final budget, and the
+    parameter-count baseline's over the same pairs (an indented line, as the issue's form asks)."""
+    band, base, pairs, final = _within_band(folder, budget)
     return (f"    within-band Kendall (default budget): {band:.2f}; parameter-count baseline: {base:.2f}\n\n"
             f"({budget} against {final}, over {pairs} pairs of students less than 2x apart in parameters; "
             f"`{folder}/results.jsonl`)")
@@ -109,18 +115,6 @@ def _recipe_mean(folder: str, student: str, variant: str, arm: str, epochs: int)
             and r["epochs"] == epochs and recipe.label(r["settings"]) == variant and not r.get("subset")]
     test = [100 * r["test_accuracy"] for r in rows]
     return f"{statistics.mean(test):.2f} ± {statistics.stdev(test) if len(test) > 1 else 0.0:.2f}"
-
-
-def _fidelity_spearman(folder: str) -> list[float]:
-    """Each proxy budget's Spearman correlation with the final budget over the students both have."""
-    rows = load_rows(ROOT / folder / "results.jsonl")
-    final = fidelity.final_budget(rows)
-    acc = {(r["student"], r["budget"]): r["val_accuracy"] for r in rows}
-    out = []
-    for budget in sorted({r["budget"] for r in rows} - {final}):
-        common = sorted(s for s, b in acc if b == budget and (s, final) in acc)
-        out.append(float(spearmanr([acc[s, budget] for s in common], [acc[s, final] for s in common]).statistic))
-    return out
 
 
 def _pareto(folder: str) -> str:
@@ -162,10 +156,15 @@ def headlines() -> list[Headline]:
                  f"{_pareto(f'{R}/pruners-digits')} (digits), {_pareto(f'{R}/pruners-cifar10-e12-gpu')} and "
                          f"{_pareto(f'{R}/pruners-cifar10-plain-e12-gpu')} (CIFAR-10 subset)",
                  "Search quality per pruner", "python -m benchmarks pruners STUDY"),
-        Headline("Search fidelity: Spearman of a short trial's ranking with 10-epoch training",
-                 _span(_fidelity_spearman(f"{R}/fidelity-cifar10")),
-                 "Search fidelity: does a short trial rank students as full training does?",
-                 "python -m benchmarks fidelity STUDY"),
+        Headline("Search fidelity within size bands: Kendall of a short trial (10,000 x 3) with 10 epochs on "
+                 "all images, and of ranking by size",
+                 "{:.2f} and {:.2f} over {} pairs".format(*_within_band(f"{R}/fidelity-cifar10-bands", "10000x3")[:3]),
+                 "Within size bands: students made for the question (in progress)",
+                 "bash benchmarks/results/fidelity-cifar10-bands/run.sh"),
+        Headline("A worker's start, spawned / forked from kdsearch's preloaded server",
+                 _span(_field(f"{R}/worker-start", "ratio"), ".0f", "x"),
+                 "A worker's start: forked from a preloaded server vs spawned",
+                 "python -m benchmarks worker-start"),
         Headline("ResNet-8, 10 CIFAR-10 epochs: default recipe vs the old one (test %)",
                  f"{_recipe_mean(f'{R}/recipe', 'res8', 'default', 'ce', 10)} vs "
                          f"{_recipe_mean(f'{R}/recipe', 'res8', 'old', 'ce', 10)}",
