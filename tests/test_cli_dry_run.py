@@ -48,6 +48,16 @@ def test_dry_run_prints_settings_data_teacher_and_estimate_and_touches_no_run_fo
     assert printed.to_dict() == want.to_dict()  # the whole resolved config, as a study file
 
 
+def test_a_oneshot_dry_run_says_what_trains_instead_of_a_per_trial_estimate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", *TINY, "--strategy", "oneshot", "--promote", "1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "one-shot: a supernet per family trains 1 epochs by the sandwich rule" in out
+    assert "estimate: 2 trials" not in out  # no student trains per trial
+    assert "most accurate student(s) of each size band and family" in out
+
+
 def test_dry_run_on_an_existing_run_says_it_resumes_and_refuses_what_the_run_refuses(tiny_run, folder):
     before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*")}
     same = ["run", str(tiny_run.parent / "tiny.toml"), "--dataset", "imagefolder", "--data-dir", str(folder),

@@ -104,12 +104,19 @@ def dry_run(cfg: StudyConfig, console: Console) -> None:
     ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=None, device=device,
                        pruner=None)
-    estimate_search(ctx, cfg.trials - done, console, study)
+    if cfg.strategy == "oneshot":  # (no per-trial training to time: search.evaluation.oneshot)
+        console.print(f"one-shot: a supernet per family trains {cfg.epochs} epochs by the sandwich rule (each step the "
+                      f"largest, the smallest and two random subnets: several trials' training each epoch), then "
+                      f"{cfg.trials - done} subnets are evaluated with inherited weights, seconds each on a CPU",
+                      highlight=False)
+    else:
+        estimate_search(ctx, cfg.trials - done, console, study)
     if cfg.promote:
         rung_images = cfg.promote_images or len(data.train)
         ratio = cfg.promote_epochs * rung_images / (cfg.epochs * len(train))
-        console.print(f"then promotion: the {cfg.promote} most accurate student(s) of each size band (a factor of 2 in "
-                      f"params) train again for {cfg.promote_epochs} epochs on {rung_images:,} images, each about "
+        of = " and family" if cfg.promote_by == "family" else ""
+        console.print(f"then promotion: the {cfg.promote} most accurate student(s) of each size band{of} (a factor of 2 "
+                      f"in params) train again for {cfg.promote_epochs} epochs on {rung_images:,} images, each about "
                       f"{ratio:.0f}x a trial's training, one at a time (docs/search.md, \"Promotion\")", highlight=False)
 
 
