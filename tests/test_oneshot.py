@@ -186,3 +186,11 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())
     assert (tmp_path / "exp" / "student.onnx").is_file() and info["trial"] in {t.number for t in done}
+
+
+def test_every_strategy_a_study_file_names_is_an_evaluation_of_the_search():
+    """The seam: config.schema checks a study file's strategy against its names, the search plugs each in."""
+    from kdsearch.config.schema import STRATEGIES as NAMES
+    from kdsearch.search.evaluation import STRATEGIES, TRIALS
+
+    assert set(NAMES) == set(STRATEGIES) == set(TRIALS)

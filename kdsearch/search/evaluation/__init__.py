@@ -23,9 +23,7 @@ STRATEGIES: dict[str, Callable[[TrialContext, Console], Evaluation]] = {
     "pertrial": pertrial.prepare,  # each student trained from scratch
     "oneshot": oneshot.prepare,  # subnets of supernets trained once, scored with inherited weights
 }
-
-
-TRIALS = {"pertrial": "{epochs} epochs each", "oneshot": "each a subnet of supernets trained {epochs} epochs"}
+TRIALS = {"pertrial": "{epochs} epochs each", "oneshot": "each a subnet of supernets trained {epochs} epochs"}  # in words
 
 
 def trials_text(cfg: StudyConfig) -> str:
