@@ -46,6 +46,7 @@ from kdsearch.analysis.front import Point, front_2d, trial_points
 from kdsearch.analysis.hypervolume import hypervolume_log
 from kdsearch.config import PrunerConfig, config_from_dict, load_config
 from kdsearch.runs.run import open_run
+from kdsearch.search.evaluation import pertrial
 from kdsearch.search.objective import objective
 from kdsearch.search.pruners import epochs_trained, make_pruner, replay
 from kdsearch.search.runner import prepare
@@ -97,9 +98,10 @@ def unpruned_study(cfg, seed: int, out: Path, console: Console, ctx_holder: dict
         ctx = ctx_holder["ctx"]
         ctx.cfg = cfg.model_copy(update={"seed": seed, "trials": 10**9})  # the trial seed; no surplus check here
         ctx.pruner = make_pruner(PrunerConfig(name="none"))
+        trained = pertrial.prepare(ctx, console)  # (the replay needs every student trained, curves and all)
         console.print(f"seed {seed}: {done} of {cfg.trials} unpruned trials stored, running the rest")
         while done < cfg.trials:
-            study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials - done)
+            study.optimize(lambda t: objective(t, ctx, trained.evaluate), n_trials=cfg.trials - done)
             done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
             if len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > cfg.trials:
                 raise SystemExit(f"seed {seed}: more failed trials than --trials; see the study's `error` attributes")

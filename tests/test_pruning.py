@@ -171,6 +171,7 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
     from optuna.trial import TrialState
     from rich.console import Console
 
+    from kdsearch.search.evaluation import prepare_evaluation
     from kdsearch.search.objective import objective
     from kdsearch.search.runner import prepare
     from kdsearch.search.study import DIRECTIONS
@@ -194,7 +195,8 @@ def test_replay_gives_what_live_studies_with_each_pruner_ran(folder, tmp_path, m
         ctx.pruner = pruner
         study = optuna.create_study(directions=[DIRECTIONS[o] for o in cfg.objectives],
                                     sampler=optuna.samplers.RandomSampler(seed=0))
-        study.optimize(lambda t: objective(t, ctx), n_trials=cfg.trials)
+        evaluate = prepare_evaluation(ctx, Console(quiet=True)).evaluate
+        study.optimize(lambda t: objective(t, ctx, evaluate), n_trials=cfg.trials)
         return study.trials
 
     def ending(trials):

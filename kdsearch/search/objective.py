@@ -9,7 +9,6 @@ from optuna.trial import TrialState
 
 from ..training.distill import NonFiniteLoss, predict
 from .evaluation.base import Evaluate
-from .evaluation.pertrial import train_trial
 from .inputs import TrialContext
 from .study import counts
 from .workers import ERROR_ATTR, heartbeat
@@ -19,11 +18,10 @@ class Surplus(RuntimeError):
     """Another worker's running trials already make up the total: this one is not needed."""
 
 
-def objective(trial: optuna.Trial, ctx: TrialContext, evaluate: Evaluate | None = None) -> tuple[float, ...]:
+def objective(trial: optuna.Trial, ctx: TrialContext, evaluate: Evaluate) -> tuple[float, ...]:
     """One trial, isolated: any error fails it with the reason stored (user attribute `error`) and
-    the study goes on; a heartbeat says it is alive while it trains. `evaluate`: the strategy's (search.evaluation
-    .prepare_evaluation); by default the student is trained (strategy "pertrial")."""
-    evaluate = evaluate or (lambda t: train_trial(t, ctx))
+    the study goes on; a heartbeat says it is alive while it trains. `evaluate`: the study's strategy, prepared
+    (search.evaluation.prepare_evaluation)."""
     try:
         with heartbeat(trial):
             if surplus(trial.study, trial.number, ctx.cfg.trials):

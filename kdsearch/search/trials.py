@@ -51,14 +51,13 @@ def child_trials(cfg: StudyConfig, console: Console, deadline: float | None, est
 
 def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overall,
                deadline: float | None = None, feed: TrialFeed | None = None,
-               stop: Callable[[], bool] | None = None, evaluation: Evaluation | None = None) -> None:
+               stop: Callable[[], bool] | None = None, *, evaluation: Evaluation) -> None:
     """Start trials one at a time while finished plus running ones (every worker's) fall short of the
     target; fail a trial on any error and go on, but stop after MAX_CONSECUTIVE_FAILURES in a row.
     No trial starts after `deadline` (time.time(); default: --timeout from now), once `stop()` is true,
     or once a callback of `feed` (in this process: --in-process) stopped the study. `evaluation`: the study's
-    strategy, prepared (search.evaluation; prepared here when not given)."""
+    strategy, prepared (search.evaluation.prepare_evaluation)."""
     cfg = ctx.cfg
-    evaluation = evaluation or prepare_evaluation(ctx, progress.console)
     if deadline is None and cfg.timeout:
         deadline = time.time() + cfg.timeout
     failures: list[str] = []
