@@ -37,6 +37,8 @@ from typing import Any
 # what a worker imports anyway: once, in the fork server (an import that fails there is left to the worker)
 PRELOAD = ["torch", "kdsearch.search.supervise", "kdsearch.final.pool"]
 FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
+_Context, _Process = ((multiprocessing.context.ForkServerContext, multiprocessing.context.ForkServerProcess)
+                      if FORKSERVER else (multiprocessing.context.SpawnContext, multiprocessing.context.SpawnProcess))
 
 
 @contextlib.contextmanager
@@ -51,8 +53,7 @@ def main_module_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
-class WorkerProcess(multiprocessing.context.ForkServerProcess if FORKSERVER
-                    else multiprocessing.context.SpawnProcess):  # type: ignore[misc]
+class WorkerProcess(_Process):  # type: ignore[misc,valid-type]
     """A worker process: forked from the fork server (spawned where there is none), launched with the caller's
     main module hidden, with the caller's environment as it is when the process is made."""
 
@@ -67,13 +68,11 @@ class WorkerProcess(multiprocessing.context.ForkServerProcess if FORKSERVER
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:
-        base = multiprocessing.context.ForkServerProcess if FORKSERVER else multiprocessing.context.SpawnProcess
         with main_module_hidden():
-            return base._Popen(process_obj)
+            return _Process._Popen(process_obj)
 
 
-class WorkerContext(multiprocessing.context.ForkServerContext if FORKSERVER
-                    else multiprocessing.context.SpawnContext):  # type: ignore[misc]
+class WorkerContext(_Context):  # type: ignore[misc,valid-type]
     """The context every kdsearch worker process is started from."""
 
     Process = WorkerProcess
