@@ -146,9 +146,15 @@ def supervise(folder: str) -> str:
 
 def worker_start(folder: str) -> str:
     rows = rows_of(folder)
-    body = [[f"run {i}", f"{r['first_start_s']:.2f}", f"{r['spawn']['median_s']:.2f}", f"{r['forked']['median_s']:.3f}",
-             f"{r['ratio']:.0f}x", str(r["spawn"]["repeats"])] for i, r in enumerate(rows, 1)]
-    head = ["", "fork server's start, s", "spawned, s per start", "forked, s per start", "ratio", "rounds"]
+
+    def imports(row: dict) -> str:  # (the first rows imported the worker module alone)
+        settings = provenance_of(row)["settings"]
+        return ", ".join(settings["imports"]) if "imports" in settings else settings["module"]
+    body = [[f"run {i}", imports(r), f"{r['first_start_s']:.2f}", f"{r['spawn']['median_s']:.2f}",
+             f"{r['forked']['median_s']:.3f}", f"{r['ratio']:.0f}x", str(r["spawn"]["repeats"])]
+            for i, r in enumerate(rows, 1)]
+    head = ["", "a start imports", "fork server's start, s", "spawned, s per start", "forked, s per start", "ratio",
+            "rounds"]
     return markdown_table(head, body) + "\n\n" + source(folder, rows)
 
 

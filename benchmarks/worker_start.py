@@ -1,10 +1,11 @@
 """Worker start: a process that imports what a kdsearch worker imports, forked from kdsearch's server vs spawned.
 
-Every supervised search worker and every `train --jobs` process starts by importing torch and kdsearch's
-worker modules. The baseline is what kdsearch did before: a spawned process (a fresh interpreter that
-imports them itself). kdsearch's workers are forked from a fork server that imported them once
+Every supervised search worker and every `train --jobs` process starts by importing torch, kdsearch's
+worker modules and what its first trial needs (torch._dynamo with the first optimizer, onnx and onnxruntime
+for its latency, the storage's SQL layer): kdsearch.search.spawn.PRELOAD. The baseline is what kdsearch did
+before: a spawned process (a fresh interpreter that imports them itself). kdsearch's workers are forked from a fork server that imported them once
 (kdsearch.search.spawn). Both are timed from `start()` to the child's exit, with the same target (the
-import of the worker module), interleaved over `--repeats` rounds in one process; the server's own start
+imports of PRELOAD), interleaved over `--repeats` rounds in one process; the server's own start
 (once per parent process, overlapping the parent's preparation in `kdsearch run`) is timed apart. The
 ratio is spawn time / forked time: above 1, a worker starts that much faster. With --out, one row.
 
@@ -14,19 +15,23 @@ ratio is spawn time / forked time: above 1, a worker starts that much faster. Wi
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing
 
 from kdsearch.search.spawn import PRELOAD, main_module_hidden, worker_context
 
 from .harness import ResultFile, interleaved, timed
 
-MODULE = "kdsearch.search.supervise"  # what a search worker's target lives in (it imports the rest)
+def import_all(names: list[str]) -> None:
+    """What a worker imports before its first trial ends (a forked one finds them loaded)."""
+    for name in names:
+        importlib.import_module(name)
 
 
 def start_and_join(context: multiprocessing.context.BaseContext) -> None:
-    """One process that imports the worker module and exits; it must succeed."""
+    """One process that imports what a worker imports and exits; it must succeed."""
     with main_module_hidden():  # (kdsearch's workers are launched so; the same for the baseline)
-        process = context.Process(target=__import__, args=(MODULE,))
+        process = context.Process(target=import_all, args=(PRELOAD,))
         process.start()
     process.join()
     if process.exitcode != 0:
@@ -50,5 +55,5 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         ResultFile(args.out, "worker-start", argv or []).append(
             {"first_start_s": server_s, "spawn": spawn.as_dict(), "forked": fork.as_dict(), "ratio": ratio},
-            {"repeats": args.repeats, "module": MODULE, "preload": PRELOAD})
+            {"repeats": args.repeats, "imports": PRELOAD, "preload": PRELOAD})
 

@@ -331,7 +331,12 @@ def test_grpc_proxy_storage_runs_a_study(folder, tmp_path, env):
                                f"optuna.storages.RDBStorage({db!r}), host='127.0.0.1', port={port})"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(3)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # until the proxy listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
         run_dir = tmp_path / "run"
         out = subprocess.run([KDSEARCH, *argv(folder, run_dir, "--trials", "2", "--epochs", "1",
                                               storage=f"grpc://127.0.0.1:{port}")],

@@ -34,8 +34,12 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-# what a worker imports anyway: once, in the fork server (an import that fails there is left to the worker)
-PRELOAD = ["torch", "kdsearch.search.supervise", "kdsearch.final.pool"]
+# what a worker imports anyway before its first trial ends: once, in the fork server (an import that fails
+# there is left to the worker). Beyond kdsearch's modules: torch._dynamo (every optimizer's first use imports
+# it: about 2 s on the 2-core CPU), onnx and onnxruntime (a trial's latency), and the SQL layer of the study's
+# storage (about 0.8 s); about 4 s a worker paid after its fork before this list named them.
+PRELOAD = ["torch", "torch._dynamo", "onnx", "onnxruntime", "sqlalchemy.orm", "alembic.context",
+           "kdsearch.search.supervise", "kdsearch.final.pool"]
 FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
 _Context, _Process = ((multiprocessing.context.ForkServerContext, multiprocessing.context.ForkServerProcess)
                       if FORKSERVER else (multiprocessing.context.SpawnContext, multiprocessing.context.SpawnProcess))
