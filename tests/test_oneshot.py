@@ -123,6 +123,32 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.parametrize("family", ["residual", "inverted"])
+def test_the_budget_bounds_the_thinnest_subnet_at_full_width_not_the_supernet(family):
+    """A 20,000-params budget on digits-sized data with the default space (four stages, widths up to 64 x2 per
+    stage): the thinnest subnet at full width fits it, just (10% more width would not), while the supernet and
+    its deepest subnets are over it (a trial rejects and redraws those) and every stage keeps some width."""
+    from types import SimpleNamespace
+
+    from kdsearch.config import StudyConfig
+    from kdsearch.measure.costs import count_params
+    from kdsearch.search.evaluation.oneshot import subnet_space
+
+    cfg = StudyConfig.model_validate({"max_params": 20000})
+    data = SimpleNamespace(in_channels=1, num_classes=10, image_size=8, mean=(0.5,), std=(0.5,))
+    s = subnet_space(cfg, data, family)
+    n = s.stages
+    assert n == 4 and s.depths == (1, 2) and s.kernels == (3, 5)
+
+    def params(widths, depth, kernel, expand):
+        return count_params(build(s.spec(widths, [depth] * n, [kernel] * n, [expand] * n)))
+
+    full = [max(w) for w in s.widths]
+    assert params(full, 1, 3, min(s.expands)) <= 20000 < params([round(w * 1.1) + 1 for w in full], 1, 3, min(s.expands))
+    assert count_params(build(s.largest())) > 20000
+    assert min(full) >= 4  # (fitting the largest itself left the first stage 2 channels wide)
+
+
 def test_a_resumed_supernet_training_continues_bit_exactly(tmp_path):
     s = space("residual")
     x, y = (torch.rand(96, 3, 16, 16) * 255).to(torch.uint8), torch.randint(0, 10, (96,))
