@@ -16,6 +16,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 # the cores shared among pytest-xdist's workers (one thread each on 2 cores), as kdsearch shares them
 # among its own workers: more threads than cores slows every test
 THREADS = threads_each(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+# and the processes the tests start (`kdsearch` commands, study workers forked from the fork server, scripts)
+# default to as many: a run without --threads would otherwise use every core beside the other test process
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 @pytest.fixture(autouse=True)

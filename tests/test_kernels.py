@@ -58,24 +58,28 @@ TRAIN_SHAPES = """
 import sys, torch
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.spec import StudentSpec
-c_in, c_out, size, batch = map(int, sys.argv[1:])
-model = build(StudentSpec(c_in, 10, size, [c_in, c_out], 1, 5, family="residual")).to(memory_format=torch.channels_last)
-model[1] = torch.nn.Identity()  # the stem keeps c_in channels: the first stride-2 shortcut is c_in -> c_out on size x size
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
-for _ in range(2):
-    x = torch.rand(batch, c_in, size, size).contiguous(memory_format=torch.channels_last)
-    loss = torch.nn.functional.cross_entropy(model(x), torch.randint(0, 10, (batch,)))
-    opt.zero_grad(); loss.backward(); opt.step()
-print("trained")
+for shape in sys.argv[1:]:
+    c_in, c_out, size, batch = map(int, shape.split(","))
+    model = build(StudentSpec(c_in, 10, size, [c_in, c_out], 1, 5, family="residual")).to(memory_format=torch.channels_last)
+    model[1] = torch.nn.Identity()  # the stem keeps c_in channels: the first stride-2 shortcut is c_in -> c_out on size x size
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(2):
+        x = torch.rand(batch, c_in, size, size).contiguous(memory_format=torch.channels_last)
+        loss = torch.nn.functional.cross_entropy(model(x), torch.randint(0, 10, (batch,)))
+        opt.zero_grad(); loss.backward(); opt.step()
+    print("trained", shape, flush=True)
 """
 
 
-@pytest.mark.parametrize("shape", REPORTED, ids=lambda s: "{}to{}-{}px-batch{}".format(*s))
-def test_residual_students_train_the_reported_shapes(shape):
-    """In a subprocess: where the crash happens it kills that process, not the test run."""
-    out = subprocess.run([sys.executable, "-c", TRAIN_SHAPES, *map(str, shape)], capture_output=True, text=True,
+def test_residual_students_train_the_reported_shapes():
+    """In a subprocess: where the crash happens it kills that process, not the test run. One process for all
+    the shapes (each start imports torch): the first shape without its line is where it crashed."""
+    shapes = [",".join(map(str, shape)) for shape in REPORTED]
+    out = subprocess.run([sys.executable, "-c", TRAIN_SHAPES, *shapes], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert out.returncode == 0 and "trained" in out.stdout, (out.returncode, out.stderr[-2000:])
+    trained = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("trained")]
+    assert out.returncode == 0 and trained == shapes, (f"crashed at {shapes[len(trained)]}" if len(trained) < len(shapes)
+                                                       else "", out.returncode, out.stderr[-2000:])
 
 
 VERBOSE = """
