@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "pruners": "pruners",
     "families": "families",
     "fidelity": "fidelity",
+    "subnet-eval": "subnet_eval",
     "recipe": "recipe",
     "run-times": "run_times",
     "report": "report",

@@ -301,6 +301,14 @@ def test_smoke_fidelity(study, tmp_path, monkeypatch, capsys):
     assert all(str(r["student"]).startswith("B3000-") and r["temperature"] == 4.0 for r in band)
 
 
+def test_smoke_subnet_eval(tmp_path):
+    bench(["subnet-eval", "--subnets", "1", "--val-images", "64", "--calibration-images", "32", "--first-pass", "16",
+           "--rounds", "1", "--threads", "1", "--max-params", "20000", "--out", str(tmp_path)])
+    got = rows(tmp_path)
+    assert {r["family"] for r in got} == {"residual", "inverted"} and all(r["params"] <= 20000 for r in got)
+    assert all(r["baseline"]["median_s"] > 0 and r["ratio_channels_last"] > 0 for r in got)
+
+
 def test_smoke_recipe(folder, study, tmp_path, monkeypatch, capsys):
     """Without and with the teacher: the distilled rows record T, alpha, the views and the teacher."""
     from rich.console import Console

@@ -1,17 +1,17 @@
 """A one-shot study (`strategy = "oneshot"`): supernets trained once, then each trial evaluates a subnet.
 
-The study file, run folder, objectives, budgets, report, export and `train` are the per-trial search's;
-what differs is how a sampled student gets its accuracy. Per family of the space that has a supernet
-(residual, inverted; another family is left out with a one-line note), the supernet is the largest
-subnet of the space at widths where its thinnest subnets fit the budgets (subnet_space), trained `epochs`
-epochs by the sandwich rule with the teacher's cached logits (training.sandwich), saved in RUN/supernets/
-and resumable by epoch. Each trial then draws a subnet (Optuna's sampler proposes the family and, per stage, width, depth, kernel and
-expansion), measures its costs, rejects it over budget, and scores it with inherited weights after
-batch-norm recalibration (training.subnet_eval): seconds, not minutes. The recalibrated subnet is saved
-as the trial's student, so `kdsearch export` exports it and `kdsearch train` retrains it from scratch.
-The trials run in the study's own loop (search.trials), in supervised worker processes like any trial (or
-in this process with --in-process): the first worker trains the supernets under the run folder's lock,
-the others wait and load them.
+The study file, run folder, objectives, budgets, report, export and `train` are the per-trial search's; what
+differs is how a sampled student gets its accuracy. Per family of the space that has a supernet (residual,
+inverted; another family is left out with a one-line note), the supernet is the largest subnet of the space
+at widths where its thinnest subnets fit the budgets (subnet_space), trained `epochs` epochs by the sandwich
+rule with the teacher's cached logits (training.sandwich), saved in RUN/supernets/ and resumable by epoch.
+Each trial then draws a subnet (Optuna's sampler proposes the family and, per stage, width, depth, kernel
+and expansion), measures its costs, rejects it over budget, and scores it with inherited weights after
+batch-norm recalibration (training.subnet_eval): seconds, not minutes. The recalibrated subnet is saved as
+the trial's student, so `kdsearch export` exports it and `kdsearch train` retrains it from scratch. The
+trials run in the study's own loop (search.trials), in supervised worker processes like any trial (or in
+this process with --in-process): the first worker trains the supernets under the run folder's lock, the
+others wait and load them.
 
 T, alpha and lr cannot vary per subnet of a shared supernet: they are the space's (its value where
 fixed, the middle of a range otherwise), recorded with every trial, and not sampled; nor the head
@@ -85,6 +85,15 @@ def largest_widths(cfg: StudyConfig, stages: int) -> list[int]:
     return [int(width * growth ** i + 0.5) for i in range(stages)]
 
 
+def within_budgets(cfg: StudyConfig, model: torch.nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether `model` meets the params and MACs budgets (MACs, slower to count, only where params do)."""
+    if any(excess > 0 for excess in budget_excess(cfg, {"params": count_params(model)}).values()):
+        return False
+    if cfg.max_macs is None:
+        return True
+    return all(excess <= 0 for excess in budget_excess(cfg, {"macs": count_macs(model, shape)}).values())
+
+
 def subnet_space(cfg: StudyConfig, data, family: str) -> SubnetSpace:
     """The family's subnets as the study's [space] draws them: its most stages, each with the space's depths
     (convs_per_stage), kernels and (inverted) expansions, and widths that are fractions of the largest's.
@@ -116,9 +125,7 @@ def subnet_space(cfg: StudyConfig, data, family: str) -> SubnetSpace:
     scale = 1.0
     while max(top) * scale >= 1:
         candidate = space_at(scale)
-        model = build(thinnest(candidate))
-        costs = {"params": count_params(model), "macs": count_macs(model, shape)}
-        if all(excess <= 0 for excess in budget_excess(cfg, costs).values()):
+        if within_budgets(cfg, build(thinnest(candidate)), shape):
             return candidate
         scale *= 0.9
     raise KDSearchError(f"one-shot: no {family} subnet of the space fits the budgets")

@@ -1,0 +1,117 @@
+"""Subnet evaluation: what scoring one subnet of a one-shot study costs, per family, and two ways to cut it.
+
+A one-shot trial scores a subnet with the weights it inherits: its batch norm recalibrated on 2,000
+training images, then a validation pass (kdsearch.training.subnet_eval), so this cost decides how many
+students a CPU-hour sees. The subnets are drawn at random from the subnet spaces a one-shot study
+builds for the given budgets (the CIFAR-10 study's by default: the default space, 93,000 params,
+15M MACs) on CIFAR-10-shaped random images (timings do not depend on the pixels or the weights). The
+baseline is kdsearch's evaluation as it runs (contiguous layout, 5,000 validation images); against it,
+per subnet and in interleaved rounds: the same in the channels_last layout, and a first pass on
+`--first-pass` validation images (what a two-stage evaluation would pay for every subnet before
+scoring the promising ones on all). Recalibration and validation are also timed apart. The ratio is
+baseline time / variant time: above 1, the variant is faster. With --out, one row per subnet.
+
+    python -m benchmarks subnet-eval --threads 1 --subnets 4 --out benchmarks/results/subnet-eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from types import SimpleNamespace
+
+import torch
+
+from kdsearch.config import StudyConfig
+from kdsearch.measure.costs import count_macs, count_params
+from kdsearch.models.students.registry import build
+from kdsearch.models.students.supernet import extract
+from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, subnet_space, within_budgets
+from kdsearch.training.distill import accuracy, eval_batch_size
+from kdsearch.training.subnet_eval import recalibrate
+
+from .harness import ResultFile, interleaved, random_images
+
+CIFAR = SimpleNamespace(in_channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def in_budget_subnets(cfg: StudyConfig, family: str, n: int, seed: int):
+    """The family's subnet space for the budgets and n random subnets within them (with their params)."""
+    space = subnet_space(cfg, CIFAR, family)
+    rng, out = random.Random(seed), []
+    for _ in range(200 * n):
+        if len(out) == n:
+            break
+        spec = space.sample(rng)
+        model = build(spec)
+        if within_budgets(cfg, model, (3, 32, 32)):
+            out.append((spec, {"params": count_params(model), "macs": count_macs(model, (3, 32, 32))}))
+    return space, out
+
+
+def score(supernet, spec, x_calib, x_val, y_val, layout: torch.memory_format) -> float:
+    """kdsearch's evaluation (extract, recalibrate, validate) with the student and images in `layout`."""
+    student = extract(supernet, spec).to(memory_format=layout)
+    recalibrate(student, x_calib.contiguous(memory_format=layout))
+    return accuracy(student, x_val.contiguous(memory_format=layout), y_val, eval_batch_size(x_val.device))
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks subnet-eval", description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--families", nargs="+", default=["residual", "inverted"])
+    ap.add_argument("--subnets", type=int, default=4, help="random in-budget subnets per family")
+    ap.add_argument("--max-params", type=int, default=93000)
+    ap.add_argument("--max-macs", type=int, default=15_000_000)
+    ap.add_argument("--val-images", type=int, default=5000)
+    ap.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES)
+    ap.add_argument("--first-pass", type=int, default=1000, help="validation images of a first pass")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="append one row per subnet to OUT/results.jsonl")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = StudyConfig.model_validate({"max_params": args.max_params, "max_macs": args.max_macs})
+    g = torch.Generator().manual_seed(args.seed)
+    x_calib, _ = random_images(args.calibration_images, generator=g)
+    x_val, y_val = random_images(args.val_images, generator=g)
+    results = ResultFile(args.out, "subnet-eval", argv) if args.out else None
+    settings = {k: getattr(args, k) for k in ("threads", "max_params", "max_macs", "val_images",
+                                              "calibration_images", "first_pass", "rounds", "seed")}
+    contiguous, channels_last = torch.contiguous_format, torch.channels_last
+    print(f"torch {torch.__version__}, {args.threads} threads; per subnet, median of {args.rounds} interleaved rounds: "
+          f"recalibration on {args.calibration_images} images + validation on {args.val_images} (baseline), "
+          f"ratio = baseline / variant")
+    print(f"{'family':9s} {'params':>7s} {'MACs':>10s} {'base s':>7s} {'recal s':>7s} {'val s':>6s} "
+          f"{'x ch_last':>9s} {'x first':>8s}  subnet")
+    for family in args.families:
+        space, subnets = in_budget_subnets(cfg, family, args.subnets, args.seed)
+        supernet = build(space.largest()).eval()
+        base_times = []
+        for spec, costs in subnets:
+            student = extract(supernet, spec)
+            score(supernet, spec, x_calib, x_val[:256], y_val[:256], contiguous)  # warm-up
+            times = interleaved({
+                "baseline": lambda: score(supernet, spec, x_calib, x_val, y_val, contiguous),
+                "channels_last": lambda: score(supernet, spec, x_calib, x_val, y_val, channels_last),
+                "first_pass": lambda: score(supernet, spec, x_calib, x_val[:args.first_pass], y_val[:args.first_pass],
+                                            contiguous),
+                "recalibration": lambda: recalibrate(student, x_calib),
+                "validation": lambda: accuracy(student, x_val, y_val, eval_batch_size(x_val.device)),
+            }, args.rounds)
+            med = {k: t.median for k, t in times.items()}
+            base = med["baseline"]
+            base_times.append(base)
+            print(f"{family:9s} {costs['params']:7,d} {costs['macs']:10,d} {base:7.2f} {med['recalibration']:7.2f} "
+                  f"{med['validation']:6.2f} {base / med['channels_last']:8.2f}x {base / med['first_pass']:7.2f}x  "
+                  f"{spec.summary()}")
+            if results:
+                results.append({"family": family, "subnet": spec.summary(), **costs,
+                                **{k: t.as_dict() for k, t in times.items()},
+                                "ratio_channels_last": base / med["channels_last"],
+                                "ratio_first_pass": base / med["first_pass"]},
+                               {**settings, "largest": space.largest().summary()})
+        print(f"{family}: {statistics.median(base_times):.2f} s a subnet (median), about "
+              f"{3600 / statistics.median(base_times):,.0f} subnets per CPU-hour at {args.threads} thread(s); "
+              f"supernet {space.largest().summary()}")
