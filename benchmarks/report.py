@@ -212,6 +212,7 @@ TABLES: dict[str, Callable[..., str]] = {
     "speed": tables.step_speed,
     "supervise": tables.supervise,
     "worker-start": tables.worker_start,
+    "subnet-eval": tables.subnet_eval,
     "concurrent": tables.concurrent,
     "verbatim": verbatim,
     "headline": headline,

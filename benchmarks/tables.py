@@ -122,6 +122,19 @@ def eval_batch(folder: str, date: str | None = None, device: str | None = None) 
     return markdown_table(["model", "images", *(f"x at {b}" for b in batches)], body) + "\n\n" + source(folder, rows)
 
 
+def subnet_eval(folder: str, date: str | None = None, device: str | None = None) -> str:
+    """Per subnet: seconds of kdsearch's evaluation (recalibration + validation) and the variants' ratios."""
+    rows = rows_of(folder, date, device)
+    body = [[r["family"], f"`{cell(r['subnet'].replace(' | fc[]', ''))}`", f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}M",
+             f"{r['baseline']['median_s']:.2f}", f"{r['recalibration']['median_s']:.2f}",
+             f"{r['validation']['median_s']:.2f}", f"{r['ratio_channels_last']:.2f}x", f"{r['ratio_first_pass']:.2f}x"]
+            for r in rows]
+    settings = provenance_of(rows[0])["settings"]
+    head = ["family", "subnet", "params", "MACs", f"evaluation, s ({settings['threads']} thread)", "recalibration, s",
+            "validation, s", "x channels_last", f"x first pass ({settings['first_pass']:,} images)"]
+    return markdown_table(head, body) + "\n\n" + source(folder, rows)
+
+
 def concurrent(folder: str, date: str | None = None, device: str | None = None) -> str:
     rows = rows_of(folder, date, device)
     body = []

@@ -69,6 +69,25 @@ def test_recalibration_gives_a_subnets_own_batch_statistics():
 
 
 @pytest.mark.parametrize("family", ["residual", "inverted"])
+def test_a_subnet_scores_the_same_in_either_memory_layout(family):
+    """The layout only changes the speed (a one-shot study scores each family in the faster one)."""
+    s = space(family)
+    supernet = build(s.largest())
+    randomize_norms(supernet)
+    g = torch.Generator().manual_seed(0)
+    calib = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g)
+    x = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=g)
+    spec = s.sample(random.Random(2))
+    acc, plain = evaluate(supernet, spec, calib, x, torch.zeros(48, dtype=torch.long))
+    acc_cl, last = evaluate(supernet, spec, calib, x, torch.zeros(48, dtype=torch.long), torch.channels_last)
+    assert last.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a, b = plain(x.float() / 255), last((x.float() / 255).contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b, atol=1e-5) and acc == acc_cl
+
+
+@pytest.mark.parametrize("family", ["residual", "inverted"])
 def test_every_extracted_spec_builds_exports_and_trains(family, tmp_path):
     s = space(family)
     supernet = build(s.largest())

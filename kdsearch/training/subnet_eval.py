@@ -16,6 +16,7 @@ from ..data.augment import to_float
 from ..models.students.spec import StudentSpec
 from ..models.students.supernet import extract
 from .distill import accuracy, eval_batch_size
+from .memory_format import memory_format_of
 
 
 def recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
@@ -26,17 +27,21 @@ def recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.
         m.reset_running_stats()
         m.momentum = None
     model.train()
+    fmt = memory_format_of(model)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            model(to_float(x[start:start + batch_size]))
+            model(to_float(x[start:start + batch_size]).contiguous(memory_format=fmt))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return model.eval()
 
 
 def evaluate(supernet: nn.Module, spec: StudentSpec, x_calib: torch.Tensor, x_val: torch.Tensor,
-             y_val: torch.Tensor) -> tuple[float, nn.Module]:
+             y_val: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+             ) -> tuple[float, nn.Module]:
     """Validation accuracy of subnet `spec` with inherited weights and recalibrated batch norm, and the
-    standalone student it is (ready to export or fine-tune)."""
-    student = recalibrate(extract(supernet, spec), x_calib)
+    standalone student it is (ready to export or fine-tune), computed in `memory_format` (the inverted
+    family's evaluation ran 1.7x faster in channels_last on the 2-core CPU: `python -m benchmarks
+    subnet-eval`)."""
+    student = recalibrate(extract(supernet, spec).to(memory_format=memory_format), x_calib)
     return accuracy(student, x_val, y_val, eval_batch_size(x_val.device)), student

@@ -43,7 +43,8 @@ from ...models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
 from ...runs.files import atomic_path
 from ...runs.layout import trial_dir
 from ...training.checkpoint import Resume
-from ...training.distill import Recipe, recipe_from
+from ...training.distill import Recipe, eval_batch_size, recipe_from
+from ...training.memory_format import FORMATS, fast_memory_format
 from ...training.sandwich import train_supernet
 from ...training.subnet_eval import evaluate
 from ..budgets import budget_excess, reject_over_budget
@@ -55,6 +56,7 @@ from .costs import deployed_costs
 WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # a stage's widths, of the largest's
 CALIBRATION_IMAGES = 2000  # training images that recalibrate each subnet's batch norm
 ONESHOT_ATTR = "oneshot"  # trial user attribute: how its accuracy was measured (inherited weights)
+LAYOUTS = {fmt: name for name, fmt in FORMATS.items()}
 
 
 def _values(cfg: StudyConfig, key: str, default: Any = None) -> list:
@@ -215,7 +217,8 @@ def suggest_subnet(trial: optuna.Trial, spaces: dict[str, SubnetSpace]) -> Stude
     return s.spec(widths, depths, kernels, expands)
 
 
-def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_calib: torch.Tensor) -> tuple[float, ...]:
+def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_calib: torch.Tensor,
+                   layouts: dict[str, torch.memory_format]) -> tuple[float, ...]:
     """One trial: a subnet, its costs (rejected over budget), its accuracy with inherited weights; saved."""
     cfg = ctx.cfg
     spec = suggest_subnet(trial, {f: s for f, (s, _) in supernets.items()})
@@ -225,12 +228,13 @@ def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_ca
     shape = (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
     costs = {"params": count_params(model), "macs": count_macs(model, shape)}
     for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp, **costs,
-                       ONESHOT_ATTR: {"calibration_images": len(x_calib), "supernet_epochs": cfg.epochs}}.items():
+                       ONESHOT_ATTR: {"calibration_images": len(x_calib), "supernet_epochs": cfg.epochs,
+                                      "layout": LAYOUTS[layouts[spec.family]]}}.items():
         trial.set_user_attr(key, value)
     reject_over_budget(trial, cfg, costs)
     deployed_costs(trial, cfg, model, shape, costs, ctx.device)
     start = time.perf_counter()
-    acc, student = evaluate(supernet, spec, x_calib, ctx.x_val, ctx.y_val)
+    acc, student = evaluate(supernet, spec, x_calib, ctx.x_val, ctx.y_val, layouts[spec.family])
     trial.set_user_attr("curve", [acc])
     trial.set_user_attr("eval_seconds", time.perf_counter() - start)
     save_student(trial_dir(cfg.run_path, trial.number), student, spec)
@@ -243,4 +247,8 @@ def prepare(ctx: TrialContext, console: Console) -> Evaluation:
     the training images that recalibrate each subnet's batch norm; then each trial evaluates a subnet."""
     supernets = prepare_supernets(ctx, console)
     calib = stratified_subset(ctx.train, min(CALIBRATION_IMAGES, len(ctx.train)), ctx.cfg.seed).x.to(ctx.device)
-    return Evaluation(lambda trial: evaluate_trial(trial, ctx, supernets, calib), trains=False)
+    shape = (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
+    # each family's subnets are scored in the layout its supernet runs faster in here (timed once, kept on disk)
+    layouts = {family: fast_memory_format(supernet, ctx.device, shape, eval_batch_size(ctx.device))
+               for family, (_, supernet) in supernets.items()}
+    return Evaluation(lambda trial: evaluate_trial(trial, ctx, supernets, calib, layouts), trains=False)
