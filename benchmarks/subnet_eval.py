@@ -9,9 +9,14 @@ baseline is kdsearch's evaluation as it runs (contiguous layout, 5,000 validatio
 per subnet and in interleaved rounds: the same in the channels_last layout, and a first pass on
 `--first-pass` validation images (what a two-stage evaluation would pay for every subnet before
 scoring the promising ones on all). Recalibration and validation are also timed apart. The ratio is
-baseline time / variant time: above 1, the variant is faster. With --out, one row per subnet.
+baseline time / variant time: above 1, the variant is faster. `--sandwich-steps N` also times N steps of
+the family's supernet training (the sandwich rule: largest, smallest and two random subnets, batch 128,
+the default recipe's SGD) and gives an epoch's time on `--train-images` images, so that a one-shot
+study's cost (supernet epochs plus subnets scored) can be set against the per-trial search's. With
+--out, one row per subnet, and one per family for the supernet steps.
 
-    python -m benchmarks subnet-eval --threads 1 --subnets 4 --out benchmarks/results/subnet-eval
+    python -m benchmarks subnet-eval --threads 1 --subnets 3 --rounds 3 --out benchmarks/results/subnet-eval
+    python -m benchmarks subnet-eval --threads 1 --subnets 0 --sandwich-steps 5 --out benchmarks/results/subnet-eval
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ import torch
 from kdsearch.config import StudyConfig
 from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students.registry import build
-from kdsearch.models.students.supernet import extract
+from kdsearch.models.students.supernet import Subnets, extract
 from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, subnet_space, within_budgets
-from kdsearch.training.distill import accuracy, eval_batch_size
+from kdsearch.training.distill import accuracy, eval_batch_size, make_optimizer, recipe_from, steps_per_epoch
+from kdsearch.training.sandwich import sandwich, sandwich_step
 from kdsearch.training.subnet_eval import recalibrate
 
-from .harness import ResultFile, interleaved, random_images
+from .harness import ResultFile, interleaved, random_images, timed
 
 CIFAR = SimpleNamespace(in_channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
 
@@ -57,6 +63,26 @@ def score(supernet, spec, x_calib, x_val, y_val, layout: torch.memory_format) ->
     return accuracy(student, x_val.contiguous(memory_format=layout), y_val, eval_batch_size(x_val.device))
 
 
+def sandwich_seconds(space, steps: int, batch: int, seed: int) -> float:
+    """Median seconds of one supernet training step (forward and backward of the sandwich's subnets, then the
+    optimizer's step) on random images, labels and teacher logits, after one warm-up step."""
+    supernet = build(space.largest()).train()
+    subnets = Subnets(supernet)
+    recipe = recipe_from(StudyConfig().train, 1, 0.2, 4.0, 0.9)
+    opt, _ = make_optimizer(supernet, recipe.optimizer, recipe.lr, recipe.weight_decay, steps + 1, recipe.schedule,
+                            recipe.warmup)
+    g = torch.Generator().manual_seed(seed)
+    images, targets = torch.rand(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    logits = torch.randn(batch, 10, generator=g)
+
+    def step(i: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        sandwich_step(subnets, sandwich(space, i, seed, 2), images, targets, logits, recipe)
+        opt.step()
+    step(0)
+    return statistics.median(timed(lambda i=i: step(i)) for i in range(1, steps + 1))
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks subnet-eval", description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -69,6 +95,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--first-pass", type=int, default=1000, help="validation images of a first pass")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sandwich-steps", type=int, default=0, help="also time N supernet training steps per family")
+    ap.add_argument("--train-images", type=int, default=45000, help="images of a supernet epoch (for its time)")
     ap.add_argument("--out", help="append one row per subnet to OUT/results.jsonl")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -112,6 +140,17 @@ def main(argv: list[str]) -> None:
                                 "ratio_channels_last": base / med["channels_last"],
                                 "ratio_first_pass": base / med["first_pass"]},
                                {**settings, "largest": space.largest().summary()})
-        print(f"{family}: {statistics.median(base_times):.2f} s a subnet (median), about "
-              f"{3600 / statistics.median(base_times):,.0f} subnets per CPU-hour at {args.threads} thread(s); "
-              f"supernet {space.largest().summary()}")
+        if base_times:
+            print(f"{family}: {statistics.median(base_times):.2f} s a subnet (median), about "
+                  f"{3600 / statistics.median(base_times):,.0f} subnets per hour at {args.threads} thread(s); "
+                  f"supernet {space.largest().summary()}")
+        if args.sandwich_steps:
+            per_step = sandwich_seconds(space, args.sandwich_steps, 128, args.seed)
+            epoch_s = per_step * steps_per_epoch(args.train_images, 128)
+            print(f"{family} supernet {space.largest().summary()} ({count_params(supernet):,} params): "
+                  f"{per_step:.2f} s a sandwich step, {epoch_s / 60:.0f} min an epoch on {args.train_images:,} images")
+            if results:
+                results.append({"family": family, "supernet": space.largest().summary(),
+                                "supernet_params": count_params(supernet), "sandwich_step_s": per_step,
+                                "epoch_s": epoch_s}, {**settings, "sandwich_steps": args.sandwich_steps,
+                                                      "train_images": args.train_images, "batch_size": 128})

@@ -123,8 +123,11 @@ def eval_batch(folder: str, date: str | None = None, device: str | None = None) 
 
 
 def subnet_eval(folder: str, date: str | None = None, device: str | None = None) -> str:
-    """Per subnet: seconds of kdsearch's evaluation (recalibration + validation) and the variants' ratios."""
-    rows = rows_of(folder, date, device)
+    """Per subnet: seconds of kdsearch's evaluation (recalibration + validation) and the variants' ratios; then
+    per supernet, a training step's and an epoch's seconds (rows of --sandwich-steps)."""
+    every = rows_of(folder, date, device)
+    rows = [r for r in every if "subnet" in r]
+    supernets = [r for r in every if "supernet" in r]
     body = [[r["family"], f"`{cell(r['subnet'].replace(' | fc[]', ''))}`", f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}M",
              f"{r['baseline']['median_s']:.2f}", f"{r['recalibration']['median_s']:.2f}",
              f"{r['validation']['median_s']:.2f}", f"{r['ratio_channels_last']:.2f}x", f"{r['ratio_first_pass']:.2f}x"]
@@ -132,7 +135,14 @@ def subnet_eval(folder: str, date: str | None = None, device: str | None = None)
     settings = provenance_of(rows[0])["settings"]
     head = ["family", "subnet", "params", "MACs", f"evaluation, s ({settings['threads']} thread)", "recalibration, s",
             "validation, s", "x channels_last", f"x first pass ({settings['first_pass']:,} images)"]
-    return markdown_table(head, body) + "\n\n" + source(folder, rows)
+    out = markdown_table(head, body)
+    if supernets:
+        steps = [[r["family"], f"`{cell(r['supernet'].replace(' | fc[]', ''))}`", f"{r['supernet_params']:,}",
+                  f"{r['sandwich_step_s']:.2f}", f"{r['epoch_s'] / 60:.0f}"] for r in supernets]
+        images = provenance_of(supernets[0])["settings"]["train_images"]
+        out += "\n\n" + markdown_table(["family", "supernet", "params", "sandwich step (batch 128), s",
+                                          f"epoch on {images:,} images, min"], steps)
+    return out + "\n\n" + source(folder, every)
 
 
 def concurrent(folder: str, date: str | None = None, device: str | None = None) -> str:
