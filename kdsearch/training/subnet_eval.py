@@ -41,7 +41,7 @@ def evaluate(supernet: nn.Module, spec: StudentSpec, x_calib: torch.Tensor, x_va
              ) -> tuple[float, nn.Module]:
     """Validation accuracy of subnet `spec` with inherited weights and recalibrated batch norm, and the
     standalone student it is (ready to export or fine-tune), computed in `memory_format` (the inverted
-    family's evaluation ran 1.7x faster in channels_last on the 2-core CPU: `python -m benchmarks
+    family's evaluation ran 1.7-2.1x faster in channels_last on the 2-core CPU: `python -m benchmarks
     subnet-eval`)."""
     student = recalibrate(extract(supernet, spec).to(memory_format=memory_format), x_calib)
     return accuracy(student, x_val, y_val, eval_batch_size(x_val.device)), student
