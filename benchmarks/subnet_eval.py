@@ -32,8 +32,9 @@ from kdsearch.config import StudyConfig
 from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.supernet import Subnets, extract
-from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, subnet_space, within_budgets
+from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, LAYOUTS, subnet_space, within_budgets
 from kdsearch.training.distill import accuracy, eval_batch_size, make_optimizer, recipe_from, steps_per_epoch
+from kdsearch.training.memory_format import fast_memory_format
 from kdsearch.training.sandwich import sandwich, sandwich_step
 from kdsearch.training.subnet_eval import recalibrate
 
@@ -63,16 +64,17 @@ def score(supernet, spec, x_calib, x_val, y_val, layout: torch.memory_format) ->
     return accuracy(student, x_val.contiguous(memory_format=layout), y_val, eval_batch_size(x_val.device))
 
 
-def sandwich_seconds(space, steps: int, batch: int, seed: int) -> float:
+def sandwich_seconds(space, steps: int, batch: int, seed: int, layout: torch.memory_format) -> float:
     """Median seconds of one supernet training step (forward and backward of the sandwich's subnets, then the
-    optimizer's step) on random images, labels and teacher logits, after one warm-up step."""
-    supernet = build(space.largest()).train()
+    optimizer's step) on random images, labels and teacher logits in `layout`, after one warm-up step."""
+    supernet = build(space.largest()).train().to(memory_format=layout)
     subnets = Subnets(supernet)
     recipe = recipe_from(StudyConfig().train, 1, 0.2, 4.0, 0.9)
     opt, _ = make_optimizer(supernet, recipe.optimizer, recipe.lr, recipe.weight_decay, steps + 1, recipe.schedule,
                             recipe.warmup)
     g = torch.Generator().manual_seed(seed)
     images, targets = torch.rand(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    images = images.contiguous(memory_format=layout)
     logits = torch.randn(batch, 10, generator=g)
 
     def step(i: int) -> None:
@@ -144,13 +146,18 @@ def main(argv: list[str]) -> None:
             print(f"{family}: {statistics.median(base_times):.2f} s a subnet (median), about "
                   f"{3600 / statistics.median(base_times):,.0f} subnets per hour at {args.threads} thread(s); "
                   f"supernet {space.largest().summary()}")
-        if args.sandwich_steps:
-            per_step = sandwich_seconds(space, args.sandwich_steps, 128, args.seed)
-            epoch_s = per_step * steps_per_epoch(args.train_images, 128)
-            print(f"{family} supernet {space.largest().summary()} ({count_params(supernet):,} params): "
-                  f"{per_step:.2f} s a sandwich step, {epoch_s / 60:.0f} min an epoch on {args.train_images:,} images")
-            if results:
-                results.append({"family": family, "supernet": space.largest().summary(),
-                                "supernet_params": count_params(supernet), "sandwich_step_s": per_step,
-                                "epoch_s": epoch_s}, {**settings, "sandwich_steps": args.sandwich_steps,
-                                                      "train_images": args.train_images, "batch_size": 128})
+        if args.sandwich_steps:  # in each layout; kdsearch trains in the one fast_memory_format picks here
+            chosen = fast_memory_format(supernet, torch.device("cpu"), (3, 32, 32), 128)
+            for layout in (contiguous, channels_last):
+                per_step = sandwich_seconds(space, args.sandwich_steps, 128, args.seed, layout)
+                epoch_s = per_step * steps_per_epoch(args.train_images, 128)
+                name = LAYOUTS[layout] + (" (chosen)" if layout == chosen else "")
+                print(f"{family} supernet {space.largest().summary()} ({count_params(supernet):,} params), {name}: "
+                      f"{per_step:.2f} s a sandwich step, {epoch_s / 60:.0f} min an epoch on "
+                      f"{args.train_images:,} images")
+                if results:
+                    results.append({"family": family, "supernet": space.largest().summary(),
+                                    "supernet_params": count_params(supernet), "layout": LAYOUTS[layout],
+                                    "chosen": layout == chosen, "sandwich_step_s": per_step, "epoch_s": epoch_s},
+                                   {**settings, "sandwich_steps": args.sandwich_steps,
+                                    "train_images": args.train_images, "batch_size": 128})

@@ -138,9 +138,10 @@ def subnet_eval(folder: str, date: str | None = None, device: str | None = None)
     out = markdown_table(head, body)
     if supernets:
         steps = [[r["family"], f"`{cell(r['supernet'].replace(' | fc[]', ''))}`", f"{r['supernet_params']:,}",
+                  r.get("layout", "contiguous") + (" (chosen)" if r.get("chosen") else ""),
                   f"{r['sandwich_step_s']:.2f}", f"{r['epoch_s'] / 60:.0f}"] for r in supernets]
         images = provenance_of(supernets[0])["settings"]["train_images"]
-        out += "\n\n" + markdown_table(["family", "supernet", "params", "sandwich step (batch 128), s",
+        out += "\n\n" + markdown_table(["family", "supernet", "params", "layout", "sandwich step (batch 128), s",
                                           f"epoch on {images:,} images, min"], steps)
     return out + "\n\n" + source(folder, every)
 

@@ -308,7 +308,8 @@ def test_smoke_subnet_eval(tmp_path):
     assert {r["family"] for r in got} == {"residual", "inverted"} and all(r["params"] <= 20000 for r in got)
     assert all(r["baseline"]["median_s"] > 0 and r["ratio_channels_last"] > 0 for r in got)
     steps = [r for r in rows(tmp_path) if "supernet" in r]
-    assert len(steps) == 2 and all(r["epoch_s"] > r["sandwich_step_s"] > 0 for r in steps)
+    assert len(steps) == 4 and all(r["epoch_s"] > r["sandwich_step_s"] > 0 for r in steps)
+    assert sum(r["chosen"] for r in steps) == 2  # one layout per family: the one its supernet trains in
     from benchmarks import tables
 
     assert "sandwich step (batch 128), s" in tables.subnet_eval(str(tmp_path))

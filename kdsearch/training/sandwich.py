@@ -26,6 +26,7 @@ from ..models.students.supernet import SubnetSpace, Subnets
 from . import checkpoint
 from .checkpoint import Resume
 from .distill import NonFiniteLoss, Recipe, autocast, kd_loss, make_optimizer, steps_per_epoch, train_batches
+from .memory_format import fast_memory_format
 
 
 def sandwich(space: SubnetSpace, step: int, seed: int, n_random: int) -> list:
@@ -63,6 +64,10 @@ def train_supernet(space: SubnetSpace, x: torch.Tensor, y: torch.Tensor, recipe:
     device = x.device
     torch.manual_seed(seed)
     supernet = build(space.largest()).to(device)
+    # the layout it trains faster in here (channels_last on CUDA; on a CPU timed once and kept: the inverted
+    # supernet's step took 7.9 s in channels_last against 14.7 s on the 2-core CPU, the residual one's 1.4 vs 1.7)
+    fmt = fast_memory_format(supernet, device, tuple(x.shape[1:]), recipe.batch_size)
+    supernet = supernet.to(memory_format=fmt)
     subnets = Subnets(supernet)
     steps = steps_per_epoch(len(y), recipe.batch_size)
     opt, sched = make_optimizer(supernet, recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.epochs * steps,
@@ -86,7 +91,7 @@ def train_supernet(space: SubnetSpace, x: torch.Tensor, y: torch.Tensor, recipe:
                 else:
                     views, t_logits = random_views(len(idx), pad, flip, generator), None
                 idx_d = idx.to(device, non_blocking=True)
-                images = apply_views(to_float(x[idx_d]), views, pad, flip)
+                images = apply_views(to_float(x[idx_d]), views, pad, flip).contiguous(memory_format=fmt)
                 if t_logits is None and teacher is not None:
                     with torch.no_grad():
                         t_logits = teacher(images)
