@@ -10,7 +10,7 @@ per subnet and in interleaved rounds: the same in the channels_last layout, and 
 `--first-pass` validation images (what a two-stage evaluation would pay for every subnet before
 scoring the promising ones on all). Recalibration and validation are also timed apart. The ratio is
 baseline time / variant time: above 1, the variant is faster. `--sandwich-steps N` also times N steps of
-the family's supernet training (the sandwich rule: largest, smallest and two random subnets, batch 128,
+the family's supernet training (the sandwich rule: largest, smallest and two random subnets, `--batch-size`,
 the default recipe's SGD) and gives an epoch's time on `--train-images` images, so that a one-shot
 study's cost (supernet epochs plus subnets scored) can be set against the per-trial search's. With
 --out, one row per subnet, and one per family for the supernet steps.
@@ -99,6 +99,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sandwich-steps", type=int, default=0, help="also time N supernet training steps per family")
     ap.add_argument("--train-images", type=int, default=45000, help="images of a supernet epoch (for its time)")
+    ap.add_argument("--batch-size", type=int, default=128, help="of the supernet steps (the default recipe's)")
     ap.add_argument("--out", help="append one row per subnet to OUT/results.jsonl")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -147,10 +148,10 @@ def main(argv: list[str]) -> None:
                   f"{3600 / statistics.median(base_times):,.0f} subnets per hour at {args.threads} thread(s); "
                   f"supernet {space.largest().summary()}")
         if args.sandwich_steps:  # in each layout; kdsearch trains in the one fast_memory_format picks here
-            chosen = fast_memory_format(supernet, torch.device("cpu"), (3, 32, 32), 128)
+            chosen = fast_memory_format(supernet, torch.device("cpu"), (3, 32, 32), args.batch_size)
             for layout in (contiguous, channels_last):
-                per_step = sandwich_seconds(space, args.sandwich_steps, 128, args.seed, layout)
-                epoch_s = per_step * steps_per_epoch(args.train_images, 128)
+                per_step = sandwich_seconds(space, args.sandwich_steps, args.batch_size, args.seed, layout)
+                epoch_s = per_step * steps_per_epoch(args.train_images, args.batch_size)
                 name = LAYOUTS[layout] + (" (chosen)" if layout == chosen else "")
                 print(f"{family} supernet {space.largest().summary()} ({count_params(supernet):,} params), {name}: "
                       f"{per_step:.2f} s a sandwich step, {epoch_s / 60:.0f} min an epoch on "
@@ -160,4 +161,4 @@ def main(argv: list[str]) -> None:
                                     "supernet_params": count_params(supernet), "layout": LAYOUTS[layout],
                                     "chosen": layout == chosen, "sandwich_step_s": per_step, "epoch_s": epoch_s},
                                    {**settings, "sandwich_steps": args.sandwich_steps,
-                                    "train_images": args.train_images, "batch_size": 128})
+                                    "train_images": args.train_images, "batch_size": args.batch_size})

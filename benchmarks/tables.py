@@ -140,8 +140,9 @@ def subnet_eval(folder: str, date: str | None = None, device: str | None = None)
         steps = [[r["family"], f"`{cell(r['supernet'].replace(' | fc[]', ''))}`", f"{r['supernet_params']:,}",
                   r.get("layout", "contiguous") + (" (chosen)" if r.get("chosen") else ""),
                   f"{r['sandwich_step_s']:.2f}", f"{r['epoch_s'] / 60:.0f}"] for r in supernets]
-        images = provenance_of(supernets[0])["settings"]["train_images"]
-        out += "\n\n" + markdown_table(["family", "supernet", "params", "layout", "sandwich step (batch 128), s",
+        settings = provenance_of(supernets[0])["settings"]
+        images, batch = settings["train_images"], settings.get("batch_size", 128)
+        out += "\n\n" + markdown_table(["family", "supernet", "params", "layout", f"sandwich step (batch {batch}), s",
                                           f"epoch on {images:,} images, min"], steps)
     return out + "\n\n" + source(folder, every)
 

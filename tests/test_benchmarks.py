@@ -303,7 +303,8 @@ def test_smoke_fidelity(study, tmp_path, monkeypatch, capsys):
 
 def test_smoke_subnet_eval(tmp_path):
     bench(["subnet-eval", "--subnets", "1", "--val-images", "64", "--calibration-images", "32", "--first-pass", "16",
-           "--rounds", "1", "--threads", "1", "--max-params", "20000", "--sandwich-steps", "1", "--out", str(tmp_path)])
+           "--rounds", "1", "--threads", "1", "--max-params", "20000", "--sandwich-steps", "1", "--batch-size", "4",
+           "--out", str(tmp_path)])
     got = [r for r in rows(tmp_path) if "subnet" in r]
     assert {r["family"] for r in got} == {"residual", "inverted"} and all(r["params"] <= 20000 for r in got)
     assert all(r["baseline"]["median_s"] > 0 and r["ratio_channels_last"] > 0 for r in got)
@@ -312,7 +313,7 @@ def test_smoke_subnet_eval(tmp_path):
     assert sum(r["chosen"] for r in steps) == 2  # one layout per family: the one its supernet trains in
     from benchmarks import tables
 
-    assert "sandwich step (batch 128), s" in tables.subnet_eval(str(tmp_path))
+    assert "sandwich step (batch 4), s" in tables.subnet_eval(str(tmp_path))
 
 
 def test_smoke_recipe(folder, study, tmp_path, monkeypatch, capsys):
