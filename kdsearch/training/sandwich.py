@@ -64,8 +64,9 @@ def train_supernet(space: SubnetSpace, x: torch.Tensor, y: torch.Tensor, recipe:
     device = x.device
     torch.manual_seed(seed)
     supernet = build(space.largest()).to(device)
-    # the layout it trains faster in here (channels_last on CUDA; on a CPU timed once and kept: the inverted
-    # supernet's step took 7.9 s in channels_last against 14.7 s on the 2-core CPU, the residual one's 1.4 vs 1.7)
+    # the layout it trains faster in here (channels_last on CUDA; on a CPU timed once and kept): the CIFAR-10
+    # inverted supernet's step took 7.5 s in channels_last against 13.9 s on the 2-core CPU, the residual one's
+    # 1.17 against 1.53 (python -m benchmarks subnet-eval --sandwich-steps)
     fmt = fast_memory_format(supernet, device, tuple(x.shape[1:]), recipe.batch_size)
     supernet = supernet.to(memory_format=fmt)
     subnets = Subnets(supernet)
