@@ -32,7 +32,8 @@ from kdsearch.config import StudyConfig
 from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students.registry import build
 from kdsearch.models.students.supernet import Subnets, extract
-from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, LAYOUTS, subnet_space, within_budgets
+from kdsearch.search.budgets import within_budgets
+from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, LAYOUTS, subnet_space
 from kdsearch.training.distill import accuracy, eval_batch_size, make_optimizer, recipe_from, steps_per_epoch
 from kdsearch.training.memory_format import fast_memory_format
 from kdsearch.training.sandwich import sandwich, sandwich_step

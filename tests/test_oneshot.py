@@ -236,6 +236,6 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
 def test_every_strategy_a_study_file_names_is_an_evaluation_of_the_search():
     """The seam: config.schema checks a study file's strategy against its names, the search plugs each in."""
     from kdsearch.config.schema import STRATEGIES as NAMES
-    from kdsearch.search.evaluation import STRATEGIES, TRIALS
+    from kdsearch.search.evaluation import DRY_RUN, STRATEGIES, TRIALS
 
-    assert set(NAMES) == set(STRATEGIES) == set(TRIALS)
+    assert set(NAMES) == set(STRATEGIES) == set(TRIALS) == set(DRY_RUN)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import optuna
+import torch
 
 from ..config import StudyConfig
 from ..data.splits import DataSplits
@@ -27,6 +28,15 @@ def budget_excess(cfg: StudyConfig, costs: dict[str, float]) -> dict[str, float]
                "max_latency_ms": ("latency", cfg.max_latency_ms), "max_bytes": ("bytes", cfg.max_bytes)}
     return {name: costs[cost] / limit - 1.0 for name, (cost, limit) in budgets.items()
             if limit is not None and cost in costs}
+
+
+def within_budgets(cfg: StudyConfig, model: torch.nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether `model` meets the params and MACs budgets (MACs, slower to count, only where params do)."""
+    if any(excess > 0 for excess in budget_excess(cfg, {"params": count_params(model)}).values()):
+        return False
+    if cfg.max_macs is None:
+        return True
+    return all(excess <= 0 for excess in budget_excess(cfg, {"macs": count_macs(model, shape)}).values())
 
 
 def reject_over_budget(trial: optuna.Trial, cfg: StudyConfig, costs: dict[str, float]) -> None:

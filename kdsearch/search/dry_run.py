@@ -31,7 +31,7 @@ from ..runs.storage import make_storage
 from ..training.distill import resolve_device, steps_per_epoch
 from ..training.teacher import eval_batch, probe_speed, teacher_training
 from .budgets import check_budgets_reachable
-from .estimate import estimate_search
+from .evaluation import DRY_RUN
 from .fingerprint import check_resume
 from .inputs import TrialContext, check_subset
 from .study import n_finished
@@ -104,13 +104,7 @@ def dry_run(cfg: StudyConfig, console: Console) -> None:
     ctx = TrialContext(cfg=cfg, data=data, train=train, x_train=train.x.to(device), y_train=train.y.to(device),
                        x_val=data.val.x.to(device), y_val=data.val.y.to(device), teacher=None, device=device,
                        pruner=None)
-    if cfg.strategy == "oneshot":  # (no per-trial training to time: search.evaluation.oneshot)
-        console.print(f"one-shot: a supernet per family trains {cfg.epochs} epochs by the sandwich rule (each step the "
-                      f"largest, the smallest and two random subnets: several trials' training each epoch), then "
-                      f"{cfg.trials - done} subnets are evaluated with inherited weights, seconds each on a CPU",
-                      highlight=False)
-    else:
-        estimate_search(ctx, cfg.trials - done, console, study)
+    DRY_RUN[cfg.strategy](ctx, cfg.trials - done, console, study)  # the strategy's estimate (search.evaluation)
     if cfg.promote:
         rung_images = cfg.promote_images or len(data.train)
         ratio = cfg.promote_epochs * rung_images / (cfg.epochs * len(train))

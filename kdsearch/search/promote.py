@@ -1,13 +1,13 @@
 """Promotion: the best few students of each size band train again at a longer rung.
 
-A short trial (3 epochs on a subset) rewards students that learn fast, not those that end well:
-among students of about the same size its ranking is close to chance (BENCHMARKS.md, "Search
-fidelity"). So once the search has its trials, the `promote` most accurate students of each size
-band (parameter counts within a factor of 2: bands [2^k, 2^(k+1))) and, by default, of each family in
-it train again from scratch at the rung, `promote_epochs` epochs on `promote_images` training images
-(0: all), each as a new trial of the study that records which trial it promotes. The front is then read at the highest rung: the
-promoted students compete with each other only, and the pruner never compares a rung's curves with
-the short trials' (a rung trial is not pruned). Rung trials do not count toward `trials`. Per family,
+A short trial (3 epochs on a subset) rewards students that learn fast, not those that end well: among
+students of about the same size its ranking is close to chance (BENCHMARKS.md, "Search fidelity"). So
+once the search has its trials, the `promote` most accurate students of each size band (parameter counts
+within a factor of 2: bands [2^k, 2^(k+1))) and, by default, of each family in it train again from
+scratch at the rung, `promote_epochs` epochs on `promote_images` training images (0: all), each as a new
+trial of the study that records which trial it promotes. The front is then read at the highest rung: the
+promoted students compete with each other only, and the pruner never compares a rung's curves with the
+short trials' (a rung trial is not pruned). Rung trials do not count toward `trials`. Per family,
 because short trials misjudge families as a whole: on CIFAR-10 at about 3,000 parameters a plain student
 led 10,000 images x 3 epochs and a MobileNetV2-style one led 10 epochs on all images (BENCHMARKS.md,
 "Search fidelity", the bands table), and the v3 CIFAR-10 search, promoting by band alone, promoted only

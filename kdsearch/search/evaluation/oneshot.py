@@ -47,7 +47,7 @@ from ...training.distill import Recipe, eval_batch_size, recipe_from
 from ...training.memory_format import FORMATS, fast_memory_format
 from ...training.sandwich import train_supernet
 from ...training.subnet_eval import evaluate
-from ..budgets import budget_excess, reject_over_budget
+from ..budgets import reject_over_budget, within_budgets
 from ..inputs import TrialContext
 from ..workers import run_lock
 from .base import Evaluation
@@ -85,15 +85,6 @@ def largest_widths(cfg: StudyConfig, stages: int) -> list[int]:
         return [int(max(_values(cfg, "channels")))] * stages
     width, growth = max(_values(cfg, "width")), max(_values(cfg, "growth"))
     return [int(width * growth ** i + 0.5) for i in range(stages)]
-
-
-def within_budgets(cfg: StudyConfig, model: torch.nn.Module, shape: tuple[int, ...]) -> bool:
-    """Whether `model` meets the params and MACs budgets (MACs, slower to count, only where params do)."""
-    if any(excess > 0 for excess in budget_excess(cfg, {"params": count_params(model)}).values()):
-        return False
-    if cfg.max_macs is None:
-        return True
-    return all(excess <= 0 for excess in budget_excess(cfg, {"macs": count_macs(model, shape)}).values())
 
 
 def subnet_space(cfg: StudyConfig, data, family: str) -> SubnetSpace:
@@ -202,6 +193,13 @@ def _load(path: Path, key: dict[str, Any]) -> dict | None:
     except Exception:  # noqa: BLE001  (damaged: trained again)
         return None
     return saved if saved.get("key") == key else None
+
+
+def describe(ctx: TrialContext, trials: int, console: Console, study: optuna.Study | None = None) -> None:
+    """What a one-shot run would do, for --dry-run (no per-trial training to time)."""
+    console.print(f"one-shot: a supernet per family trains {ctx.cfg.epochs} epochs by the sandwich rule (each step "
+                  f"the largest, the smallest and two random subnets: several trials' training each epoch), then "
+                  f"{trials} subnets are evaluated with inherited weights, seconds each on a CPU", highlight=False)
 
 
 def suggest_subnet(trial: optuna.Trial, spaces: dict[str, SubnetSpace]) -> StudentSpec:
