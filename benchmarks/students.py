@@ -21,6 +21,9 @@ STUDENTS: dict[str, dict] = {
     # its final-training picks at 1/100 and 1/30 of the teacher (trials 25 and 18; 1/10 is trial 26, conv37x4)
     "conv10x4": dict(channels=[10, 10, 10, 10]),
     "conv23x4": dict(channels=[23, 23, 23, 23]),
+    # two inverted students the v3 CIFAR-10 search promoted (results/cifar10-resnet32-v3 trials 76 and 80)
+    "inv16e5": dict(family="inverted", channels=[16], convs_per_stage=2, expand_ratio=5),
+    "inv15x4e6": dict(family="inverted", channels=[15, 15, 15, 15], expand_ratio=6),
     # the throughput and torch.compile benchmarks' three sizes (16, 230 and 913 MFLOP a training image)
     "tiny-fc64": dict(channels=[16, 32, 64], fc=[64]),
     "conv32x2": dict(channels=[32, 64, 128], convs_per_stage=2),

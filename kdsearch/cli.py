@@ -123,6 +123,7 @@ def run(
     trials: Annotated[Optional[int], Opt(help="The study ends with N finished trials (not N more).")] = None,
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
     strategy: Annotated[Optional[str], Opt(help="pertrial (default: each student trained from scratch) or oneshot (supernets trained once for --epochs, each trial a subnet evaluated with inherited weights).")] = None,
+    screen: Annotated[Optional[bool], Opt("--screen/--no-screen", help="(oneshot) Stop scoring a subnet after its first 1,000 validation images when a scored subnet as small is over 3 standard errors more accurate.")] = None,
     promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) and family again at a longer rung, where the front is read (0: off).")] = None,
     promote_epochs: Annotated[Optional[int], Opt(help="The rung's epochs (default 10).")] = None,
     promote_images: Annotated[Optional[int], Opt(help="The rung's training images (default 0: all of the training split).")] = None,
@@ -163,7 +164,7 @@ def run(
 
     overrides = {
         "name": study_name, "trials": trials, "epochs": epochs, "sampler": sampler, "seed": seed,
-        "strategy": strategy, "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images, "promote_by": promote_by,
+        "strategy": strategy, "screen": screen, "promote": promote, "promote_epochs": promote_epochs, "promote_images": promote_images, "promote_by": promote_by,
         "timeout": timeout, "device": device, "threads": threads, "storage": storage, "run_dir": run_dir,
         "retries": retries, "teacher.allow_chance": allow_chance_teacher, "tracking": tracking,
         "objectives": objectives.split(",") if objectives else None,

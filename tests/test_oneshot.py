@@ -197,7 +197,9 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
 
     from kdsearch.cli import app
     from kdsearch.search.evaluation.oneshot import ONESHOT_ATTR, supernet_path
+    from kdsearch.search.study import n_finished
     from kdsearch.runs.run import open_run
+    from kdsearch.runs.trial_attrs import FIRST_PASS, REPEAT_OF, rejected, repeated
 
     from kdsearch.measure.latency import Timing
 
@@ -223,14 +225,75 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     assert all(t.user_attrs["alpha"] == 0.9 and "alpha" not in t.params for t in done)  # fixed, not sampled
     assert supernet_path(tmp_path / "run", "residual").is_file() and supernet_path(tmp_path / "run", "inverted").is_file()
     # more subnets in this process: the supernets load, nothing is trained again
-    more = CliRunner().invoke(app, [("12" if a == "8" else a) for a in argv] + ["--in-process"])
+    # ... with a subnet proposed again (enqueued: a sampler's repeat) and screening on a first pass of 40 of
+    # the 144 validation images, with no margin
+    first_run = len(open_run(tmp_path / "run").study.trials)
+    open_run(tmp_path / "run").study.enqueue_trial(done[0].params)
+    monkeypatch.setattr("kdsearch.search.evaluation.oneshot.FIRST_PASS_IMAGES", 40)
+    monkeypatch.setattr("kdsearch.search.evaluation.oneshot.SCREEN_MARGIN", 0.0)
+    more = CliRunner().invoke(app, [("12" if a == "8" else a) for a in argv] + ["--in-process", "--screen"])
     assert more.exit_code == 0 and "training the" not in more.output, more.output
-    done = [t for t in open_run(tmp_path / "run").study.trials if t.state.name == "COMPLETE"]
-    assert len(done) == 12 and all(ONESHOT_ATTR in t.user_attrs for t in done)
+    assert "1 subnet(s) proposed again were not scored again" in more.output
+    trials = open_run(tmp_path / "run").study.trials
+    again = [t for t in trials if REPEAT_OF in t.user_attrs]
+    assert len(again) == 1 and again[0].user_attrs[REPEAT_OF] == done[0].number and again[0].state.name == "PRUNED"
+    assert n_finished(open_run(tmp_path / "run").study) == 12  # the repeat does not count
+    later = [t for t in trials[first_run:] if t.state.name in ("COMPLETE", "PRUNED") and not (rejected(t) or repeated(t))]
+    assert later and all(t.user_attrs[FIRST_PASS]["images"] == 40 for t in later)
+    for t in later:  # stopped after the first pass only where a scored subnet no larger in params and MACs beat it
+        first = t.user_attrs[FIRST_PASS]["accuracy"]
+        beaten = any(o.values[0] > first and o.values[1] <= t.user_attrs["params"] and o.values[2] <= t.user_attrs["macs"]
+                     for o in trials if o.state.name == "COMPLETE" and o.number < t.number)
+        assert (t.state.name == "PRUNED") == beaten, (t.number, first)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert all(ONESHOT_ATTR in t.user_attrs for t in done)
     exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--knee", "--out", str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())
     assert (tmp_path / "exp" / "student.onnx").is_file() and info["trial"] in {t.number for t in done}
+
+
+def test_the_first_pass_is_a_stratified_part_of_validation_and_the_two_passes_score_each_image_once():
+    from kdsearch.search.evaluation.oneshot import FIRST_PASS_IMAGES, split_validation
+
+    y = torch.arange(5000) % 10
+    x = torch.arange(5000).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)  # each image its index
+    val = split_validation(x, y, seed=0)
+    assert len(val.y_first) == FIRST_PASS_IMAGES and torch.bincount(val.y_first).tolist() == [100] * 10
+    seen = torch.cat([val.x_first[:, 0, 0, 0], val.x_rest[:, 0, 0, 0]]).sort().values
+    assert torch.equal(seen, torch.arange(5000))  # every image once
+    assert torch.equal(val.y_rest, y[val.x_rest[:, 0, 0, 0]])  # labels stay with their images
+    small = split_validation(x[:1500], y[:1500], seed=0)  # under twice the first pass: one pass
+    assert len(small.y_first) == 1500 and len(small.y_rest) == 0
+
+
+def test_a_repeat_is_found_among_scored_subnets_and_screening_needs_a_subnet_no_larger_in_any_cost():
+    import optuna
+
+    from kdsearch.runs.trial_attrs import PRUNED_AT
+    from kdsearch.search.evaluation.oneshot import dominating, scored_before
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    dist = {"w": optuna.distributions.CategoricalDistribution([4, 8, 16])}
+    study.add_trial(optuna.trial.create_trial(params={"w": 8}, distributions=dist, values=[0.70, 5000, 9e6]))
+    study.add_trial(optuna.trial.create_trial(params={"w": 16}, distributions=dist, state=optuna.trial.TrialState.PRUNED,
+                                              user_attrs={PRUNED_AT: 0}))  # rejected over budget: not scored
+
+    def proposing(w: int) -> optuna.Trial:
+        study.enqueue_trial({"w": w})
+        trial = study.ask()
+        trial.suggest_categorical("w", [4, 8, 16])
+        return trial
+
+    assert scored_before(proposing(8)) == 0
+    assert scored_before(proposing(4)) is None
+    over = proposing(16)
+    assert scored_before(over) is None  # the earlier one was rejected over budget, not scored
+    objectives = ["accuracy", "params", "macs"]
+    assert dominating(over, objectives, {"params": 5000, "macs": 9e6}, 0.69) == 0
+    assert dominating(over, objectives, {"params": 5000, "macs": 9e6}, 0.70) is None  # not more accurate
+    assert dominating(over, objectives, {"params": 4999, "macs": 9e6}, 0.50) is None  # trial 0 is larger
+    assert dominating(over, objectives, {"params": 9000, "macs": 8e6}, 0.50) is None  # more MACs
 
 
 def test_every_strategy_a_study_file_names_is_an_evaluation_of_the_search():

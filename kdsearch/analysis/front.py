@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..runs.trial_attrs import LATENCY_MS, PARAMS, is_reference, rejected, rung_of
+from ..runs.trial_attrs import LATENCY_MS, PARAMS, is_reference, rejected, repeated, rung_of
 
 
 T = TypeVar("T")
@@ -69,11 +69,14 @@ class Point:
         return float(value) if value is not None else None
 
 
+TRIAL_STATES = ("complete", "pruned", "rejected", "repeated", "failed", "running")  # trial_state's, in report order
+
+
 def trial_state(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE:
         return "complete"
     if t.state == TrialState.PRUNED:
-        return "rejected" if rejected(t) else "pruned"
+        return "rejected" if rejected(t) else "repeated" if repeated(t) else "pruned"
     return "failed" if t.state == TrialState.FAIL else "running"
 
 

@@ -167,6 +167,9 @@ class StudyConfig(Section):
     # how a sampled student gets its accuracy: "pertrial" trains it from scratch; "oneshot" evaluates it inside
     # supernets trained once (search.evaluation.oneshot; `epochs` are then the supernets' epochs)
     strategy: Annotated[str, OneOf(STRATEGIES), CHANGES_TRIALS] = "pertrial"
+    # (one-shot) stop scoring a subnet after its first 1,000 validation images when a scored subnet no larger in
+    # any cost is more accurate by over 3 of the first pass's standard errors (search.evaluation.oneshot)
+    screen: bool = False
     # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
     # params), of each family in it with promote_by = "family" (the default) or of all with "band", train
     # again for `promote_epochs` on `promote_images` training images (0: all), and the front is read there;
@@ -205,6 +208,9 @@ class StudyConfig(Section):
         if self.data.dataset == "imagefolder" and not self.data.data_dir:
             raise KDSearchError("imagefolder: give the folder with --data-dir (it must hold train/ and test/ or val/)")
         validate_space(self.space)
+        if self.screen and self.strategy != "oneshot":
+            raise KDSearchError('screen: a one-shot study\'s setting (strategy = "oneshot"); a per-trial study stops '
+                                "students with its [pruner]")
         return self
 
     @property

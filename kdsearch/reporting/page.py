@@ -10,7 +10,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from ..analysis.front import Point, cost_names
+from ..analysis.front import TRIAL_STATES, Point, cost_names
 from .tables import percent
 
 
@@ -117,7 +117,7 @@ def _figure_block(fig_id: str, fig: go.Figure) -> str:
 
 
 def summary_html(study: optuna.Study, points: Sequence[Point]) -> str:
-    counts = {s: sum(p.state == s for p in points) for s in ("complete", "pruned", "rejected", "failed", "running")}
+    counts = {s: sum(p.state == s for p in points) for s in TRIAL_STATES}
     teacher = study.user_attrs.get("teacher") or {}
     data = study.user_attrs.get("data") or {}
     objectives = ", ".join(f"{d.name.lower()} {n}" for d, n in zip(study.directions, ["val_accuracy"] + cost_names(study)))

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from ..analysis.front import trial_state
+from ..analysis.front import TRIAL_STATES, trial_state
 from ..runs.layout import PARTIAL_LOGITS_SUFFIX, PARTIAL_SUFFIX, RESULTS_FILE, teachers_dir
 from ..runs.run import Run
 from ..search.workers import ERROR_ATTR, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
@@ -36,10 +36,9 @@ def show_status(run: Run, console: Console) -> None:
     trials = study.get_trials(deepcopy=False)
     counts = Counter("waiting" if t.state == TrialState.WAITING else trial_state(t) for t in trials)
     target = run.config.get("trials")
-    done = counts["complete"] + counts["pruned"]  # as --trials counts: over-budget rejections do not
+    done = counts["complete"] + counts["pruned"]  # as --trials counts: over-budget rejections and repeats do not
     console.print(f"study [cyan]{study.study_name}[/]: {done} of {target or '?'} trials finished ("
-                  + ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "rejected", "failed", "running",
-                                                            "waiting") if counts[k]) + ")", highlight=False)
+                  + ", ".join(f"{counts[k]} {k}" for k in (*TRIAL_STATES, "waiting") if counts[k]) + ")", highlight=False)
     now = time.time()
     running = [t for t in trials if t.state == TrialState.RUNNING]
     if running:
@@ -96,7 +95,7 @@ def status_facts(run: Run) -> dict[str, Any]:
     teacher = study.user_attrs.get("teacher")
     return {"study": study.study_name, "run_dir": str(run.run_dir) if run.run_dir is not None else None,
             "target": run.config.get("trials"), "finished": counts["complete"] + counts["pruned"],
-            "states": {k: counts[k] for k in ("complete", "pruned", "rejected", "failed", "running", "waiting")},
+            "states": {k: counts[k] for k in (*TRIAL_STATES, "waiting")},
             "running": running,
             "failed": [{"trial": t.number, "error": t.user_attrs.get(ERROR_ATTR)}
                        for t in trials if t.state == TrialState.FAIL][-5:],

@@ -31,6 +31,8 @@ CHECKS = "checks"  # (checks_per_epoch > 1) validation accuracy at each check
 PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fraction: mid-epoch; 0: over budget)
 RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
 ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
+REPEAT_OF = "repeat_of"  # (one-shot) the earlier trial that scored the same subnet: this one was not scored again
+FIRST_PASS = "first_pass"  # (one-shot) {"images", "accuracy"}: the subnet on the first validation images alone
 
 # the worker that ran it (search.workers)
 WORKER = "worker"
@@ -45,6 +47,12 @@ RETRY_OF = "retry_of"
 def rung_of(trial: FrozenTrial) -> dict | None:
     """A promoted trial's rung (its longer budget), None for the search's own trials."""
     return trial.user_attrs.get(RUNG)
+
+
+def repeated(trial: FrozenTrial) -> bool:
+    """A one-shot subnet the sampler proposed again: PRUNED untouched (search.evaluation.oneshot). It does not
+    count toward --trials, and the report lists it apart from pruned trials."""
+    return trial.state == TrialState.PRUNED and REPEAT_OF in trial.user_attrs
 
 
 def rejected(trial: FrozenTrial) -> bool:

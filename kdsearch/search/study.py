@@ -12,7 +12,7 @@ from ..errors import KDSearchError
 from ..runs.storage import make_storage
 from ..runs.trial_attrs import COST_ATTRS
 from .fingerprint import check_resume
-from ..runs.trial_attrs import rejected, rung_of
+from ..runs.trial_attrs import rejected, repeated, rung_of
 
 
 METRIC_NAMES = {"accuracy": "val_accuracy", **COST_ATTRS}
@@ -104,13 +104,15 @@ def open_study(cfg: StudyConfig, load_only: bool = False) -> optuna.Study:
 
 
 def n_finished(study: optuna.Study) -> int:
-    """Trials that count toward --trials (students that trained; over-budget rejections do not)."""
+    """Trials that count toward --trials (students that trained; over-budget rejections and repeats do not)."""
     return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 def counts(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward --trials: it trained a student (complete, or pruned while training);
-    a student rejected over budget before training does not, nor a promoted student's rung trial."""
+    a student rejected over budget before training does not, nor a one-shot subnet proposed again, nor a
+    promoted student's rung trial."""
     if rung_of(trial):
         return False
-    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and not rejected(trial))
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and not (rejected(trial) or
+                                                                                          repeated(trial)))

@@ -28,7 +28,7 @@ from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..runs.trial_attrs import BYTES, LATENCY_MS, MACS, PARAMS
 from .objective import Surplus
-from ..runs.trial_attrs import CURVE, rejected
+from ..runs.trial_attrs import CURVE, rejected, repeated
 from .workers import ERROR_ATTR
 
 
@@ -38,9 +38,9 @@ COSTS = (PARAMS, MACS, LATENCY_MS, BYTES)
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any] | None:
-    """What a tracker logs of a trial; None for one not worth a tracker run (rejected over budget, surplus)."""
+    """What a tracker logs of a trial; None for one not worth a tracker run (rejected over budget, a repeat, surplus)."""
     error = trial.user_attrs.get(ERROR_ATTR) or ""
-    if rejected(trial) or error.startswith(Surplus.__name__):
+    if rejected(trial) or repeated(trial) or error.startswith(Surplus.__name__):
         return None
     attrs = trial.user_attrs
     state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(trial.state, "failed")

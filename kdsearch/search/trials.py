@@ -15,7 +15,7 @@ from rich.progress import Progress
 from ..config import StudyConfig
 from ..errors import KDSearchError
 from ..progress import progress_bar
-from ..runs.trial_attrs import rejected
+from ..runs.trial_attrs import rejected, repeated
 from .callbacks import TrialFeed
 from .estimate import estimate_search
 from .evaluation import Evaluation, prepare_evaluation
@@ -61,7 +61,7 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
     if deadline is None and cfg.timeout:
         deadline = time.time() + cfg.timeout
     failures: list[str] = []
-    over_budget = {"n": 0, "since": 0}
+    untrained = {"over_budget": 0, "since": 0, "repeats": 0}  # rejected over budget (since the last line), repeats
 
     def tick(study: optuna.Study, trial: FrozenTrial) -> None:
         progress.update(overall, completed=n_finished(study))
@@ -70,18 +70,21 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         error = trial.user_attrs.get(ERROR_ATTR)
         if error and error.startswith(Surplus.__name__):
             return
+        if repeated(trial):  # (one-shot) a subnet scored before, not scored again
+            untrained["repeats"] += 1
+            return
         if rejected(trial):  # over budget, untrained
-            over_budget["n"] += 1
-            over_budget["since"] += 1
+            untrained["over_budget"] += 1
+            untrained["since"] += 1
             return  # counted and reported, not listed: a tight budget may reject many samples
         if not (evaluation.trains or error):
             return  # seconds a trial (one-shot: thousands of subnets): the bar says it, not a line each
         acc = (check_curve(trial) or [float("nan")])[-1]  # at its last check (mid-epoch when pruned there)
         line = (f"trial {trial.number:3d} {trial.state.name.lower():8s} val {acc:.2%} "
                 f"{trial.user_attrs.get('params', 0):>9,} params  {trial.user_attrs.get('arch', '')}")
-        if over_budget["since"]:
-            line += f"  ({over_budget['since']} over-budget student(s) resampled first)"
-            over_budget["since"] = 0
+        if untrained["since"]:
+            line += f"  ({untrained['since']} over-budget student(s) resampled first)"
+            untrained["since"] = 0
         progress.console.print(line + (f"  [red]{escape(error)}[/]" if error else ""), highlight=False)
         failures[:] = failures + [error] if trial.state == TrialState.FAIL else []
 
@@ -95,18 +98,24 @@ def run_trials(study: optuna.Study, ctx: TrialContext, progress: Progress, overa
         trials = study.get_trials(deepcopy=False)
         finished = sum(counts(t) for t in trials)
         if finished >= cfg.trials:
-            if over_budget["n"]:
-                progress.console.print(f"{over_budget['n']} over-budget student(s) were rejected untrained and resampled "
-                                       "(recorded as constraints for the sampler)", highlight=False)
+            if untrained["over_budget"]:
+                progress.console.print(f"{untrained['over_budget']} over-budget student(s) were rejected untrained and "
+                                       "resampled (recorded as constraints for the sampler)", highlight=False)
+            if untrained["repeats"]:
+                progress.console.print(f"{untrained['repeats']} subnet(s) proposed again were not scored again",
+                                       highlight=False)
             return
         if finished + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
             time.sleep(1.0)  # the other workers' running trials make up the total, unless one fails
             continue
         study.optimize(lambda t: objective(t, ctx, evaluation.evaluate), n_trials=1, catch=(Exception,),
                        callbacks=[tick])
-        if over_budget["n"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
-            raise KDSearchError(f"stopped: {over_budget['n']} sampled students were over budget; the space rarely "
-                                "meets it (narrow [space] toward smaller students)")
+        if untrained["repeats"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
+            raise KDSearchError(f"stopped: the sampler proposed {untrained['repeats']} subnets scored before; the "
+                                "space may hold fewer subnets within the budgets than --trials")
+        if untrained["over_budget"] > MAX_REJECTIONS_PER_TRIAL * cfg.trials:
+            raise KDSearchError(f"stopped: {untrained['over_budget']} sampled students were over budget; the space "
+                                "rarely meets it (narrow [space] toward smaller students)")
         if len(failures) >= MAX_CONSECUTIVE_FAILURES:
             raise KDSearchError(f"stopped: the last {len(failures)} trials failed (last error: {failures[-1]}); "
                                 "finished trials are kept")

@@ -15,7 +15,7 @@ from torch import nn
 from ..data.augment import to_float
 from ..models.students.spec import StudentSpec
 from ..models.students.supernet import extract
-from .distill import accuracy, eval_batch_size
+from .distill import accuracy, eval_batch_size, predict
 from .memory_format import memory_format_of
 
 
@@ -36,12 +36,24 @@ def recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.
     return model.eval()
 
 
+def inherit(supernet: nn.Module, spec: StudentSpec, x_calib: torch.Tensor,
+            memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """Subnet `spec` as a standalone student with inherited weights and batch norm recalibrated on `x_calib`
+    (ready to score, export or fine-tune), in `memory_format` (the inverted family's evaluation ran 1.7-2.1x
+    faster in channels_last on the 2-core CPU: `python -m benchmarks subnet-eval`)."""
+    return recalibrate(extract(supernet, spec).to(memory_format=memory_format), x_calib)
+
+
+def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """How many of the images `x` the model classifies as `y` (the counts of two passes add up exactly)."""
+    if len(y) == 0:
+        return 0
+    return int((predict(model, x, eval_batch_size(x.device)).argmax(1) == y).sum())
+
+
 def evaluate(supernet: nn.Module, spec: StudentSpec, x_calib: torch.Tensor, x_val: torch.Tensor,
              y_val: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
              ) -> tuple[float, nn.Module]:
-    """Validation accuracy of subnet `spec` with inherited weights and recalibrated batch norm, and the
-    standalone student it is (ready to export or fine-tune), computed in `memory_format` (the inverted
-    family's evaluation ran 1.7-2.1x faster in channels_last on the 2-core CPU: `python -m benchmarks
-    subnet-eval`)."""
-    student = recalibrate(extract(supernet, spec).to(memory_format=memory_format), x_calib)
+    """Validation accuracy of subnet `spec` with inherited weights (inherit), and the student it is."""
+    student = inherit(supernet, spec, x_calib, memory_format)
     return accuracy(student, x_val, y_val, eval_batch_size(x_val.device)), student

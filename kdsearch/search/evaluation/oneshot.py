@@ -23,15 +23,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 from rich.console import Console
 
 from ...config import SPACE_KINDS, StudyConfig
-from ...data.splits import stratified_subset
+from ...data.splits import stratified_pick, stratified_subset
 from ...errors import KDSearchError
 from ...measure.costs import count_macs, count_params
 from ...models.students.io import save_student
@@ -42,11 +44,12 @@ from ...progress import progress_bar
 from ...models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
 from ...runs.files import atomic_path
 from ...runs.layout import trial_dir
+from ...runs.trial_attrs import CURVE, FIRST_PASS, REPEAT_OF, rejected, repeated
 from ...training.checkpoint import Resume
 from ...training.distill import Recipe, eval_batch_size, recipe_from
 from ...training.memory_format import FORMATS, fast_memory_format
 from ...training.sandwich import train_supernet
-from ...training.subnet_eval import evaluate
+from ...training.subnet_eval import correct, inherit
 from ..budgets import reject_over_budget, within_budgets
 from ..inputs import TrialContext
 from ..workers import run_lock
@@ -57,6 +60,8 @@ WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # a stage's width
 CALIBRATION_IMAGES = 2000  # training images that recalibrate each subnet's batch norm
 ONESHOT_ATTR = "oneshot"  # trial user attribute: how its accuracy was measured (inherited weights)
 LAYOUTS = {fmt: name for name, fmt in FORMATS.items()}
+FIRST_PASS_IMAGES = 1000  # validation images every subnet is scored on first (recorded; [study] screen: a stop)
+SCREEN_MARGIN = 3 * 0.5 / math.sqrt(FIRST_PASS_IMAGES)  # 3 of the first pass's largest binomial standard error
 
 
 def _values(cfg: StudyConfig, key: str, default: Any = None) -> list:
@@ -215,25 +220,80 @@ def suggest_subnet(trial: optuna.Trial, spaces: dict[str, SubnetSpace]) -> Stude
     return s.spec(widths, depths, kernels, expands)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """The validation split as two passes: a stratified first `FIRST_PASS_IMAGES` and the rest (together all of
+    it, each image once); on a split under twice that, one pass (an empty rest is never scored)."""
+    x_first: torch.Tensor
+    y_first: torch.Tensor
+    x_rest: torch.Tensor
+    y_rest: torch.Tensor
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, seed: int) -> Validation:
+    if len(y) < 2 * FIRST_PASS_IMAGES:
+        return Validation(x, y, x[:0], y[:0])
+    first = torch.zeros(len(y), dtype=torch.bool)
+    first[torch.from_numpy(stratified_pick(y.cpu().numpy(), FIRST_PASS_IMAGES, seed))] = True
+    first = first.to(y.device)
+    return Validation(x[first], y[first], x[~first], y[~first])
+
+
+def scored_before(trial: optuna.Trial) -> int | None:
+    """The earlier trial that scored (or stopped after its first pass) the subnet `trial` proposes, if any:
+    samplers propose a subnet again, more often as they converge (Optuna's FAQ answers such repeats with
+    TrialPruned, which also steers the sampler away from them)."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.number != trial.number and t.params == trial.params and not (rejected(t) or repeated(t)):
+            return t.number
+    return None
+
+
+def dominating(trial: optuna.Trial, objectives: list[str], costs: dict[str, float], accuracy: float) -> int | None:
+    """A scored subnet at most as costly in every cost objective and more accurate than `accuracy`, if any."""
+    i = objectives.index("accuracy")
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.values[i] > accuracy and all(t.values[j] <= costs[o] for j, o in enumerate(objectives) if j != i):
+            return t.number
+    return None
+
+
 def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_calib: torch.Tensor,
-                   layouts: dict[str, torch.memory_format]) -> tuple[float, ...]:
-    """One trial: a subnet, its costs (rejected over budget), its accuracy with inherited weights; saved."""
+                   val: Validation, layouts: dict[str, torch.memory_format]) -> tuple[float, ...]:
+    """One trial: a subnet (one proposed before is not scored again), its costs (rejected over budget), its
+    accuracy with inherited weights, in two passes over the validation images; the student saved."""
     cfg = ctx.cfg
     spec = suggest_subnet(trial, {f: s for f, (s, _) in supernets.items()})
+    trial.set_user_attr("arch", spec.summary())
+    earlier = scored_before(trial)
+    if earlier is not None:
+        trial.set_user_attr(REPEAT_OF, earlier)
+        raise optuna.TrialPruned(f"the subnet of trial {earlier}: not scored again")
     space, supernet = supernets[spec.family]
     hp = fixed_hp(cfg)
     model = build(spec)
     shape = (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
     costs = {"params": count_params(model), "macs": count_macs(model, shape)}
-    for key, value in {"spec": json.loads(spec.to_json()), "arch": spec.summary(), **hp, **costs,
+    for key, value in {"spec": json.loads(spec.to_json()), **hp, **costs,
                        ONESHOT_ATTR: {"calibration_images": len(x_calib), "supernet_epochs": cfg.epochs,
                                       "layout": LAYOUTS[layouts[spec.family]]}}.items():
         trial.set_user_attr(key, value)
     reject_over_budget(trial, cfg, costs)
     deployed_costs(trial, cfg, model, shape, costs, ctx.device)
     start = time.perf_counter()
-    acc, student = evaluate(supernet, spec, x_calib, ctx.x_val, ctx.y_val, layouts[spec.family])
-    trial.set_user_attr("curve", [acc])
+    student = inherit(supernet, spec, x_calib, layouts[spec.family])
+    hits = correct(student, val.x_first, val.y_first)
+    if len(val.y_rest):  # a first pass, recorded; with [study] screen a subnet that cannot reach the front stops
+        first = hits / len(val.y_first)
+        trial.set_user_attr(FIRST_PASS, {"images": len(val.y_first), "accuracy": first})
+        better = dominating(trial, cfg.objectives, costs, first + SCREEN_MARGIN) if cfg.screen else None
+        if better is not None:
+            trial.set_user_attr("eval_seconds", time.perf_counter() - start)
+            raise optuna.TrialPruned(f"first pass {first:.2%} on {len(val.y_first):,} images: trial {better} is "
+                                     f"as small and more accurate by over {SCREEN_MARGIN:.1%}")
+        hits += correct(student, val.x_rest, val.y_rest)
+    acc = hits / (len(val.y_first) + len(val.y_rest))
+    trial.set_user_attr(CURVE, [acc])
     trial.set_user_attr("eval_seconds", time.perf_counter() - start)
     save_student(trial_dir(cfg.run_path, trial.number), student, spec)
     values = {"accuracy": acc, **costs}
@@ -249,4 +309,5 @@ def prepare(ctx: TrialContext, console: Console) -> Evaluation:
     # each family's subnets are scored in the layout its supernet runs faster in here (timed once, kept on disk)
     layouts = {family: fast_memory_format(supernet, ctx.device, shape, eval_batch_size(ctx.device))
                for family, (_, supernet) in supernets.items()}
-    return Evaluation(lambda trial: evaluate_trial(trial, ctx, supernets, calib, layouts), trains=False)
+    val = split_validation(ctx.x_val, ctx.y_val, ctx.cfg.seed)
+    return Evaluation(lambda trial: evaluate_trial(trial, ctx, supernets, calib, val, layouts), trains=False)
