@@ -27,8 +27,9 @@ class _Task:
     description: str
     total: float | None
     completed: float = 0.0
-    start: float = field(default_factory=time.monotonic)
-    last: float = field(default_factory=time.monotonic)
+    initial: float = 0.0  # done before this process (a resumed training): not part of its rate
+    start: float = field(default_factory=lambda: time.monotonic())
+    last: float = field(default_factory=lambda: time.monotonic())
 
 
 class LineProgress:
@@ -47,7 +48,7 @@ class LineProgress:
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **_) -> int:
         self._next += 1
-        self._tasks[self._next] = _Task(description, total, float(completed))
+        self._tasks[self._next] = _Task(description, total, float(completed), float(completed))
         return self._next
 
     def update(self, task_id: int, *, completed: float | None = None, advance: float | None = None,
@@ -80,7 +81,9 @@ class LineProgress:
         spent = now - task.start
         if task.total:
             share = min(task.completed / task.total, 1.0)
-            left = f", about {_clock(spent / share - spent)} left" if 0 < share < 1 and not done else ""
+            rate = (task.completed - task.initial) / spent if spent > 0 else 0.0  # this process's own pace
+            left = (f", about {_clock((task.total - task.completed) / rate)} left"
+                    if rate > 0 and share < 1 and not done else "")
             where = f"{task.completed:,.0f}/{task.total:,.0f} ({share:.0%})"
         else:
             where, left = f"{task.completed:,.0f}", ""

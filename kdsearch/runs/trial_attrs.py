@@ -32,7 +32,7 @@ PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fracti
 RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
 ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
 REPEAT_OF = "repeat_of"  # (one-shot) the earlier trial that scored the same subnet: this one was not scored again
-FIRST_PASS = "first_pass"  # (one-shot) {"images", "accuracy"}: the subnet on the first validation images alone
+FIRST_PASS = "first_pass"  # (one-shot) {"images", "accuracy", "seconds"}: the subnet on the first validation images
 
 # the worker that ran it (search.workers)
 WORKER = "worker"
