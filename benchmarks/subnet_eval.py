@@ -15,8 +15,16 @@ the default recipe's SGD) and gives an epoch's time on `--train-images` images, 
 study's cost (supernet epochs plus subnets scored) can be set against the per-trial search's. With
 --out, one row per subnet, and one per family for the supernet steps.
 
+`--replay RUN` measures screening ([study] screen) on a finished one-shot run instead, from what its trials
+recorded (each subnet's first-pass accuracy and seconds beside its full evaluation): the screening rule
+replayed in trial order says which subnets it would have stopped after their first pass, how many of them
+are on the run's front (what screening would have lost), and the evaluation time it would have saved;
+beside it, how well the first pass ranks subnets (Kendall tau against the full validation accuracy, over
+all pairs and within size bands). With --out, one row.
+
     python -m benchmarks subnet-eval --threads 1 --subnets 3 --rounds 3 --out benchmarks/results/subnet-eval
     python -m benchmarks subnet-eval --threads 1 --subnets 0 --sandwich-steps 5 --out benchmarks/results/subnet-eval
+    python -m benchmarks subnet-eval --replay results/cifar10-resnet32-oneshot --out benchmarks/results/subnet-eval
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import statistics
 from types import SimpleNamespace
 
 import torch
+from optuna.trial import TrialState
 
 from kdsearch.config import StudyConfig
 from kdsearch.measure.costs import count_macs, count_params
@@ -86,6 +95,44 @@ def sandwich_seconds(space, steps: int, batch: int, seed: int, layout: torch.mem
     return statistics.median(timed(lambda i=i: step(i)) for i in range(1, steps + 1))
 
 
+def replay(run_dir: str) -> dict:
+    """Screening replayed on a one-shot run's scored subnets (those with a recorded first pass), in trial order:
+    a subnet is stopped when a subnet kept before it beats its first pass by the margin (oneshot.dominating)."""
+    from kdsearch.analysis.front import pareto_trials
+    from kdsearch.runs.run import open_run
+    from kdsearch.runs.trial_attrs import FIRST_PASS
+    from kdsearch.search.evaluation.oneshot import SCREEN_MARGIN, dominating
+    from scipy.stats import kendalltau
+
+    from .fidelity import within_band_kendall
+
+    run = open_run(run_dir)
+    objectives = run.config["objectives"]
+    i = objectives.index("accuracy")
+    scored = [t for t in run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if FIRST_PASS in t.user_attrs]
+    if not scored:
+        raise SystemExit(f"{run_dir}: no scored subnet with a recorded first pass (a one-shot run of kdsearch >= this)")
+    kept, stopped = [], []
+    for t in scored:
+        costs = {o: t.values[j] for j, o in enumerate(objectives) if j != i}
+        first = t.user_attrs[FIRST_PASS]["accuracy"]
+        (stopped if dominating(kept, objectives, costs, first + SCREEN_MARGIN) is not None else kept).append(t)
+    front = {t.number for t in pareto_trials(run.study)}
+    full_s = sum(t.user_attrs["eval_seconds"] for t in scored)
+    saved_s = sum(t.user_attrs["eval_seconds"] - t.user_attrs[FIRST_PASS]["seconds"] for t in stopped)
+    first = {t.number: t.user_attrs[FIRST_PASS]["accuracy"] for t in scored}
+    full = {t.number: t.values[i] for t in scored}
+    params = {t.number: t.user_attrs["params"] for t in scored}
+    band, pairs = within_band_kendall(first, full, params)
+    baseline, _ = within_band_kendall(params, full, params)
+    return {"subnets": len(scored), "stopped": len(stopped), "front": len(front),
+            "front_stopped": sorted(front & {t.number for t in stopped}), "eval_s": full_s, "saved_s": saved_s,
+            "first_pass_images": scored[0].user_attrs[FIRST_PASS]["images"], "margin": SCREEN_MARGIN,
+            "kendall": kendalltau(list(first.values()), list(full.values())).statistic,
+            "within_band_kendall": band, "band_pairs": pairs, "params_baseline": baseline}
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks subnet-eval", description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -102,7 +149,21 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--train-images", type=int, default=45000, help="images of a supernet epoch (for its time)")
     ap.add_argument("--batch-size", type=int, default=128, help="of the supernet steps (the default recipe's)")
     ap.add_argument("--out", help="append one row per subnet to OUT/results.jsonl")
+    ap.add_argument("--replay", metavar="RUN", help="replay screening on a finished one-shot run instead")
     args = ap.parse_args(argv)
+    if args.replay:
+        row = replay(args.replay)
+        print(f"{args.replay}: {row['subnets']} subnets scored; screening on a {row['first_pass_images']:,}-image "
+              f"first pass (margin {row['margin']:.1%}) would have stopped {row['stopped']} "
+              f"({row['stopped'] / row['subnets']:.0%}), {len(row['front_stopped'])} of the {row['front']} front "
+              f"members among them {row['front_stopped']}, and saved {row['saved_s'] / 60:.1f} of "
+              f"{row['eval_s'] / 60:.1f} evaluation minutes ({row['saved_s'] / row['eval_s']:.0%})")
+        print(f"first pass vs full validation accuracy: Kendall {row['kendall']:.3f}; within size bands (< 2x) "
+              f"{row['within_band_kendall']:.3f} over {row['band_pairs']} pairs (parameter-count baseline "
+              f"{row['params_baseline']:.3f})")
+        if args.out:
+            ResultFile(args.out, "subnet-eval", argv).append({"replay": args.replay, **row}, {})
+        return
     torch.set_num_threads(args.threads)
     cfg = StudyConfig.model_validate({"max_params": args.max_params, "max_macs": args.max_macs})
     g = torch.Generator().manual_seed(args.seed)

@@ -247,6 +247,11 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
         assert (t.state.name == "PRUNED") == beaten, (t.number, first)
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert all(ONESHOT_ATTR in t.user_attrs for t in done)
+    # the benchmark's replay of screening, on the subnets this run kept, stops none of them
+    from benchmarks.subnet_eval import replay
+
+    row = replay(str(tmp_path / "run"))
+    assert row["subnets"] == sum(FIRST_PASS in t.user_attrs for t in done) and row["stopped"] == 0
     exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--knee", "--out", str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())
@@ -290,10 +295,11 @@ def test_a_repeat_is_found_among_scored_subnets_and_screening_needs_a_subnet_no_
     over = proposing(16)
     assert scored_before(over) is None  # the earlier one was rejected over budget, not scored
     objectives = ["accuracy", "params", "macs"]
-    assert dominating(over, objectives, {"params": 5000, "macs": 9e6}, 0.69) == 0
-    assert dominating(over, objectives, {"params": 5000, "macs": 9e6}, 0.70) is None  # not more accurate
-    assert dominating(over, objectives, {"params": 4999, "macs": 9e6}, 0.50) is None  # trial 0 is larger
-    assert dominating(over, objectives, {"params": 9000, "macs": 8e6}, 0.50) is None  # more MACs
+    scored = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert dominating(scored, objectives, {"params": 5000, "macs": 9e6}, 0.69) == 0
+    assert dominating(scored, objectives, {"params": 5000, "macs": 9e6}, 0.70) is None  # not more accurate
+    assert dominating(scored, objectives, {"params": 4999, "macs": 9e6}, 0.50) is None  # trial 0 is larger
+    assert dominating(scored, objectives, {"params": 9000, "macs": 8e6}, 0.50) is None  # more MACs
 
 
 def test_every_strategy_a_study_file_names_is_an_evaluation_of_the_search():

@@ -25,11 +25,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from ...config import SPACE_KINDS, StudyConfig
@@ -249,10 +250,13 @@ def scored_before(trial: optuna.Trial) -> int | None:
     return None
 
 
-def dominating(trial: optuna.Trial, objectives: list[str], costs: dict[str, float], accuracy: float) -> int | None:
-    """A scored subnet at most as costly in every cost objective and more accurate than `accuracy`, if any."""
+def dominating(scored: Iterable[FrozenTrial], objectives: list[str], costs: dict[str, float],
+               accuracy: float) -> int | None:
+    """Of the `scored` (complete) trials, one at most as costly in every cost objective and more accurate than
+    `accuracy`, if any: the screening rule (also replayed on a finished run: `python -m benchmarks subnet-eval
+    --replay RUN`)."""
     i = objectives.index("accuracy")
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in scored:
         if t.values[i] > accuracy and all(t.values[j] <= costs[o] for j, o in enumerate(objectives) if j != i):
             return t.number
     return None
@@ -287,7 +291,8 @@ def evaluate_trial(trial: optuna.Trial, ctx: TrialContext, supernets: dict, x_ca
         first = hits / len(val.y_first)
         trial.set_user_attr(FIRST_PASS, {"images": len(val.y_first), "accuracy": first,
                                          "seconds": time.perf_counter() - start})  # recalibration included
-        better = dominating(trial, cfg.objectives, costs, first + SCREEN_MARGIN) if cfg.screen else None
+        scored = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if cfg.screen else []
+        better = dominating(scored, cfg.objectives, costs, first + SCREEN_MARGIN)
         if better is not None:
             trial.set_user_attr("eval_seconds", time.perf_counter() - start)
             raise optuna.TrialPruned(f"first pass {first:.2%} on {len(val.y_first):,} images: trial {better} is "
