@@ -7,7 +7,12 @@
 # model, and from a model's last saved epoch: what a lease does not finish, the next one continues (the
 # run folder's small files come back as OUTDIR/run.tar.gz, with the checkpoints of models in progress).
 #   bash scripts/gpu/gpu_final.sh OUTDIR [SECONDS]        # SECONDS: this script's budget (default 300)
-# Knobs (environment): SRC, RUN, EPOCHS, SEEDS, VIEWS, JOBS, PARAMS, DEVICE, EXTRA (more `train` options).
+# Knobs (environment): SRC, RUN, EPOCHS, SEEDS, VIEWS, JOBS, PARAMS, DEVICE, LRS (the lr choice's `train` options;
+# empty: train's default probes; VIEWS empty: train's own choice of views), EXTRA (more `train` options).
+# The v3 run's final training (results/cifar10-resnet32-v3.sh's, on the device; in its own folder, with the
+# hand-written references beside each student, as that script trains them), once its promotions are done:
+#   SRC=results/cifar10-resnet32-v3 RUN=results/cifar10-resnet32-v3 EPOCHS=50 VIEWS= LRS= EXTRA=--no-baseline \
+#     bash scripts/gpu/gpu_final.sh OUTDIR 540
 # Dry run on a CPU: DEVICE=cpu EPOCHS=5 VIEWS=1 JOBS=1 PARAMS=4642 SEEDS=0 EXTRA=--subset RUN=/tmp/dry bash ... OUT 900
 set -uo pipefail
 OUTDIR=${1:?usage: gpu_final.sh OUTDIR [SECONDS]}
@@ -18,7 +23,7 @@ SRC=${SRC:-results/cifar10-resnet32-v2}
 RUN=${RUN:-results/cifar10-resnet32-e200}
 EPOCHS=${EPOCHS:-200}
 SEEDS=${SEEDS:-0,1,2}
-VIEWS=${VIEWS:-50}    # 50 cached views, each seen 4 times in 200 epochs (a cache of 200 would cost 9M teacher forwards)
+VIEWS=${VIEWS-50}    # 50 cached views, each seen 4 times in 200 epochs (a cache of 200 would cost 9M teacher forwards)
 JOBS=${JOBS:-8}
 PARAMS=${PARAMS:-4642 15472 46415}   # 1/100, 1/30, 1/10 of the teacher's 464,154 parameters
 DEVICE=${DEVICE:-cuda}
@@ -37,8 +42,8 @@ for p in $PARAMS; do
   [ "$t" -lt 30 ] && { echo "== $(date -u +%T): ${t}s left, stopping before --max-params $p"; break; }
   echo "== $(date -u +%T): --max-params $p, ${t}s left"
   # SIGINT: the models in progress keep their last saved epoch (at most a minute old); finished ones are recorded
-  timeout -s INT "$t" $KD train "$RUN" --max-params "$p" --seeds "$SEEDS" --epochs "$EPOCHS" --views "$VIEWS" \
-    --lr-grid 0.5,1,2,4 --lr-probe-epochs $((EPOCHS / 5)) --jobs "$JOBS" --device "$DEVICE" ${EXTRA:-} \
+  timeout -s INT "$t" $KD train "$RUN" --max-params "$p" --seeds "$SEEDS" --epochs "$EPOCHS" ${VIEWS:+--views "$VIEWS"} \
+    ${LRS---lr-grid 0.5,1,2,4 --lr-probe-epochs $((EPOCHS / 5))} --jobs "$JOBS" --device "$DEVICE" ${EXTRA:-} \
     >> "$OUTDIR/final.log" 2>&1
   echo "exit $?"
 done
