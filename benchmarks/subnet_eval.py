@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from math import nan
 import statistics
 from types import SimpleNamespace
 
@@ -129,7 +130,7 @@ def replay(run_dir: str) -> dict:
     return {"subnets": len(scored), "stopped": len(stopped), "front": len(front),
             "front_stopped": sorted(front & {t.number for t in stopped}), "eval_s": full_s, "saved_s": saved_s,
             "first_pass_images": scored[0].user_attrs[FIRST_PASS]["images"], "margin": SCREEN_MARGIN,
-            "kendall": kendalltau(list(first.values()), list(full.values())).statistic,
+            "kendall": kendalltau(list(first.values()), list(full.values())).statistic if len(scored) > 1 else nan,
             "within_band_kendall": band, "band_pairs": pairs, "params_baseline": baseline}
 
 

@@ -335,6 +335,7 @@ def train(
     jobs: Annotated[int, Opt(help="Train this many models at once, each in its own process on the device (arms, seeds, lr candidates).")] = 1,
     temperature: Annotated[Optional[float], Opt(help="The distilled arm's temperature T instead of the trial's (the arms without a teacher are kept).")] = None,
     alpha: Annotated[Optional[float], Opt(help="The distilled arm's loss weight alpha in [0, 1] instead of the trial's: how much the teacher counts.")] = None,
+    inherit: Annotated[bool, Opt("--inherit", help="(one-shot runs) Start every model from the subnet's inherited weights: fine-tuning, in RUN/final/<trial>/inherited/ (no references beside it).")] = False,
     references: Annotated[str, Opt(help=f"Hand-written references trained beside each student by the same arms and recipe, each scaled to the largest width with at most the student's parameters: a comma list of {', '.join(REFERENCE_NAMES)}; all; or none.")] = "all",
 ) -> None:
     """Retrain chosen students at full budget, with the teacher and without: what distillation adds."""
@@ -355,7 +356,7 @@ def train(
     train_final(run, numbers, front=front, epochs=epochs, seeds=_int_list("--seeds", seeds),
                 baseline=baseline, all_views=all_views_baseline, policy=policy, full_data=not subset, device=device,
                 batch_size=batch_size, views=views, threads=threads, jobs=jobs, temperature=temperature, alpha=alpha,
-                references=_references(references), console=console)
+                references=_references(references), inherit=inherit, console=console)
 
 
 @app.command()

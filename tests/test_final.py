@@ -184,6 +184,7 @@ def test_paired_t_interval():
     (["--front", "--trial", "3"], "not both"),
     ([], "name the students"),
     (["--trial", "42"], "no trial 42"),
+    (["--trial", "3", "--inherit"], "inherited weights are a one-shot run's"),
 ])
 def test_bad_train_requests_exit_2_with_one_line(tiny_run, cache_env, argv, match):
     result = train(tiny_run, *argv)

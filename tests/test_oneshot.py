@@ -196,10 +196,10 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     from typer.testing import CliRunner
 
     from kdsearch.cli import app
-    from kdsearch.search.evaluation.oneshot import ONESHOT_ATTR, supernet_path
+    from kdsearch.search.evaluation.oneshot import supernet_path
     from kdsearch.search.study import n_finished
     from kdsearch.runs.run import open_run
-    from kdsearch.runs.trial_attrs import FIRST_PASS, REPEAT_OF, rejected, repeated
+    from kdsearch.runs.trial_attrs import FIRST_PASS, ONESHOT as ONESHOT_ATTR, REPEAT_OF, rejected, repeated
 
     from kdsearch.measure.latency import Timing
 
@@ -256,6 +256,21 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())
     assert (tmp_path / "exp" / "student.onnx").is_file() and info["trial"] in {t.number for t in done}
+    # fine-tuning the inherited weights: at a vanishing lr the trained student keeps them (a fresh init would not)
+    from kdsearch.models.students.io import load_student
+    from kdsearch.runs.layout import arm_dir, final_dir, trial_dir
+
+    n = done[0].number
+    tuned = CliRunner().invoke(app, ["train", str(tmp_path / "run"), "--trial", str(n), "--inherit", "--epochs", "1",
+                                     "--lr", "1e-9", "--no-baseline", "--no-all-views-baseline"])
+    assert tuned.exit_code == 0, tuned.output
+    folder = final_dir(tmp_path / "run", n) / "inherited"
+    assert json_.loads((folder / "results.json").read_text())["setup"]["init"] == "inherited"
+    inherited, _ = load_student(trial_dir(tmp_path / "run", n))
+    kept, _ = load_student(arm_dir(folder, "kd", 0, 1e-9))
+    weights = {k: v for k, v in inherited.state_dict().items() if k.endswith("weight")}
+    assert weights and all(torch.allclose(v, kept.state_dict()[k], atol=1e-6) for k, v in weights.items())
+    assert not (final_dir(tmp_path / "run", n) / "references").exists()  # nothing to inherit: not trained beside it
 
 
 def test_the_first_pass_is_a_stratified_part_of_validation_and_the_two_passes_score_each_image_once():

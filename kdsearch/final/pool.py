@@ -40,9 +40,9 @@ def _start_worker(cfg: dict[str, Any], imports: list[str]) -> None:
 
 
 def _train_in_worker(folder: str, spec: str, hp: dict[str, float], mode: str, seed: int, lr: float,
-                     probe: int | None, epochs: int) -> FinalRun:
+                     probe: int | None, epochs: int, init: str | None) -> FinalRun:
     return _train_and_save(Path(folder), _WORKER["ctx"], StudentSpec.from_json(spec), hp, mode, seed, lr,
-                           probe, epochs, *_WORKER["test"], None)
+                           probe, epochs, *_WORKER["test"], None, Path(init) if init else None)
 
 
 def job_threads(ctx: TrialContext, jobs: int) -> int | None:
@@ -80,7 +80,7 @@ def choose_layout(ctx: TrialContext, spec: StudentSpec, jobs: int) -> None:
 
 def _train_side_by_side(folder: Path, ctx: TrialContext, label: str, spec: StudentSpec, hp: dict[str, float],
                         epochs: int, plan: Callable[[], list[Item]], record: Callable[[FinalRun, Progress], None],
-                        jobs: int, progress: Progress) -> None:
+                        jobs: int, progress: Progress, init: Path | None = None) -> None:
     """Train what `plan` says is left in `jobs` processes at once (spawned: safe with CUDA), recording each
     model as it finishes; the lr candidates come first, so the seeds' arms are planned once they are in."""
     task = progress.add_task(f"{label}: models in {jobs} processes", total=len(plan()))
@@ -94,7 +94,8 @@ def _train_side_by_side(folder: Path, ctx: TrialContext, label: str, spec: Stude
             while True:
                 for item in plan():
                     if item not in running.values():
-                        running[pool.submit(_train_in_worker, str(folder), spec.to_json(), hp, *item, epochs)] = item
+                        running[pool.submit(_train_in_worker, str(folder), spec.to_json(), hp, *item, epochs,
+                                            str(init) if init else None)] = item
                 progress.update(task, total=finished_models + len(running))
                 if not running:
                     break

@@ -13,11 +13,14 @@ from ..measure.costs import count_macs, count_params
 from ..models.students.references import REFERENCES, reference, scaled_reference
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
-from ..runs.layout import final_dir, reference_dir
+from ..errors import KDSearchError
+from ..runs.layout import WEIGHTS_FILE, final_dir, reference_dir, trial_dir
 from ..runs.run import Run
 from ..search.inputs import TrialContext
-from ..runs.trial_attrs import RUNG as RUNG_ATTR
+from ..runs.trial_attrs import ONESHOT, RUNG as RUNG_ATTR
 from .arms import DISTILL_ONLY
+
+INHERITED = "inherited"  # the folder (and setup "init") of a one-shot subnet fine-tuned from its inherited weights
 
 
 @dataclass
@@ -31,9 +34,24 @@ class Student:
     setup: dict[str, Any]  # what it is ("trial", the spec as stored, "reference"): another value retrains
     record: dict[str, Any]  # results.json's "trial": arch, params, MACs, the search's T, alpha and accuracy
     searched: dict[str, float]  # the trial's T and alpha, which the distilled arm uses unless train is given others
+    init: Path | None = None  # a saved student every model starts from (a one-shot subnet's inherited weights)
 
 
-def trial_student(run: Run, ctx: TrialContext, number: int, spec: StudentSpec) -> Student:
+def inherited_weights(run: Run, number: int) -> Path:
+    """The folder of one-shot trial `number`'s subnet as it inherited its supernet's weights (checked)."""
+    attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
+    init = trial_dir(run.run_dir, number)
+    if ONESHOT not in attrs:
+        raise KDSearchError(f"--inherit: trial {number} trained its student from scratch (a per-trial search); "
+                            "inherited weights are a one-shot run's")
+    if not (init / WEIGHTS_FILE).is_file():
+        raise KDSearchError(f"--inherit: trial {number}'s subnet was not saved ({init / WEIGHTS_FILE} is missing)")
+    return init
+
+
+def trial_student(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, init: Path | None = None) -> Student:
+    """Trial `number`'s student, from scratch; or fine-tuned from the saved student `init` (a one-shot subnet's
+    inherited weights: inherited_weights), in RUN/final/<trial>/inherited/."""
     attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
     rung = attrs.get(RUNG_ATTR)  # a promoted student: its search accuracy is the rung's
     record = ({k: attrs.get(k) for k in ("arch", "params", "macs", "latency_ms", *DISTILL_ONLY)}
@@ -41,8 +59,12 @@ def trial_student(run: Run, ctx: TrialContext, number: int, spec: StudentSpec) -
                  "search_epochs": rung["epochs"] if rung else ctx.cfg.epochs}
               | ({"rung": rung} if rung else {}))
     # the spec as the study stored it (re-serializing would add fields newer code knows, and retrain)
-    return Student(f"trial {number}", final_dir(run.run_dir, number), spec, {"trial": number, "spec": attrs["spec"]},
-                   record, {k: float(attrs[k]) for k in DISTILL_ONLY})
+    setup = {"trial": number, "spec": attrs["spec"]}
+    searched = {k: float(attrs[k]) for k in DISTILL_ONLY}
+    if init is None:
+        return Student(f"trial {number}", final_dir(run.run_dir, number), spec, setup, record, searched)
+    return Student(f"trial {number} (inherited weights)", final_dir(run.run_dir, number) / INHERITED, spec,
+                   {**setup, "init": INHERITED}, record, searched, init)
 
 
 def reference_student(run: Run, ctx: TrialContext, number: int, trial: Student, name: str) -> Student | None:

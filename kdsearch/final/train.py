@@ -51,7 +51,7 @@ from .arms import (DISTILL_ONLY, FinalRun, LrPolicy, choose_lr, find, final_tabl
                    summarize, teacher_free_runs)
 from .models import _train_and_save
 from .pool import Item, _train_side_by_side, as_a_job
-from .students import Student, check_references, reference_student, trial_student
+from .students import Student, check_references, inherited_weights, reference_student, trial_student
 
 
 def chosen_trial(study: optuna.Study, number: int) -> tuple[StudentSpec, dict[str, float]]:
@@ -81,7 +81,8 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
                 policy: LrPolicy | None = None, full_data: bool = True, device: str | None = None,
                 batch_size: int | None = None, views: int | None = None, threads: int | None = None,
                 jobs: int = 1, temperature: float | None = None, alpha: float | None = None,
-                references: list[str] | None = (), console: Console | None = None) -> dict[int, dict[str, Any]]:
+                references: list[str] | None = (), inherit: bool = False,
+                console: Console | None = None) -> dict[int, dict[str, Any]]:
     """Retrain each chosen trial's student with its teacher and (with `baseline`) without; returns the
     results written to RUN/final/<trial>/results.json, by trial number. `views`: teacher views cached per
     image for the distilled arm (and the control) instead of the study's; at long budgets about the number
@@ -96,13 +97,20 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
     `references` (None: every one of models.students.references): after each trial, each hand-written
     reference scaled to the largest width with at most the trial's parameters trains beside it, by the same
     arms, recipe, epochs, seeds, T, alpha and lr grid (around the trial's lr), in RUN/final/<trial>/references/
-    <name>/; the returned results hold them under "references", by name."""
+    <name>/; the returned results hold them under "references", by name.
+
+    `inherit` (one-shot runs): every model starts from the subnet's inherited weights instead of a fresh
+    initialization, which fine-tunes it (RUN/final/<trial>/inherited/; the references, which inherit nothing,
+    are not trained beside it)."""
     console = console or Console()
     policy = policy or LrPolicy()
     if run.run_dir is None or not run.config:
         raise KDSearchError("final training needs the run folder (its config, teacher and data settings)")
     numbers = resolve_trials(run, numbers, front)
     chosen = {n: chosen_trial(run.study, n) for n in numbers}  # every request checked before any work
+    inits = {n: inherited_weights(run, n) for n in numbers} if inherit else {}
+    if inherit:
+        references = []
     distill = distill_settings(temperature, alpha)
     references = check_references(references)
     cfg = config_from_dict(run.config)
@@ -159,7 +167,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         out = {}
         for number in numbers:
             spec, hp = chosen[number]
-            trial = trial_student(run, ctx, number, spec)
+            trial = trial_student(run, ctx, number, spec, inits.get(number))
             args = ({**hp, **distill}, modes, seeds, epochs, policy, teacher, x_test, y_test, console, jobs)
             out[number] = _train_student(trial, ctx, *args)
             beside = [r for name in references if (r := reference_student(run, ctx, number, trial, name)) is not None]
@@ -286,11 +294,11 @@ def _train_student(student: Student, ctx: TrialContext, hp: dict[str, float], mo
 
     with progress_bar(console) as progress:
         if jobs > 1 and len(todo) > 1:
-            _train_side_by_side(folder, ctx, label, spec, hp, epochs, plan, record, jobs, progress)
+            _train_side_by_side(folder, ctx, label, spec, hp, epochs, plan, record, jobs, progress, student.init)
         while todo := plan():
             mode, seed, lr, probe_epochs = todo[0]
             record(_train_and_save(folder, ctx, spec, hp, mode, seed, lr, probe_epochs, epochs, x_test, y_test,
-                                   progress), progress)
+                                   progress, student.init), progress)
     final = body()
     if not path.is_file() or json.loads(path.read_text())["runs"] != final["runs"]:
         save_results(path, final)

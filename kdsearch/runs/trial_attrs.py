@@ -31,6 +31,7 @@ CHECKS = "checks"  # (checks_per_epoch > 1) validation accuracy at each check
 PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fraction: mid-epoch; 0: over budget)
 RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
 ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
+ONESHOT = "oneshot"  # (one-shot) how its accuracy was measured: inherited weights ({"calibration_images", ...})
 REPEAT_OF = "repeat_of"  # (one-shot) the earlier trial that scored the same subnet: this one was not scored again
 FIRST_PASS = "first_pass"  # (one-shot) {"images", "accuracy", "seconds"}: the subnet on the first validation images
 

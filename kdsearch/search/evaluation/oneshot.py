@@ -45,7 +45,7 @@ from ...progress import progress_bar
 from ...models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
 from ...runs.files import atomic_path
 from ...runs.layout import trial_dir
-from ...runs.trial_attrs import CURVE, FIRST_PASS, REPEAT_OF, rejected, repeated
+from ...runs.trial_attrs import CURVE, FIRST_PASS, ONESHOT as ONESHOT_ATTR, REPEAT_OF, rejected, repeated
 from ...training.checkpoint import Resume
 from ...training.distill import Recipe, eval_batch_size, recipe_from
 from ...training.memory_format import FORMATS, fast_memory_format
@@ -59,7 +59,6 @@ from .costs import deployed_costs
 
 WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # a stage's widths, of the largest's
 CALIBRATION_IMAGES = 2000  # training images that recalibrate each subnet's batch norm
-ONESHOT_ATTR = "oneshot"  # trial user attribute: how its accuracy was measured (inherited weights)
 LAYOUTS = {fmt: name for name, fmt in FORMATS.items()}
 FIRST_PASS_IMAGES = 1000  # validation images every subnet is scored on first (recorded; [study] screen: a stop)
 SCREEN_MARGIN = 3 * 0.5 / math.sqrt(FIRST_PASS_IMAGES)  # 3 of the first pass's largest binomial standard error
