@@ -145,8 +145,9 @@ def headlines() -> list[Headline]:
         Headline("Training step's share of the machine's matmul FLOP/s",
                  _span(_field(f"{R}/throughput", "of_matmul"), ".1%"),
                  "Student training step vs matmul throughput", "python -m benchmarks throughput"),
-        Headline("torch.compile: eager / compiled time of a 4-epoch trial",
-                 f"{_span(_field(f'{R}/compile', 'trial_ratio'))} (CPU and GPU): it does not pay",
+        Headline("torch.compile: eager / compiled time of a 4-epoch trial (inverted students: a 110-epoch rung)",
+                 f"{_span(_field(f'{R}/compile', 'trial_ratio', date='2026-11'))} (CPU and GPU); inverted "
+                 f"{_span(_field(f'{R}/compile', 'trial_ratio', date='2026-12-06'))} (CPU): it does not pay by default",
                  "torch.compile: does it pay for itself in a trial?", "python -m benchmarks compile"),
         Headline("Latency repeats (ONNX Runtime, median difference, Xeon host)",
                  f"{_span(tables.latency_figure(xeon, 'idle / onnxruntime'), '.1%')} idle, "
