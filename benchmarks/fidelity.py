@@ -17,6 +17,12 @@ references scaled to at most B parameters and `--per-band` students of the space
 and B; `--fixed temperature=4 alpha=0.9 lr=0.2` trains every student at those settings instead of
 sampled ones, so that only the architecture differs.
 
+`--oneshot RUN --bands B1 B2 ...` measures a one-shot run instead: per band, `--per-band` of the run's scored
+subnets with between B/2 and B parameters (spread over its accuracies: the most and least accurate and
+evenly between), each with its inherited-weight validation accuracy as the proxy (budget "inherited",
+its scoring seconds) and trained from scratch at the final budget (the run's T, alpha and lr): the
+one-shot search's within-band Kendall, beside the parameter-count baseline and the per-trial proxies'.
+
 Every trained model is appended to OUT/results.jsonl at once (resumable). The study file's
 run folder provides the teacher and its logit cache (built there on first use).
 
@@ -28,6 +34,8 @@ of older runs, without it, load the same.
     python -m benchmarks fidelity STUDY --out DIR --markdown      # the table only
     python -m benchmarks fidelity studies/digits-demo.toml --bands 1500 4000 --per-band 2 \
         --fixed temperature=4 alpha=0.9 --proxies 300x2 --final-epochs 6 --out bench-out/fidelity-bands
+    python -m benchmarks fidelity studies/cifar10-resnet32-oneshot-cpu.toml --oneshot results/cifar10-resnet32-oneshot \
+        --bands 4642 15472 46415 93000 --per-band 3 --final-epochs 10 --out benchmarks/results/fidelity-oneshot
 """
 
 from __future__ import annotations
@@ -93,6 +101,31 @@ def band_students(cfg, data, bands: list[int], per_band: int, seed: int, fixed: 
                 out.append((f"B{b}-{name}", spec, {**hp_default, **fixed}))
         for i, (spec, hp) in enumerate(sampled(cfg, data, per_band, seed * 7919 + b, (b // 2, b))):
             out.append((f"B{b}-s{i}", spec, {**hp, **fixed}))
+    return out
+
+
+INHERITED = "inherited"  # the proxy budget of a one-shot run's subnets: their inherited-weight accuracy
+
+
+def oneshot_students(run_dir: str, bands: list[int], per_band: int) -> list[tuple]:
+    """(name, spec, hp, proxy row) per band B: `per_band` of the run's scored subnets with B/2 < params <= B,
+    spread over their inherited-weight accuracies (the lowest, the highest and evenly between)."""
+    from kdsearch.models.students.spec import StudentSpec
+    from kdsearch.runs.run import open_run
+    from kdsearch.runs.trial_attrs import ONESHOT
+
+    run = open_run(run_dir)
+    scored = [t for t in run.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if ONESHOT in t.user_attrs]
+    out = []
+    for b in bands:
+        inside = sorted((t for t in scored if b // 2 < t.user_attrs["params"] <= b), key=lambda t: t.values[0])
+        picks = sorted({round(k * (len(inside) - 1) / max(per_band - 1, 1)) for k in range(per_band)}) if inside else []
+        for t in (inside[k] for k in picks):
+            spec = StudentSpec.from_json(json.dumps(t.user_attrs["spec"]))
+            hp = {k: float(t.user_attrs[k]) for k in ("temperature", "alpha", "lr")}
+            proxy = {"val_accuracy": t.values[0], "seconds": t.user_attrs.get("eval_seconds", 0.0), "trial": t.number}
+            out.append((f"B{b}-t{t.number}", spec, hp, proxy))
     return out
 
 
@@ -185,7 +218,7 @@ def students_table(rows: list[dict], final: str, markdown: bool) -> str:
 def final_budget(rows: list[dict]) -> str:
     """The final budget of a results file without loading its study: the one with the most image-epochs
     (all the training images at the most epochs)."""
-    images, epochs = max(tuple(map(int, r["budget"].split("x"))) for r in rows)
+    images, epochs = max(tuple(map(int, r["budget"].split("x"))) for r in rows if r["budget"] != INHERITED)
     return budget_name(images, epochs)
 
 
@@ -204,6 +237,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--bands", nargs="*", type=int, default=[],
                     help="parameter budgets: per band, the references scaled to it and --per-band sampled students")
     ap.add_argument("--per-band", type=int, default=3)
+    ap.add_argument("--oneshot", metavar="RUN", help="a one-shot run: its subnets per band, inherited vs from scratch")
     ap.add_argument("--fixed", nargs="*", default=[], help="hyperparameters for every student, e.g. temperature=4 alpha=0.9")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="study settings, e.g. threads=2 data.data_dir=PATH")
@@ -223,7 +257,7 @@ def main(argv: list[str]) -> None:
         print(table(rows, final, markdown=True))
         return
     budgets = []
-    for p in args.proxies:
+    for p in ([] if args.oneshot else args.proxies):
         images, _, epochs = p.partition("x")
         budgets.append((min(int(images), len(ctx.data.train)), int(epochs)))
     budgets.append((len(ctx.data.train), args.final_epochs))
@@ -233,8 +267,21 @@ def main(argv: list[str]) -> None:
     results = ResultFile(out, "fidelity", argv, ctx.device)
     settings = {"study": args.study, "teacher": cfg.teacher.name, "views": cfg.train.views, "seed": args.seed,
                 "fixed": fixed, "sets": args.set}
-    students = (band_students(cfg, ctx.data, args.bands, args.per_band, args.seed, fixed) if args.bands else
-                [(i, spec, {**hp, **fixed}) for i, (spec, hp) in enumerate(sampled(cfg, ctx.data, args.students, args.seed))])
+    proxies: dict = {}
+    if args.oneshot:
+        picked = oneshot_students(args.oneshot, args.bands, args.per_band)
+        students = [(name, spec, {**hp, **fixed}) for name, spec, hp, _ in picked]
+        proxies = {name: proxy for name, _, _, proxy in picked}
+        settings["oneshot"] = args.oneshot
+    elif args.bands:
+        students = band_students(cfg, ctx.data, args.bands, args.per_band, args.seed, fixed)
+    else:
+        students = [(i, spec, {**hp, **fixed}) for i, (spec, hp) in enumerate(sampled(cfg, ctx.data, args.students, args.seed))]
+    for i, spec, hp in students:  # the one-shot subnets' proxy: their accuracy as the run scored them
+        if i in proxies and (i, INHERITED) not in done:
+            r = {"student": i, "arch": spec.summary(), "params": count_params(build(spec)), **hp, "budget": INHERITED,
+                 **proxies[i]}
+            rows.append(results.append(r, settings))
     for n, (i, spec, hp) in enumerate(students):
         for images, epochs in budgets:
             name = budget_name(images, epochs)

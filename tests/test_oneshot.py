@@ -252,6 +252,12 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
 
     row = replay(str(tmp_path / "run"))
     assert row["subnets"] == sum(FIRST_PASS in t.user_attrs for t in done) and row["stopped"] == 0
+    # the fidelity benchmark's picks from a band: its least and most accurate subnets and between
+    from benchmarks.fidelity import oneshot_students
+
+    inside = sorted(t.values[0] for t in done if 10000 < t.user_attrs["params"] <= 20000)
+    picked = [proxy["val_accuracy"] for *_, proxy in oneshot_students(str(tmp_path / "run"), [20000], 3)]
+    assert picked == sorted(picked) and (not inside or (picked[0], picked[-1]) == (inside[0], inside[-1]))
     exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--knee", "--out", str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())
