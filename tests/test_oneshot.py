@@ -262,6 +262,9 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     assert exported.exit_code == 0, exported.output
     info = json_.loads((tmp_path / "exp" / "export.json").read_text())
     assert (tmp_path / "exp" / "student.onnx").is_file() and info["trial"] in {t.number for t in done}
+    written = CliRunner().invoke(app, ["results", str(tmp_path / "run"), "--out", str(tmp_path / "RESULTS.md")])
+    assert written.exit_code == 0, written.output
+    assert "inherit from supernets trained 1 epoch(s))" in (tmp_path / "RESULTS.md").read_text()
     # fine-tuning the inherited weights: at a vanishing lr the trained student keeps them (a fresh init would not)
     from kdsearch.models.students.io import load_student
     from kdsearch.runs.layout import arm_dir, final_dir, trial_dir

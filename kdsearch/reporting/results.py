@@ -26,6 +26,7 @@ from ..final import DISTILL_ONLY, MODES, headline
 from ..runs.files import write_text_atomic
 from ..runs.layout import RESULTS_FILE, notes_file
 from ..runs.run import Run, open_run
+from ..runs.trial_attrs import rung_of
 from .figures import log_ticks
 from .images import export_images
 from .results_provenance import provenance_section
@@ -142,8 +143,16 @@ def front_section(run: Run, teacher: dict[str, Any], finals: list[dict[str, Any]
     final_test = {b["setup"]["trial"]: b["summary"]["arms"]["kd"]["test_mean"] for b in finals
                   if "kd" in b["summary"]["arms"]}
     cfg = run.config
-    lines = [f"### The search's Pareto front ({len(members)} of {len(run.study.trials)} trials; "
-             f"{cfg.get('epochs')} epochs each on the search's training images)", "",
+    rung = rung_of(members[0]) if members else None
+    if cfg.get("strategy") == "oneshot":
+        how = f"subnets scored with the weights they inherit from supernets trained {cfg.get('epochs')} epoch(s)"
+    elif rung:  # the front is read at the highest rung (search.promote)
+        how = (f"read where its students were promoted: {rung['epochs']} epochs on "
+               + (f"{rung['images']:,} images" if rung["images"] else "all the training images")
+               + f"; the search's trials {cfg.get('epochs')} epochs each")
+    else:
+        how = f"{cfg.get('epochs')} epochs each on the search's training images"
+    lines = [f"### The search's Pareto front ({len(members)} of {len(run.study.trials)} trials; {how})", "",
              "| trial | val acc (search) | test acc (final training) | params | of teacher | MACs | latency ms | T "
              "| alpha | architecture |",
              "|---|---|---|---|---|---|---|---|---|---|"]
