@@ -35,7 +35,7 @@ def train_one(ctx: TrialContext, spec: StudentSpec, hp: dict[str, float], mode: 
     cache = None if mode == "ce-all" else ctx.cache
     # what the model is, beyond what fit adds (recipe, seed, images): a checkpoint of anything else is not used
     key = {"spec": spec.to_json(), "mode": mode, "teacher": ctx.teacher.key,
-           "cache": cache.path.stem if cache is not None else None} | ({"init": str(init)} if init else {})
+           "cache": cache.path.stem if cache is not None else None} | ({"init": init.name} if init else {})
     resume = Resume(checkpoint, key) if checkpoint is not None else None
     torch.manual_seed(seed)
     model = (load_student(init)[0].train() if init is not None else build(spec)).to(ctx.device)
