@@ -208,6 +208,23 @@ def final_body(trial, kd_seeds, ce_seeds, env=None, images=1000, fixed=0.01):
             "summary": {"arms": {"kd": kd, "ce": ce}, "gain": gain}, "environment": env or {}}
 
 
+def test_fine_tuned_subnets_stand_beside_their_search_accuracy_and_from_scratch_training():
+    from kdsearch.reporting.results import inherited_section
+
+    teacher = {"params": 10_000, "macs": 100_000, "test_accuracy": 0.95}
+    assert inherited_section([], [final_body(1, [0], [0])], teacher) == []
+    tuned = [final_body(1, [0, 1], []), final_body(2, [0], [])]
+    for b in tuned:
+        b["setup"]["epochs"] = 5
+        b["trial"]["search_val_accuracy"] = 0.8
+    scratch = final_body(1, [0, 1], [0, 1])
+    scratch["setup"]["epochs"] = 50
+    scratch["summary"]["arms"]["kd"]["test_mean"] = 0.93
+    rows = [line.split(" | ") for line in inherited_section(tuned, [scratch], teacher) if line[:4] in ("| 1 ", "| 2 ")]
+    assert rows[0][2:] == ["80.00%", "5", "90.00% ± 1.00", "50", "93.00% ± 1.00 |"]
+    assert rows[1][5:] == ["", "not trained |"]
+
+
 def test_an_arm_without_a_finished_model_says_whether_it_failed_or_is_to_come():
     teacher = {"params": 1000, "macs": 10000, "test_accuracy": 0.9}
     training, failed = final_body(1, [], [0, 1]), final_body(2, [], [0, 1])

@@ -73,10 +73,11 @@ def gain_cell(g: dict[str, Any] | None, pairs: int | None = None) -> str:
     return f"{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]{mark}{over}"
 
 
-def load_finals(run_dir: Path) -> list[dict[str, Any]]:
-    """Every RUN/final/<trial>/results.json with at least one finished model, by trial number."""
+def load_finals(run_dir: Path, within: str = "") -> list[dict[str, Any]]:
+    """Every RUN/final/<trial>/results.json with at least one finished model, by trial number (`within` a
+    sub-folder of each: "inherited", a one-shot subnet fine-tuned from its inherited weights)."""
     out = []
-    for path in sorted((run_dir / "final").glob(f"*/{RESULTS_FILE}")):
+    for path in sorted((run_dir / "final").glob(f"*/{within + '/' if within else ''}{RESULTS_FILE}")):
         try:
             body = json.loads(path.read_text())
         except ValueError as exc:
@@ -216,6 +217,28 @@ def distill_given(b: dict[str, Any]) -> str | None:
         return None
     return (f"distilled at T {s['temperature']:.3g}, alpha {s['alpha']:.3g} (given to `train`; the search's "
             f"T {t['temperature']:.3g}, alpha {t['alpha']:.3g})")
+
+
+def inherited_section(tuned: list[dict[str, Any]], finals: list[dict[str, Any]],
+                      teacher: dict[str, Any]) -> list[str]:
+    """One-shot subnets fine-tuned from their inherited weights (`kdsearch train --inherit`), each beside its
+    inherited-weight accuracy in the search and, where it was trained from scratch too, that training."""
+    if not tuned:
+        return []
+    scratch = {b["setup"]["trial"]: b for b in finals}
+    head = ["trial", "params (of teacher)", "val acc (search, inherited)", "fine-tuned epochs",
+            "fine-tuned distilled test", "from scratch epochs", "from scratch distilled test"]
+    lines = ["### Inherited weights fine-tuned", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in tuned:
+        n, trial, other = b["setup"]["trial"], b["trial"], scratch.get(b["setup"]["trial"])
+        lines.append("| " + " | ".join([
+            str(n), f"{trial['params']:,} ({fraction(trial['params'], teacher['params'])})",
+            pct(trial.get("search_val_accuracy")), str(b["setup"]["epochs"]), arm_cell(b["summary"]["arms"].get("kd")),
+            str(other["setup"]["epochs"]) if other else "",
+            arm_cell(other["summary"]["arms"].get("kd")) if other else "not trained"]) + " |")
+    return lines + ["", "Each fine-tuned model starts from the weights the subnet inherited from its supernet "
+                    "(`kdsearch train --inherit`, RUN/final/<trial>/inherited/); from scratch is the final training "
+                    "above. Test accuracy: the distilled arm's mean ± sd over its seeds.", ""]
 
 
 def finals_section(finals: list[dict[str, Any]], teacher: dict[str, Any]) -> list[str]:
@@ -396,6 +419,7 @@ def run_section(run: Run, figures: Path, out: Path, same_study_twice: bool = Fal
               front_section(run, teacher, finals))
     refs = load_references(run_dir)
     lines += finals_section(finals, teacher)
+    lines += inherited_section(load_finals(run_dir, "inherited"), finals, teacher)
     lines += references_section(finals, refs, teacher)
     lines += int8_section(run_dir, finals)
     if finals:
