@@ -42,6 +42,9 @@ def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_
         assert rung.state.name == "COMPLETE" and rung.user_attrs["spec"] == best.user_attrs["spec"]
         assert len(rung.user_attrs["curve"]) == 2 and rung_of(rung)["epochs"] == 2 and rung_of(rung)["images"] == 0
         assert rung.user_attrs["alpha"] == best.user_attrs["alpha"] and rung.user_attrs["lr"] == best.user_attrs["lr"]
+    from kdsearch.runs.layout import rung_checkpoint
+
+    assert not any(rung_checkpoint(tmp_path / "run", rung_of(t)).exists() for t in rungs)  # removed once complete
     assert n_finished(study) == 5  # rung trials do not count toward --trials ...
     assert not any(rung_of(t) for t in finished_trials(study))  # ... nor enter the pruner's history
     front = pareto_trials(study)
@@ -77,3 +80,70 @@ def test_by_default_each_family_of_a_band_promotes_its_own_best():
     assert [t.number for t in to_promote(study, 1, rung, "band")] == [0, 5]  # band [2048, 4096): plain's best only
     assert sorted(t.number for t in to_promote(study, 1, rung)) == [0, 3, 4, 5]  # each family's best of each band
     assert sorted(t.number for t in to_promote(study, 2, rung, "band")) == [0, 1, 5]
+
+
+def test_a_promotion_stopped_with_its_process_is_tried_again_and_one_that_failed_twice_is_not():
+    """A rung trial killed with its process (a session's end) continues from its epoch checkpoint when promoted
+    again, however often that happens; one that fails by an error of its own is tried once more."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from kdsearch.runs.layout import rung_checkpoint
+    from kdsearch.runs.trial_attrs import RUNG, STOPPED
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"x": FloatDistribution(0, 1)}
+    for number, params in enumerate([3000, 9000]):
+        study.add_trial(optuna.trial.create_trial(values=[0.5, params], params={"x": 0.5}, distributions=dist,
+                                                  user_attrs={"params": params, "spec": {"family": "plain"}}))
+    rung = {"epochs": 10, "images": 0}
+
+    def failed(source: int, **attrs) -> None:
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist,
+                                                  user_attrs={RUNG: {**rung, "from": source}, **attrs}))
+
+    for _ in range(3):
+        failed(0, **{STOPPED: True})
+    failed(1)
+    assert [t.number for t in to_promote(study, 1, rung)] == [0, 1]
+    failed(1)
+    assert [t.number for t in to_promote(study, 1, rung)] == [0]
+    assert rung_checkpoint("RUN", {**rung, "from": 0}) == rung_checkpoint("RUN", {**rung, "from": 0, "x": 1})
+    assert rung_checkpoint("RUN", {**rung, "from": 0}) != rung_checkpoint("RUN", {"epochs": 20, "images": 0, "from": 0})
+
+
+@pytest.mark.slow
+def test_a_rung_trial_stopped_mid_training_continues_from_its_last_epoch(tmp_path, monkeypatch):
+    import kdsearch.training.checkpoint as checkpoint
+    from kdsearch.measure.latency import Timing
+    from kdsearch.runs.layout import rung_checkpoint
+    from kdsearch.runs.trial_attrs import RESUMED_AT
+    from kdsearch.search.workers import fail_dead_trial
+
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("kdsearch.measure.latency.student_latency",
+                        lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
+                        Timing(0.01, 0.001, 1, runtime, batch, threads))
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    save = checkpoint.save
+
+    def save_then_stop(resume, key, epoch, *args):  # the process stops right after the first epoch's checkpoint
+        save(resume, key, epoch, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    stopped = run(tmp_path, "--promote-by", "band", "--promote-epochs", "3")
+    assert stopped.exit_code != 0
+    study = open_run(tmp_path / "run").study
+    [first] = [t for t in study.trials if rung_of(t)]  # the first promotion, stopped after its first epoch
+    assert first.state.name == "RUNNING" and rung_checkpoint(tmp_path / "run", rung_of(first)).is_file()
+    fail_dead_trial(study, first, "worker stopped (killed or lost)", retries=1)  # as the next run finds it
+    monkeypatch.setattr(checkpoint, "save", save)
+    again = run(tmp_path, "--promote-by", "band", "--promote-epochs", "3")
+    assert again.exit_code == 0, again.output
+    rungs = [t for t in open_run(tmp_path / "run").study.trials if rung_of(t) and t.state.name == "COMPLETE"]
+    resumed = next(t for t in rungs if rung_of(t)["from"] == rung_of(first)["from"])
+    assert resumed.user_attrs[RESUMED_AT] == 1 and len(resumed.user_attrs["curve"]) == 3
+    assert "(continued from epoch 1)" in again.output
+    assert not rung_checkpoint(tmp_path / "run", rung_of(first)).exists()

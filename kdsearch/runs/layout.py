@@ -58,6 +58,14 @@ def trial_dir(run_dir: Path, number: int) -> Path:
     return Path(run_dir) / "trials" / f"{number:05d}"
 
 
+def rung_checkpoint(run_dir: Path, rung: dict) -> Path:
+    """The epoch checkpoint of a promoted student's rung training in progress, by the trial it promotes (not
+    by its rung trial's number: a rung trial stopped with the session is promoted again as a new trial, which
+    continues from it); removed once the rung trial is complete."""
+    images = rung["images"] or "all"
+    return trial_dir(run_dir, rung["from"]) / f"rung-e{rung['epochs']}-{images}{PARTIAL_SUFFIX}"
+
+
 def test_file(run_dir: Path) -> Path:
     return Path(run_dir) / TEST_FILE
 

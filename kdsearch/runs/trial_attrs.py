@@ -30,6 +30,7 @@ CURVE = "curve"  # validation accuracy after each epoch
 CHECKS = "checks"  # (checks_per_epoch > 1) validation accuracy at each check
 PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fraction: mid-epoch; 0: over budget)
 RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
+RESUMED_AT = "resumed_at"  # (a rung trial) the epoch it continued from, where an earlier attempt stopped
 ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
 ONESHOT = "oneshot"  # (one-shot) how its accuracy was measured: inherited weights ({"calibration_images", ...})
 REPEAT_OF = "repeat_of"  # (one-shot) the earlier trial that scored the same subnet: this one was not scored again
@@ -41,6 +42,7 @@ SUPERVISOR = "supervisor"  # the worker id of the process supervising the trial'
 HEARTBEAT = "heartbeat"
 ERROR = "error"
 RETRY_OF = "retry_of"
+STOPPED = "stopped"  # True: it failed because its process stopped (killed, lost, a session's end), not by an error
 
 
 # what they say, read the same way by the search and every reader after it

@@ -32,7 +32,7 @@ from rich.markup import escape
 from ..config import StudyConfig
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.trial_attrs import RUNG as RUNG_ATTR, is_reference, rung_of
+from ..runs.trial_attrs import RESUMED_AT, RUNG as RUNG_ATTR, STOPPED, is_reference, rung_of
 from .enqueue import ENQUEUED_ATTR
 from .estimate import estimate_training
 from .evaluation.pertrial import train_trial
@@ -53,13 +53,14 @@ def searched(trial: FrozenTrial) -> bool:
 
 def to_promote(study: optuna.Study, per_band: int, rung: dict, by: str = "family") -> list[FrozenTrial]:
     """The `per_band` most accurate searched trials of each size band (of each family in it, `by` "family")
-    that this rung has not trained yet, smallest band first (a promotion that failed is tried once more: its
-    process may have been killed)."""
+    that this rung has not trained yet, smallest band first. A promotion whose process stopped (killed, or the
+    session ended) is tried again, continuing from its last epoch (pertrial.train_trial); one that failed by an
+    error of its own is tried once more."""
     trials = study.get_trials(deepcopy=False)
-    at_rung = [(r["from"], t.state) for t in trials
+    at_rung = [(r["from"], t.state, t.user_attrs.get(STOPPED)) for t in trials
                if (r := rung_of(t)) and (r["epochs"], r["images"]) == (rung["epochs"], rung["images"])]
-    failed = [n for n, state in at_rung if state == TrialState.FAIL]
-    done = {n for n, state in at_rung if state in (TrialState.COMPLETE, TrialState.RUNNING) or failed.count(n) >= 2}
+    failed = [n for n, state, stopped in at_rung if state == TrialState.FAIL and not stopped]
+    done = {n for n, state, _ in at_rung if state in (TrialState.COMPLETE, TrialState.RUNNING) or failed.count(n) >= 2}
     bands: dict[tuple[int, str], list[FrozenTrial]] = defaultdict(list)
     for t in trials:
         if searched(t):
@@ -111,7 +112,8 @@ def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int
                           highlight=False)
             continue
         study.tell(trial, values)
+        resumed = study.get_trials(deepcopy=False)[trial.number].user_attrs.get(RESUMED_AT)
         console.print(f"rung trial {trial.number:3d} (trial {source.number}) val {values[0]:.2%} "
-                      f"(search {source.values[0]:.2%}) {attrs['params']:>9,} params  {attrs['arch']}",
-                      highlight=False)
+                      f"(search {source.values[0]:.2%}) {attrs['params']:>9,} params  {attrs['arch']}"
+                      + (f"  (continued from epoch {resumed})" if resumed else ""), highlight=False)
     return numbers

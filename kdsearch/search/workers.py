@@ -36,7 +36,7 @@ from rich.console import Console
 
 from ..runs.layout import lock_file
 from ..runs.trial_attrs import ENQUEUED
-from ..runs.trial_attrs import ERROR as ERROR_ATTR, HEARTBEAT as HEARTBEAT_ATTR, RETRY_OF as RETRY_ATTR
+from ..runs.trial_attrs import ERROR as ERROR_ATTR, HEARTBEAT as HEARTBEAT_ATTR, RETRY_OF as RETRY_ATTR, STOPPED
 from ..runs.trial_attrs import SUPERVISOR as SUPERVISOR_ATTR, WORKER as WORKER_ATTR
 
 
@@ -153,6 +153,7 @@ def fail_dead_trial(study: optuna.Study, trial: FrozenTrial, reason: str, retrie
     storage = study._storage
     try:
         storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, error)
+        storage.set_trial_user_attr(trial._trial_id, STOPPED, True)
         if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             return None
     except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):

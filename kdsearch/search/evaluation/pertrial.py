@@ -19,7 +19,9 @@ from ...measure.costs import count_macs, count_params
 from ...models.students.io import save_student
 from ...models.students.registry import build
 from ...models.students.space import sample_spec, suggest
-from ...runs.layout import trial_dir
+from ...runs.layout import rung_checkpoint, trial_dir
+from ...runs.trial_attrs import RESUMED_AT, RUNG
+from ...training.checkpoint import Resume
 from ...training.distill import fit, recipe_from
 from ..budgets import reject_over_budget
 from ..cpu_share import training_share
@@ -47,7 +49,8 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
         spec = sample_spec(trial, cfg.space, data.in_channels, data.num_classes, data.image_size,
                            list(data.mean), list(data.std))
         hp = {k: suggest(trial, k, cfg.space[k], SPACE_KINDS[k]) for k in ("temperature", "alpha", "lr")}
-    seed = cfg.seed * 1_000_003 + trial.number
+    rung = trial.user_attrs.get(RUNG)  # a promoted student: seeded by the trial it promotes, so that a rung
+    seed = cfg.seed * 1_000_003 + (rung["from"] if rung else trial.number)  # trial tried again continues
     torch.manual_seed(seed)
     model = build(spec)
     shape = (data.in_channels, data.image_size, data.image_size)
@@ -59,6 +62,10 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
 
     model = model.to(ctx.device)
     recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
+    # a rung's training (10 epochs on all images: hours on a CPU) keeps epoch checkpoints; a short trial does not
+    resume = (Resume(rung_checkpoint(cfg.run_path, rung), {"spec": spec.to_json(), **hp, "teacher": ctx.teacher.key,
+                                                           "cache": ctx.cache.path.stem if ctx.cache else None})
+              if rung else None)
 
     k = cfg.pruner.checks_per_epoch
 
@@ -81,10 +88,14 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
                         teacher=ctx.teacher.model, cache=ctx.cache, x_val=ctx.x_val, y_val=ctx.y_val,
                         on_epoch=record, on_check=prune, checks_per_epoch=k,
                         measure_check=lambda check: looks_at(ctx.pruner, check, cfg.epochs * k), progress=ctx.progress,
-                        description=f"trial {trial.number}")
+                        description=f"trial {trial.number}", resume=resume)
     except optuna.TrialPruned:  # saved as evaluated (fit has put a weight average into the model by now)
         save_student(trial_dir(cfg.run_path, trial.number), model, spec)
         raise
     save_student(trial_dir(cfg.run_path, trial.number), model, spec)
+    if resume is not None:
+        if resume.resumed_at:
+            trial.set_user_attr(RESUMED_AT, resume.resumed_at)
+        resume.path.unlink(missing_ok=True)
     values = {"accuracy": curve[-1], **costs}
     return tuple(float(values[o]) for o in cfg.objectives)
