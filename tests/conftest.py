@@ -63,6 +63,16 @@ class PruneTrialTwo:
         return len(history) == 2 and len(curve) == 1
 
 
+@pytest.fixture
+def untimed(tmp_path, monkeypatch) -> None:
+    """A study run by a test, in-process: its own kdsearch cache, and latencies not timed (about 1 s a student;
+    such tests read the study, not latencies)."""
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("kdsearch.measure.latency.student_latency",
+                        lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
+                        Timing(0.01, 0.001, 1, runtime, batch, threads))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(folder, tmp_path_factory) -> Path:
     """A finished 6-trial study (5 complete, trial 2 pruned) made through the CLI, for report and dashboard tests.

@@ -190,7 +190,7 @@ def test_a_resumed_supernet_training_continues_bit_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch):
+def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch, untimed):
     import json as json_
 
     from typer.testing import CliRunner
@@ -201,13 +201,6 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     from kdsearch.runs.run import open_run
     from kdsearch.runs.trial_attrs import FIRST_PASS, ONESHOT as ONESHOT_ATTR, REPEAT_OF, rejected, repeated
 
-    from kdsearch.measure.latency import Timing
-
-    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    # timing each subnet takes ~1 s; this test reads the study, not latencies
-    monkeypatch.setattr("kdsearch.measure.latency.student_latency",
-                        lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
-                        Timing(0.01, 0.001, 1, runtime, batch, threads))
     argv = ["run", "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs", "1",
             "--epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--strategy", "oneshot",
             "--trials", "8", "--objectives", "accuracy,params,macs", "--max-params", "20000", "--views", "2",
@@ -250,8 +243,12 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     # the benchmark's replay of screening, on the subnets this run kept, stops none of them
     from benchmarks.subnet_eval import replay
 
-    row = replay(str(tmp_path / "run"))
-    assert row["subnets"] == sum(FIRST_PASS in t.user_attrs for t in done) and row["stopped"] == 0
+    if any(FIRST_PASS in t.user_attrs for t in done):  # (screening with no margin may have stopped every one)
+        row = replay(str(tmp_path / "run"))
+        assert row["subnets"] == sum(FIRST_PASS in t.user_attrs for t in done) and row["stopped"] == 0
+    else:
+        with pytest.raises(SystemExit, match="no scored subnet with a recorded first pass"):
+            replay(str(tmp_path / "run"))
     # the fidelity benchmark's picks from a band: its least and most accurate subnets and between
     from benchmarks.fidelity import oneshot_students
 

@@ -22,13 +22,7 @@ def run(tmp_path, *extra):
 
 
 @pytest.mark.slow
-def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_path, monkeypatch):
-    from kdsearch.measure.latency import Timing
-
-    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdsearch.measure.latency.student_latency",
-                        lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
-                        Timing(0.01, 0.001, 1, runtime, batch, threads))
+def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_path, untimed):
     result = run(tmp_path, "--promote-by", "band")
     assert result.exit_code == 0, result.output
     study = open_run(tmp_path / "run").study
@@ -114,17 +108,12 @@ def test_a_promotion_stopped_with_its_process_is_tried_again_and_one_that_failed
 
 
 @pytest.mark.slow
-def test_a_rung_trial_stopped_mid_training_continues_from_its_last_epoch(tmp_path, monkeypatch):
+def test_a_rung_trial_stopped_mid_training_continues_from_its_last_epoch(tmp_path, monkeypatch, untimed):
     import kdsearch.training.checkpoint as checkpoint
-    from kdsearch.measure.latency import Timing
     from kdsearch.runs.layout import rung_checkpoint
     from kdsearch.runs.trial_attrs import RESUMED_AT
     from kdsearch.search.workers import fail_dead_trial
 
-    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdsearch.measure.latency.student_latency",
-                        lambda model, shape, runtime="onnxruntime", batch=1, threads=1, graph=None, device=None:
-                        Timing(0.01, 0.001, 1, runtime, batch, threads))
     monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     save = checkpoint.save
 
