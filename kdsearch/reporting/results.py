@@ -20,7 +20,7 @@ from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
 from ..analysis.front import pareto_trials
-from ..analysis.stats import excludes_zero
+from .cells import arm_cell, fraction, gain_cell, pct, sentence
 from ..errors import KDSearchError
 from ..final import DISTILL_ONLY, MODES, headline
 from ..runs.files import write_text_atomic
@@ -37,40 +37,6 @@ AIM_FRACTION, AIM_POINTS = 0.1, 3.0  # the aim: at most 1/10 of the teacher's pa
 FIDELITY_MIN = 6  # retrained students needed before the search's rank correlation is printed
 ARM_STYLE = {"kd": ("#d62728", "circle", 0.96), "ce": ("#1f77b4", "square", 1.0), "ce-all": ("#7f7f7f", "diamond", 1.04)}
 # (colour, marker, x offset factor: the arms of one student sit side by side instead of on top of each other)
-
-
-def pct(x: float | None, digits: int = 2) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
-
-
-def fraction(part: float, whole: float) -> str:
-    """'6.1%, 1/16': a share of the teacher's size, as a percentage and as 1/N."""
-    if not part or not whole:
-        return ""
-    return f"{part / whole:.1%}, 1/{whole / part:.0f}" if part < whole else f"{part / whole:.1%}"
-
-
-def sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def arm_cell(arm: dict[str, Any] | None) -> str:
-    """An arm's test accuracy as a table cell: mean ± sd over seeds, in percent."""
-    if not arm:
-        return ""
-    sd = "" if math.isnan(arm["test_sd"]) else f" ± {100 * arm['test_sd']:.2f}"
-    return f"{pct(arm['test_mean'])}{sd}"
-
-
-def gain_cell(g: dict[str, Any] | None, pairs: int | None = None) -> str:
-    """The paired gain in points with its interval; its seed count when it differs from the row's `pairs`."""
-    if not g:
-        return ""
-    if g["n"] < 2:
-        return f"{100 * g['mean']:+.2f} (1 seed)"
-    mark = "" if excludes_zero(g["low"], g["high"]) else " (spans 0)"
-    over = f" over {g['n']} seeds" if pairs is not None and g["n"] != pairs else ""
-    return f"{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]{mark}{over}"
 
 
 def load_finals(run_dir: Path, within: str = "") -> list[dict[str, Any]]:
