@@ -22,6 +22,11 @@ subnets with between B/2 and B parameters (spread over its accuracies: the most 
 evenly between), each with its inherited-weight validation accuracy as the proxy (budget "inherited",
 its scoring seconds) and trained from scratch at the final budget (the run's T, alpha and lr): the
 one-shot search's within-band Kendall, beside the parameter-count baseline and the per-trial proxies'.
+`--finetune N ...` also trains each subnet from its inherited weights (its family's supernet as the run saved
+it, batch norm recalibrated on the run's calibration images) for N epochs on all the training images by the same
+recipe (budget "inherited+N"), and `--proxies 45000xN` from scratch for N: whether the inherited weights are
+worth starting from (the fine-tuning table: fine-tuned minus from scratch, per subnet, for the same N epochs and
+for the final budget).
 
 Every trained model is appended to OUT/results.jsonl at once (resumable). The study file's
 run folder provides the teacher and its logit cache (built there on first use).
@@ -36,6 +41,9 @@ of older runs, without it, load the same.
         --fixed temperature=4 alpha=0.9 --proxies 300x2 --final-epochs 6 --out bench-out/fidelity-bands
     python -m benchmarks fidelity studies/cifar10-resnet32-oneshot-cpu.toml --oneshot results/cifar10-resnet32-oneshot \
         --bands 4642 15472 46415 93000 --per-band 3 --final-epochs 10 --out benchmarks/results/fidelity-oneshot
+    python -m benchmarks fidelity studies/cifar10-resnet32-oneshot-cpu.toml --oneshot results/cifar10-resnet32-oneshot \
+        --bands 15472 46415 93000 --per-band 4 --final-epochs 10 --finetune 3 --proxies 45000x3 \
+        --out benchmarks/results/fidelity-oneshot
 """
 
 from __future__ import annotations
@@ -52,15 +60,17 @@ import torch
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
-from kdsearch.config import SPACE_KINDS, load_config
+from kdsearch.config import SPACE_KINDS, config_from_dict, load_config
 from kdsearch.data.splits import stratified_subset
 from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students import REFERENCES, build, scaled_reference
 from kdsearch.models.students.space import sample_spec, suggest
 from kdsearch.search.budgets import budget_excess
-from kdsearch.search.evaluation.oneshot import fixed_hp
+from kdsearch.search.evaluation.oneshot import calibration_images, fixed_hp, load_supernet
+from kdsearch.training.subnet_eval import inherit
+from kdsearch.analysis.stats import t_interval
 from kdsearch.search.inputs import prepare_inputs, teacher_logit_cache
-from kdsearch.training.distill import fit, recipe_from
+from kdsearch.training.distill import accuracy, fit, recipe_from
 
 from .harness import ResultFile, load_rows
 
@@ -133,22 +143,54 @@ def budget_name(images: int, epochs: int) -> str:
     return f"{images}x{epochs}"
 
 
-def proxy_inputs(ctx, images: int) -> tuple:
-    """The training images of a budget and their teacher-logit cache, as a search at that budget has them:
-    the study's stratified subset (one per size, the study's seed) and its own cache of the same views."""
-    if images >= len(ctx.data.train):
-        return ctx.data.train, ctx.cache
+def finetuned_name(epochs: int) -> str:
+    """The budget of a one-shot subnet trained `epochs` epochs from its inherited weights."""
+    return f"{INHERITED}+{epochs}"
+
+
+def scratch_budget(budget: str) -> tuple[int, int] | None:
+    """(images, epochs) of a from-scratch budget, None for the inherited ones."""
+    images, x, epochs = budget.partition("x")
+    return (int(images), int(epochs)) if x and images.isdigit() and epochs.isdigit() else None
+
+
+def inherited_student(ctx, run_dir: str, spec, supernets: dict, calib: torch.Tensor):
+    """The one-shot subnet `spec` with the weights it inherits from its family's supernet in `run_dir` (saved
+    for this study, teacher and views; loaded once per family), batch norm recalibrated on `calib` as the run
+    did. `ctx`: the inputs the supernets trained on (subset_context of the study's subset)."""
+    if spec.family not in supernets:
+        loaded = load_supernet(ctx, spec.family, Path(run_dir))
+        if loaded is None:
+            raise SystemExit(f"--finetune: {run_dir} has no {spec.family} supernet trained for this study, teacher "
+                             "and views (run the benchmark with the run's own study file; REUSE its teacher and logits)")
+        supernets[spec.family] = loaded[1]
+    return inherit(supernets[spec.family], spec, calib)
+
+
+def subset_context(ctx, images: int):
+    """The inputs of a search on `images` training images, as it has them: the study's stratified subset (one
+    per size, the study's seed) and its own cache of the same views; all of them from `images` up (or 0)."""
+    if not images or images >= len(ctx.data.train):
+        return ctx
     sub = stratified_subset(ctx.data.train, images, ctx.cfg.seed)
     sub_ctx = dataclasses.replace(ctx, train=sub, x_train=sub.x.to(ctx.device), y_train=sub.y.to(ctx.device),
                                   cache=None)
-    return sub, teacher_logit_cache(sub_ctx, Console()) if ctx.cfg.train.teacher_cache else None
+    return dataclasses.replace(sub_ctx, cache=teacher_logit_cache(sub_ctx, Console()) if ctx.cfg.train.teacher_cache
+                               else None)
 
 
-def train_at(ctx, spec, hp, train, cache, epochs: int, seed: int) -> dict:
-    """Val accuracy of the student trained on `train` (with its logit cache) for `epochs`."""
+def proxy_inputs(ctx, images: int) -> tuple:
+    """The training images of a budget and their teacher-logit cache (subset_context)."""
+    sub = subset_context(ctx, images)
+    return sub.train, sub.cache
+
+
+def train_at(ctx, spec, hp, train, cache, epochs: int, seed: int, model=None) -> dict:
+    """Val accuracy of the student trained on `train` (with its logit cache) for `epochs`: a fresh one
+    (seeded), or `model` as it is (fine-tuned)."""
     recipe = recipe_from(ctx.cfg.train, epochs, hp["lr"], hp["temperature"], hp["alpha"])
     torch.manual_seed(seed)
-    model = build(spec).to(ctx.device)
+    model = build(spec).to(ctx.device) if model is None else model
     start = time.perf_counter()
     curve = fit(model, train.x.to(ctx.device), train.y.to(ctx.device), recipe, pad=ctx.data.pad, flip=ctx.data.flip,
                 seed=seed, teacher=ctx.teacher.model, cache=cache, x_val=ctx.x_val, y_val=ctx.y_val)
@@ -188,7 +230,7 @@ def table(rows: list[dict], final: str, markdown: bool) -> str:
         if len(common) < 3:
             continue
         a, b = [accs[i] for i in common], [ref[i] for i in common]
-        seconds = sum(r["seconds"] for r in rows if r["budget"] == budget) / len(accs)
+        seconds = sum(r["seconds"] for r in rows if r["budget"] == budget) / len(accs)  # a fine-tune: its own epochs only
         band, pairs = within_band_kendall(accs, ref, params)
         baseline, _ = within_band_kendall({i: params[i] for i in common}, ref, params)
         cells = [budget, str(len(common)), f"{spearmanr(a, b).statistic:.3f}", f"{kendalltau(a, b).statistic:.3f}",
@@ -197,7 +239,36 @@ def table(rows: list[dict], final: str, markdown: bool) -> str:
     final_s = [r["seconds"] for r in rows if r["budget"] == final]
     if final_s:
         out.append(f"\nfinal budget {final}: {len(final_s)} students, {sum(final_s) / len(final_s):.1f} s per student")
-    return "\n".join(out) + "\n\n" + students_table(rows, final, markdown)
+    tuned = finetune_table(rows, final, markdown)
+    return "\n".join(out) + "\n\n" + students_table(rows, final, markdown) + (f"\n\n{tuned}" if tuned else "")
+
+
+def finetune_table(rows: list[dict], final: str, markdown: bool) -> str:
+    """Per fine-tuning budget (inherited+N): the subnets' accuracy fine-tuned minus trained from scratch, in points
+    with a 95% t-interval over subnets, against N epochs from scratch on the same images and against the final
+    budget; empty without fine-tuned rows."""
+    acc = {(r["student"], r["budget"]): r["val_accuracy"] for r in rows}
+    seconds = {(r["student"], r["budget"]): r["seconds"] for r in rows}
+    images = scratch_budget(final)[0]
+    tuned_budgets = sorted({b for _, b in acc if b.startswith(INHERITED + "+")}, key=lambda b: int(b.split("+")[1]))
+    head = ["fine-tuned", "against (from scratch)", "subnets", "fine-tuned minus from scratch, points [95% CI]",
+            "subnets ahead", "s per subnet (fine-tuned / from scratch)"]
+    lines = []
+    for tuned in tuned_budgets:
+        for other in dict.fromkeys([budget_name(images, int(tuned.split("+")[1])), final]):
+            both = sorted(s for s, b in acc if b == tuned and (s, other) in acc)
+            if not both:
+                continue
+            ci = t_interval([100 * (acc[s, tuned] - acc[s, other]) for s in both])
+            ahead = sum(acc[s, tuned] > acc[s, other] for s in both)
+            pace = (sum(seconds[s, tuned] for s in both) / len(both), sum(seconds[s, other] for s in both) / len(both))
+            cells = [tuned, other, str(len(both)), f"{ci.mean:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]",
+                     f"{ahead} of {len(both)}", f"{pace[0]:.0f} / {pace[1]:.0f}"]
+            lines.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(cells))
+    if not lines:
+        return ""
+    top = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] if markdown else ["  ".join(head)]
+    return "\n".join(top + lines)
 
 
 def students_table(rows: list[dict], final: str, markdown: bool) -> str:
@@ -218,7 +289,7 @@ def students_table(rows: list[dict], final: str, markdown: bool) -> str:
 def final_budget(rows: list[dict]) -> str:
     """The final budget of a results file without loading its study: the one with the most image-epochs
     (all the training images at the most epochs)."""
-    images, epochs = max(tuple(map(int, r["budget"].split("x"))) for r in rows if r["budget"] != INHERITED)
+    images, epochs = max(b for b in (scratch_budget(r["budget"]) for r in rows) if b is not None)
     return budget_name(images, epochs)
 
 
@@ -228,16 +299,33 @@ def render(folder: Path) -> str:
     return table(rows, final_budget(rows), markdown=True)
 
 
+def study_config(study: str | None, oneshot: str | None, overrides: dict):
+    """The study file's config, or without one the one-shot run's own (as its run.json stored it), with
+    `overrides` (dotted keys)."""
+    if study:
+        return load_config(study, overrides)
+    from kdsearch.runs.run import open_run
+
+    values = open_run(oneshot).config
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        (values.setdefault(section, {}) if section else values)[key] = value
+    return config_from_dict(values)
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks fidelity", description=__doc__.splitlines()[0])
-    ap.add_argument("study")
+    ap.add_argument("study", nargs="?", help="the study file (with --oneshot, the run's own study by default)")
     ap.add_argument("--students", type=int, default=12)
-    ap.add_argument("--proxies", nargs="+", default=["10000x3"], help="IMAGESxEPOCHS, e.g. 10000x3 45000x1")
+    ap.add_argument("--proxies", nargs="+", help="IMAGESxEPOCHS, e.g. 10000x3 45000x1 (default 10000x3; none "
+                    "with --oneshot)")
     ap.add_argument("--final-epochs", type=int, default=30)
     ap.add_argument("--bands", nargs="*", type=int, default=[],
                     help="parameter budgets: per band, the references scaled to it and --per-band sampled students")
     ap.add_argument("--per-band", type=int, default=3)
     ap.add_argument("--oneshot", metavar="RUN", help="a one-shot run: its subnets per band, inherited vs from scratch")
+    ap.add_argument("--finetune", nargs="*", type=int, default=[], metavar="N",
+                    help="with --oneshot: also train each subnet N epochs from its inherited weights")
     ap.add_argument("--fixed", nargs="*", default=[], help="hyperparameters for every student, e.g. temperature=4 alpha=0.9")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="study settings, e.g. threads=2 data.data_dir=PATH")
@@ -248,16 +336,21 @@ def main(argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     rows = load_rows(path)
-    cfg = load_config(args.study, {k: json.loads(v) if v[:1] in "0123456789[-tfn" else v
-                                   for k, v in (s.split("=", 1) for s in args.set)} | {"run_dir": str(out / "run")})
-    cfg.data.subset = 0
+    if not (args.study or args.oneshot):
+        ap.error("give a study file, or --oneshot RUN")
+    cfg = study_config(args.study, args.oneshot, {k: json.loads(v) if v[:1] in "0123456789[-tfn" else v
+                                                  for k, v in (s.split("=", 1) for s in args.set)}
+                       | {"run_dir": str(out / "run")})
+    search_images, cfg.data.subset = cfg.data.subset, 0  # every budget chooses its own images
     ctx = prepare_inputs(cfg, Console())
     final = budget_name(len(ctx.data.train), args.final_epochs)
     if args.markdown:
         print(table(rows, final, markdown=True))
         return
     budgets = []
-    for p in ([] if args.oneshot else args.proxies):
+    if args.finetune and not args.oneshot:
+        ap.error("--finetune needs --oneshot RUN (the run whose supernets the subnets inherit from)")
+    for p in args.proxies or ([] if args.oneshot else ["10000x3"]):
         images, _, epochs = p.partition("x")
         budgets.append((min(int(images), len(ctx.data.train)), int(epochs)))
     budgets.append((len(ctx.data.train), args.final_epochs))
@@ -282,14 +375,24 @@ def main(argv: list[str]) -> None:
             r = {"student": i, "arch": spec.summary(), "params": count_params(build(spec)), **hp, "budget": INHERITED,
                  **proxies[i]}
             rows.append(results.append(r, settings))
-    for n, (i, spec, hp) in enumerate(students):
-        for images, epochs in budgets:
-            name = budget_name(images, epochs)
-            if (i, name) in done:
-                continue
-            r = {"student": i, "arch": spec.summary(), "params": count_params(build(spec)), **hp, "budget": name,
-                 **train_at(ctx, spec, hp, *inputs[images], epochs, args.seed * 1_000_003 + n)}
-            rows.append(results.append(r, settings))
-            print(f"student {i!s:>2s} {r['arch']:40s} {name:>10s}: val {r['val_accuracy']:.2%} ({r['seconds']:.0f} s)",
-                  flush=True)
+    supernets: dict = {}
+    supernet_ctx = subset_context(ctx, search_images) if args.finetune else None
+    calib = calibration_images(supernet_ctx) if args.finetune else None
+    jobs = [(n, images, epochs, False) for n in range(len(students)) for images, epochs in budgets]
+    jobs += [(n, len(ctx.data.train), epochs, True) for n in range(len(students)) for epochs in args.finetune]
+    jobs.sort(key=lambda job: job[1:3] == budgets[-1])  # the final budget last: the others' rows come sooner
+    for n, images, epochs, tune in jobs:
+        i, spec, hp = students[n]
+        name = finetuned_name(epochs) if tune else budget_name(images, epochs)
+        if (i, name) in {(r["student"], r["budget"]) for r in load_rows(path)}:  # also trained by another process
+            continue
+        start = {}
+        if tune:
+            model = inherited_student(supernet_ctx, args.oneshot, spec, supernets, calib)
+            start = {"inherited_val_accuracy": accuracy(model, ctx.x_val, ctx.y_val)}  # the subnet as it was scored
+        r = {"student": i, "arch": spec.summary(), "params": count_params(build(spec)), **hp, "budget": name, **start,
+             **train_at(ctx, spec, hp, *inputs[images], epochs, args.seed * 1_000_003 + n, model if tune else None)}
+        rows.append(results.append(r, settings))
+        print(f"student {i!s:>2s} {r['arch']:40s} {name:>10s}: val {r['val_accuracy']:.2%} ({r['seconds']:.0f} s)",
+              flush=True)
     print(table(rows, final, markdown=False))

@@ -190,8 +190,10 @@ def test_a_resumed_supernet_training_continues_bit_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch, untimed):
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the fidelity table on tiny data: tied accuracies
+def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch, capsys, untimed):
     import json as json_
+    import shutil
 
     from typer.testing import CliRunner
 
@@ -279,6 +281,31 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     document = (tmp_path / "RESULTS.md").read_text()
     assert "inherit from supernets trained 1 epoch(s))" in document
     assert "### Inherited weights fine-tuned" in document and f"\n| {n} | " in document
+    # the fidelity benchmark on this run (its own study): each picked subnet fine-tuned from the weights it
+    # inherited (which score as the run scored it), from scratch for as many epochs, and at the final budget
+    from benchmarks.__main__ import main as bench
+    from benchmarks.harness import load_rows
+
+    out = tmp_path / "fid"
+    for folder in ("teachers", "logits"):  # the run's prepared teacher and logits: the supernets' key needs them
+        shutil.copytree(tmp_path / "run" / folder, out / "run" / folder)
+    bench(["fidelity", "--oneshot", str(tmp_path / "run"), "--bands", "20000", "10000", "5000", "2500",
+           "1250", "--per-band", "1", "--final-epochs", "2",
+           "--finetune", "1", "--proxies", "100000x1", "--out", str(out)])
+    got = load_rows(out / "results.jsonl")
+    scored = {t.number: t.values[0] for t in done}
+    tuned = [r for r in got if r["budget"] == "inherited+1"]
+    assert tuned and {r["student"] for r in tuned} == {r["student"] for r in got if r["budget"] == "inherited"}
+    for r in tuned:  # the supernet reloaded and recalibrated: the subnet as the run scored it (one image of layout rounding)
+        assert abs(r["inherited_val_accuracy"] - scored[int(r["student"].split("-t")[1])]) <= 1 / 144 + 1e-9
+    budgets = [r["budget"] for r in got if r["budget"] != "inherited"]
+    final = budgets[-1]
+    assert final.endswith("x2") and budgets.index(final) == len(budgets) - len(tuned)  # the final budget last
+    capsys.readouterr()
+    bench(["fidelity", "--oneshot", str(tmp_path / "run"), "--final-epochs", "2", "--out", str(out), "--markdown"])
+    table = capsys.readouterr().out
+    assert f"| inherited+1 | {final.replace('x2', 'x1')} | {len(tuned)} |" in table
+    assert f"| inherited+1 | {final} | {len(tuned)} |" in table
 
 
 def test_the_first_pass_is_a_stratified_part_of_validation_and_the_two_passes_score_each_image_once():

@@ -146,28 +146,50 @@ def supernet_path(run_dir: Path, family: str) -> Path:
     return Path(run_dir) / "supernets" / f"{family}.pt"
 
 
+def supernet_recipe(cfg: StudyConfig) -> Recipe:
+    """How every supernet of the study trains: the recipe at the study's epochs and its fixed T, alpha and lr."""
+    hp = fixed_hp(cfg)
+    return recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
+
+
+def supernet_key(ctx: TrialContext, space: SubnetSpace) -> dict[str, Any]:
+    """What a saved supernet must match to be used: its space, teacher, recipe, logit cache and images."""
+    return {"space": repr(space), "teacher": ctx.teacher.key, "recipe": repr(supernet_recipe(ctx.cfg)),
+            "cache": ctx.cache.path.stem if ctx.cache is not None else None, "images": len(ctx.train)}
+
+
+def load_supernet(ctx: TrialContext, family: str, run_dir: Path) -> tuple[SubnetSpace, torch.nn.Module] | None:
+    """`family`'s supernet as run folder `run_dir` saved it for this study, teacher and views; None if it has none."""
+    space = subnet_space(ctx.cfg, ctx.data, family)
+    saved = _load(supernet_path(run_dir, family), supernet_key(ctx, space))
+    if saved is None:
+        return None
+    supernet = build(space.largest())
+    supernet.load_state_dict(saved["state"])
+    return space, supernet.to(ctx.device).eval()
+
+
 def prepare_supernets(ctx: TrialContext, console: Console) -> dict[str, tuple[SubnetSpace, torch.nn.Module]]:
     """Each family's supernet: loaded when trained already (same space, teacher and views), else trained now
     (progress bar; an interruption continues from the last finished epoch)."""
     cfg, out = ctx.cfg, {}
-    hp = fixed_hp(cfg)
-    recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
     for family in oneshot_families(cfg, console):
-        space = subnet_space(cfg, ctx.data, family)
-        path = supernet_path(cfg.run_path, family)
-        key = {"space": repr(space), "teacher": ctx.teacher.key, "recipe": repr(recipe),
-               "cache": ctx.cache.path.stem if ctx.cache is not None else None, "images": len(ctx.train)}
-        saved = _load(path, key)
-        if saved is None:  # one process trains it; another worker of the study waits, then loads it
+        loaded = load_supernet(ctx, family, cfg.run_path)
+        if loaded is None:  # one process trains it; another worker of the study waits, then loads it
             with run_lock(cfg.run_path, console, f"training the {family} supernet"):
-                saved = _load(path, key)
-                if saved is None:
-                    supernet = _train(ctx, space, path, key, recipe, family, console)
-        if saved is not None:  # trained before (or by another worker meanwhile): the state read with its key
-            supernet = build(space.largest())
-            supernet.load_state_dict(saved["state"])
-        out[family] = (space, supernet.to(ctx.device).eval())
+                loaded = load_supernet(ctx, family, cfg.run_path)
+                if loaded is None:
+                    space = subnet_space(cfg, ctx.data, family)
+                    supernet = _train(ctx, space, supernet_path(cfg.run_path, family), supernet_key(ctx, space),
+                                      supernet_recipe(cfg), family, console)
+                    loaded = space, supernet.to(ctx.device).eval()
+        out[family] = loaded
     return out
+
+
+def calibration_images(ctx: TrialContext) -> torch.Tensor:
+    """The training images that recalibrate every subnet's batch norm: a fixed stratified sample (the study's seed)."""
+    return stratified_subset(ctx.train, min(CALIBRATION_IMAGES, len(ctx.train)), ctx.cfg.seed).x.to(ctx.device)
 
 
 def _train(ctx: TrialContext, space: SubnetSpace, path: Path, key: dict[str, Any], recipe: Recipe, family: str,
@@ -309,7 +331,7 @@ def prepare(ctx: TrialContext, console: Console) -> Evaluation:
     """Train the supernets (or load them: trained by the first process of the study, or by a run before), and
     the training images that recalibrate each subnet's batch norm; then each trial evaluates a subnet."""
     supernets = prepare_supernets(ctx, console)
-    calib = stratified_subset(ctx.train, min(CALIBRATION_IMAGES, len(ctx.train)), ctx.cfg.seed).x.to(ctx.device)
+    calib = calibration_images(ctx)
     shape = (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
     # each family's subnets are scored in the layout its supernet runs faster in here (timed once, kept on disk)
     layouts = {family: fast_memory_format(supernet, ctx.device, shape, eval_batch_size(ctx.device))
