@@ -214,6 +214,7 @@ TABLES: dict[str, Callable[..., str]] = {
     "supervise": tables.supervise,
     "worker-start": tables.worker_start,
     "subnet-eval": tables.subnet_eval,
+    "search-cost": tables.search_cost,
     "concurrent": tables.concurrent,
     "verbatim": verbatim,
     "headline": headline,

@@ -303,3 +303,21 @@ def alpha_budget(folder: str) -> str:
                                   if r["seed"] in plain]).rsplit(" (", 1)[0]]
         body.append(row)
     return markdown_table(head, body) + "\n\n" + source(folder, rows)
+
+
+def search_cost(folder: str) -> str:
+    """Per run (its latest row): thread-hours of supernet training and of trials by kind, and students per
+    thread-hour (python -m benchmarks run-times --out)."""
+    latest = {r["run"]: r for r in rows_of(folder)}
+
+    def hours(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    body = [[f"`{r['run']}`", r["strategy"], f"{r['students'] + r['subnets_scored']:,}",
+             hours(r["supernet_thread_hours"]), hours(r["short_thread_hours"] + r["subnets_thread_hours"]),
+             hours(r["rung_thread_hours"]), hours(r["failed_thread_hours"]), f"**{r['thread_hours']:.2f}**",
+             f"{r['students_per_thread_hour']:.0f}"] for r in latest.values()]
+    head = ["run", "strategy", "students trained (per-trial) or scored (one-shot)", "supernet training",
+            "short trials or subnets scored", "promotions (rung)", "failed or stopped (upper bound)",
+            "thread-hours in all", "students per thread-hour"]
+    return markdown_table(head, body) + "\n\n" + source(folder, list(latest.values()))

@@ -343,3 +343,17 @@ def test_smoke_recipe(folder, study, tmp_path, monkeypatch, capsys):
 def test_smoke_report(tmp_path, capsys):
     bench(["report", "--check"])
     assert "as the result files give it" in capsys.readouterr().out
+
+
+def test_supernet_training_time_is_summed_over_the_processes_a_run_log_records(tmp_path):
+    from benchmarks.run_times import supernet_seconds
+
+    assert supernet_seconds(tmp_path / "run.log") is None
+    log = tmp_path / "run.log"
+    log.write_text("t INFO    $ kdsearch run a.toml\n"
+                   "t INFO    supernet epoch 1/3: 5/30 (17%), 0:00:30 elapsed, about 0:02:30 left\n"
+                   "t INFO    supernet epoch 2/3: 12/30 (40%), 0:01:10 elapsed, about 0:01:45 left\n"
+                   "t INFO    $ kdsearch run a.toml\n"  # stopped, then continued by another process
+                   "t INFO    supernet epoch 3/3: 25/30 (83%), 1:00:05 elapsed, about 0:00:10 left\n"
+                   "t INFO    trial 0 finished\n")
+    assert supernet_seconds(log) == 70 + 3605

@@ -281,6 +281,13 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     document = (tmp_path / "RESULTS.md").read_text()
     assert "inherit from supernets trained 1 epoch(s))" in document
     assert "### Inherited weights fine-tuned" in document and f"\n| {n} | " in document
+    # its search cost: every scored subnet and repeat counted once; the supernets' time from the run's log
+    from benchmarks.run_times import search_cost
+
+    cost = search_cost(tmp_path / "run")
+    scored = [t for t in trials if ONESHOT_ATTR in t.user_attrs and not (rejected(t) or repeated(t))]  # screened too
+    assert cost["strategy"] == "oneshot" and cost["subnets_scored"] == len(scored) and cost["repeats"] == len(again)
+    assert cost["supernet_thread_hours"] is not None and cost["thread_hours"] >= cost["supernet_thread_hours"] > 0
     # the fidelity benchmark on this run (its own study): each picked subnet fine-tuned from the weights it
     # inherited (which score as the run scored it), from scratch for as many epochs, and at the final budget
     from benchmarks.__main__ import main as bench
@@ -293,11 +300,11 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
            "1250", "--per-band", "1", "--final-epochs", "2",
            "--finetune", "1", "--proxies", "100000x1", "--out", str(out)])
     got = load_rows(out / "results.jsonl")
-    scored = {t.number: t.values[0] for t in done}
+    accuracy = {t.number: t.values[0] for t in done}
     tuned = [r for r in got if r["budget"] == "inherited+1"]
     assert tuned and {r["student"] for r in tuned} == {r["student"] for r in got if r["budget"] == "inherited"}
     for r in tuned:  # the supernet reloaded and recalibrated: the subnet as the run scored it (one image of layout rounding)
-        assert abs(r["inherited_val_accuracy"] - scored[int(r["student"].split("-t")[1])]) <= 1 / 144 + 1e-9
+        assert abs(r["inherited_val_accuracy"] - accuracy[int(r["student"].split("-t")[1])]) <= 1 / 144 + 1e-9
     budgets = [r["budget"] for r in got if r["budget"] != "inherited"]
     final = budgets[-1]
     assert final.endswith("x2") and budgets.index(final) == len(budgets) - len(tuned)  # the final budget last

@@ -194,7 +194,8 @@ def calibration_images(ctx: TrialContext) -> torch.Tensor:
 
 def _train(ctx: TrialContext, space: SubnetSpace, path: Path, key: dict[str, Any], recipe: Recipe, family: str,
            console: Console) -> torch.nn.Module:
-    """Train one family's supernet (resumable by epoch) and save it atomically with its key."""
+    """Train one family's supernet (resumable by epoch) and save it atomically with its key and each epoch's
+    seconds (`epoch_seconds`: the search's cost, kept across interruptions in a file beside it)."""
     cfg = ctx.cfg
     largest = space.largest()
     console.print(f"one-shot: training the {family} supernet ({largest.summary()}, "
@@ -202,14 +203,33 @@ def _train(ctx: TrialContext, space: SubnetSpace, path: Path, key: dict[str, Any
                   highlight=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     resume = Resume(path.with_suffix(".partial.pt"), key, every_s=0.0)
+    times_path = path.with_suffix(".seconds.json")
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+
+    def record(epoch: int, loss: float, seconds: float) -> None:
+        times[str(epoch)] = seconds
+        times_path.write_text(json.dumps(times))
+
     with progress_bar(console) as progress:
         supernet = train_supernet(space, ctx.x_train, ctx.y_train, recipe, pad=ctx.data.pad, flip=ctx.data.flip,
                                   seed=cfg.seed, cache=ctx.cache, teacher=ctx.teacher.model,
-                                  progress=progress, resume=resume)
+                                  progress=progress, resume=resume, on_epoch=record)
+    seconds = [times[str(e)] for e in range(1, recipe.epochs + 1) if str(e) in times]
     with atomic_path(path) as tmp:  # a supernet half-written is never loaded
-        torch.save({"key": key, "state": supernet.state_dict()}, tmp)
+        torch.save({"key": key, "state": supernet.state_dict(), "epoch_seconds": seconds}, tmp)
     resume.path.unlink(missing_ok=True)
+    times_path.unlink(missing_ok=True)
     return supernet
+
+
+def training_seconds(path: Path) -> float | None:
+    """The seconds a saved supernet's training took (its epochs' sum), None when it did not record them."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (missing or damaged)
+        return None
+    seconds = saved.get("epoch_seconds") if isinstance(saved, dict) else None
+    return float(sum(seconds)) if seconds else None
 
 
 def _load(path: Path, key: dict[str, Any]) -> dict | None:
