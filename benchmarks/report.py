@@ -79,11 +79,15 @@ def _within_band(folder: str, budget: str) -> tuple[float, float, int, str]:
     return band, base, pairs, final
 
 
-def fidelity_line(folder: str, budget: str) -> str:
+def fidelity_line(folder: str, budget: str, label: str = "within-band Kendall (default budget)") -> str:
     """The one-line figure of a proxy budget: its within-band Kendall against the final budget, and the
-    parameter-count baseline's over the same pairs (an indented line, as the issue's form asks)."""
+    parameter-count baseline's over the same pairs (an indented line, as the issues' form asks)."""
+    if not (ROOT / folder / "results.jsonl").is_file():
+        return f"({label}: nothing trained yet, `{folder}`)"
     band, base, pairs, final = _within_band(folder, budget)
-    return (f"    within-band Kendall (default budget): {band:.2f}; parameter-count baseline: {base:.2f}\n\n"
+    if not pairs:
+        return f"({label}: no pair of students less than 2x apart has both budgets yet, `{folder}/results.jsonl`)"
+    return (f"    {label}: {band:.2f}; parameter-count baseline: {base:.2f}\n\n"
             f"({budget} against {final}, over {pairs} pairs of students less than 2x apart in parameters; "
             f"`{folder}/results.jsonl`)")
 

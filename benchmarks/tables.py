@@ -315,9 +315,9 @@ def search_cost(folder: str) -> str:
 
     body = [[f"`{r['run']}`", r["strategy"], f"{r['students'] + r['subnets_scored']:,}",
              hours(r["supernet_thread_hours"]), hours(r["short_thread_hours"] + r["subnets_thread_hours"]),
-             hours(r["rung_thread_hours"]), hours(r["failed_thread_hours"]), f"**{r['thread_hours']:.2f}**",
+             f"{hours(r['rung_thread_hours'])} ({r['promotions']})", hours(r["failed_thread_hours"]), f"**{r['thread_hours']:.2f}**",
              f"{r['students_per_thread_hour']:.0f}"] for r in latest.values()]
     head = ["run", "strategy", "students trained (per-trial) or scored (one-shot)", "supernet training",
-            "short trials or subnets scored", "promotions (rung)", "failed or stopped (upper bound)",
+            "short trials or subnets scored", "promotions to the rung (students)", "failed or stopped (upper bound)",
             "thread-hours in all", "students per thread-hour"]
     return markdown_table(head, body) + "\n\n" + source(folder, list(latest.values()))
