@@ -335,3 +335,22 @@ def test_a_checkpoints_validation_accuracy_is_said_to_be_not_held_out():
         assert ("not held out" in text) == checkpoint, text
         if checkpoint:
             assert "(validation 93.72%; not held out: " in text and "test accuracy is the held-out number" in text
+
+
+def test_a_front_of_hundreds_is_shown_as_its_accuracy_vs_params_members():
+    import optuna
+
+    from kdsearch.reporting.results import MAX_FRONT_ROWS, front_section
+    from kdsearch.runs.run import Run
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    n = 2 * MAX_FRONT_ROWS  # every trial on the 3-objective front (fewer MACs as params grow); the odd ones
+    for i in range(n):      # less accurate than the even one before them at fewer params
+        acc, params, macs = (0.5 + 0.001 * i if i % 2 == 0 else 0.3), 1000 + 10 * i, 100_000 - 100 * i
+        study.add_trial(optuna.trial.create_trial(values=[acc, params, macs], user_attrs={
+            "params": params, "macs": macs, "arch": f"conv[{i}]", "temperature": 4.0, "alpha": 0.9}))
+    teacher = {"params": 464_154}
+    text = "\n".join(front_section(Run(study, None, {"epochs": 3}), teacher, []))
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert f"({n} of {n} trials;" in text and f"lists all {n}" in text
+    assert sorted(int(r.split("|")[1]) for r in rows) == list(range(0, n, 2))
