@@ -47,7 +47,7 @@ from kdsearch.search.evaluation.oneshot import CALIBRATION_IMAGES, LAYOUTS, subn
 from kdsearch.training.distill import accuracy, eval_batch_size, make_optimizer, recipe_from, steps_per_epoch
 from kdsearch.training.memory_format import fast_memory_format
 from kdsearch.training.sandwich import sandwich, sandwich_step
-from kdsearch.training.subnet_eval import recalibrate
+from kdsearch.training.subnet_eval import inherit, recalibrate
 
 from .harness import ResultFile, interleaved, random_images, timed
 
@@ -70,8 +70,7 @@ def in_budget_subnets(cfg: StudyConfig, family: str, n: int, seed: int):
 
 def score(supernet, spec, x_calib, x_val, y_val, layout: torch.memory_format) -> float:
     """kdsearch's evaluation (extract, recalibrate, validate) with the student and images in `layout`."""
-    student = extract(supernet, spec).to(memory_format=layout)
-    recalibrate(student, x_calib.contiguous(memory_format=layout))
+    student = inherit(supernet, spec, x_calib, layout)
     return accuracy(student, x_val.contiguous(memory_format=layout), y_val, eval_batch_size(x_val.device))
 
 
