@@ -266,9 +266,14 @@ def test_a_oneshot_study_evaluates_subnets_and_exports_one(tmp_path, monkeypatch
     from kdsearch.runs.layout import arm_dir, final_dir, trial_dir
 
     n = done[0].number
+    saved, _ = load_student(trial_dir(tmp_path / "run", n))
+    shutil.rmtree(trial_dir(tmp_path / "run", n))  # a committed run keeps its supernets, not its subnets' weights
     tuned = CliRunner().invoke(app, ["train", str(tmp_path / "run"), "--trial", str(n), "--inherit", "--epochs", "1",
                                      "--lr", "1e-9", "--no-baseline", "--no-all-views-baseline"])
     assert tuned.exit_code == 0, tuned.output
+    assert "extracted again from the" in tuned.output  # the same subnet: supernet, spec and calibration images
+    restored = load_student(trial_dir(tmp_path / "run", n))[0].state_dict()
+    assert all(torch.allclose(v.float(), restored[k].float(), atol=1e-5) for k, v in saved.state_dict().items())
     folder = final_dir(tmp_path / "run", n) / "inherited"
     assert json_.loads((folder / "results.json").read_text())["setup"]["init"] == "inherited"
     inherited, _ = load_student(trial_dir(tmp_path / "run", n))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from ..measure.costs import count_macs, count_params
 from ..models.students.references import REFERENCES, reference, scaled_reference
 from ..models.students.registry import build
@@ -37,15 +39,19 @@ class Student:
     init: Path | None = None  # a saved student every model starts from (a one-shot subnet's inherited weights)
 
 
-def inherited_weights(run: Run, number: int) -> Path:
-    """The folder of one-shot trial `number`'s subnet as it inherited its supernet's weights (checked)."""
+def inherited_weights(run: Run, number: int, console: Console | None = None) -> Path:
+    """The folder of one-shot trial `number`'s subnet as it inherited its supernet's weights (checked); one
+    not saved there (a committed run keeps its supernets, not its trials' students) is extracted again."""
     attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
     init = trial_dir(run.run_dir, number)
     if ONESHOT not in attrs:
         raise KDSearchError(f"--inherit: trial {number} trained its student from scratch (a per-trial search); "
                             "inherited weights are a one-shot run's")
     if not (init / WEIGHTS_FILE).is_file():
-        raise KDSearchError(f"--inherit: trial {number}'s subnet was not saved ({init / WEIGHTS_FILE} is missing)")
+        from ..search.evaluation.oneshot import restore_subnet
+
+        spec = StudentSpec.from_json(json.dumps(attrs["spec"]))
+        return restore_subnet(run.run_dir, run.config, number, spec, console or Console())
     return init
 
 

@@ -33,7 +33,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from ...config import SPACE_KINDS, StudyConfig
+from ...config import SPACE_KINDS, StudyConfig, config_from_dict
 from ...data.splits import stratified_pick, stratified_subset
 from ...errors import KDSearchError
 from ...measure.costs import count_macs, count_params
@@ -52,7 +52,7 @@ from ...training.memory_format import FORMATS, fast_memory_format
 from ...training.sandwich import train_supernet
 from ...training.subnet_eval import correct, inherit
 from ..budgets import reject_over_budget, within_budgets
-from ..inputs import TrialContext
+from ..inputs import TrialContext, prepare_inputs
 from ..workers import run_lock
 from .base import Evaluation
 from .costs import deployed_costs
@@ -240,6 +240,24 @@ def _load(path: Path, key: dict[str, Any]) -> dict | None:
     except Exception:  # noqa: BLE001  (damaged: trained again)
         return None
     return saved if saved.get("key") == key else None
+
+
+def restore_subnet(run_dir: Path, config: dict[str, Any], number: int, spec: StudentSpec, console: Console) -> Path:
+    """Trial `number`'s subnet saved again in its trial folder, extracted from the run's supernet and
+    recalibrated as the trial did: a committed run keeps its supernets, not every scored subnet's weights.
+    The run's own inputs (its config as stored: teacher, views and images decide the supernet's key)."""
+    cfg = config_from_dict(config)
+    cfg.run_dir = str(run_dir)
+    ctx = prepare_inputs(cfg, console)
+    loaded = load_supernet(ctx, spec.family, Path(run_dir))
+    if loaded is None:
+        raise KDSearchError(f"--inherit: trial {number}'s subnet was not saved and {supernet_path(run_dir, spec.family)} "
+                            "is missing or holds a supernet of another study, teacher or views")
+    console.print(f"trial {number}: its subnet extracted again from the {spec.family} supernet (not saved in this "
+                  "run folder)", highlight=False)
+    folder = trial_dir(Path(run_dir), number)
+    save_student(folder, inherit(loaded[1], spec, calibration_images(ctx)), spec)
+    return folder
 
 
 def describe(ctx: TrialContext, trials: int, console: Console, study: optuna.Study | None = None) -> None:
