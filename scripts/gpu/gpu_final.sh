@@ -13,6 +13,11 @@
 # hand-written references beside each student, as that script trains them), once its promotions are done:
 #   SRC=results/cifar10-resnet32-v3 RUN=results/cifar10-resnet32-v3 EPOCHS=50 VIEWS= LRS= EXTRA=--no-baseline \
 #     bash scripts/gpu/gpu_final.sh OUTDIR 540
+# The CPU one-shot run's picks (issue 38's quality comparison; it has no subnet within 1/100), from scratch with the
+# references beside them, then fine-tuned from their inherited weights (extracted again from the committed supernet):
+#   SRC=results/cifar10-resnet32-oneshot RUN=results/cifar10-resnet32-oneshot PARAMS="15472 46415" EPOCHS=50 VIEWS= \
+#     LRS= EXTRA=--no-baseline bash scripts/gpu/gpu_final.sh OUTDIR 540
+#   ... EPOCHS=10 EXTRA="--no-baseline --inherit" bash scripts/gpu/gpu_final.sh OUTDIR 300
 # Dry run on a CPU: DEVICE=cpu EPOCHS=5 VIEWS=1 JOBS=1 PARAMS=4642 SEEDS=0 EXTRA=--subset RUN=/tmp/dry bash ... OUT 900
 set -uo pipefail
 OUTDIR=${1:?usage: gpu_final.sh OUTDIR [SECONDS]}
