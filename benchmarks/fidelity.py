@@ -60,6 +60,7 @@ import torch
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
+from kdsearch.analysis.stats import t_interval
 from kdsearch.config import SPACE_KINDS, config_from_dict, load_config
 from kdsearch.data.splits import stratified_subset
 from kdsearch.measure.costs import count_macs, count_params
@@ -67,10 +68,9 @@ from kdsearch.models.students import REFERENCES, build, scaled_reference
 from kdsearch.models.students.space import sample_spec, suggest
 from kdsearch.search.budgets import budget_excess
 from kdsearch.search.evaluation.oneshot import calibration_images, fixed_hp, load_supernet
-from kdsearch.training.subnet_eval import inherit
-from kdsearch.analysis.stats import t_interval
 from kdsearch.search.inputs import prepare_inputs, teacher_logit_cache
 from kdsearch.training.distill import accuracy, fit, recipe_from
+from kdsearch.training.subnet_eval import inherit
 
 from .harness import ResultFile, load_rows
 
@@ -230,7 +230,7 @@ def table(rows: list[dict], final: str, markdown: bool) -> str:
         if len(common) < 3:
             continue
         a, b = [accs[i] for i in common], [ref[i] for i in common]
-        seconds = sum(r["seconds"] for r in rows if r["budget"] == budget) / len(accs)  # a fine-tune: its own epochs only
+        seconds = sum(r["seconds"] for r in rows if r["budget"] == budget) / len(accs)
         band, pairs = within_band_kendall(accs, ref, params)
         baseline, _ = within_band_kendall({i: params[i] for i in common}, ref, params)
         cells = [budget, str(len(common)), f"{spearmanr(a, b).statistic:.3f}", f"{kendalltau(a, b).statistic:.3f}",

@@ -204,7 +204,10 @@ def _train(ctx: TrialContext, space: SubnetSpace, path: Path, key: dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     resume = Resume(path.with_suffix(".partial.pt"), key, every_s=0.0)
     times_path = path.with_suffix(".seconds.json")
-    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    try:  # the epochs an interrupted training finished before
+        times = json.loads(times_path.read_text())
+    except (OSError, ValueError):
+        times = {}
 
     def record(epoch: int, loss: float, seconds: float) -> None:
         times[str(epoch)] = seconds
