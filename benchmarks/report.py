@@ -161,9 +161,11 @@ def headlines() -> list[Headline]:
                  f"{_pareto(f'{R}/pruners-digits')} (digits), {_pareto(f'{R}/pruners-cifar10-e12-gpu')} and "
                          f"{_pareto(f'{R}/pruners-cifar10-plain-e12-gpu')} (CIFAR-10 subset)",
                  "Search quality per pruner", "python -m benchmarks pruners STUDY"),
-        Headline("Search fidelity within size bands: Kendall of a short trial (10,000 x 3) with 10 epochs on "
-                 "all images, and of ranking by size",
-                 "{:.2f} and {:.2f} over {} pairs".format(*_within_band(f"{R}/fidelity-cifar10-bands", "10000x3")[:3]),
+        Headline("Search fidelity within size bands: Kendall with 10 epochs on all images of the default study's "
+                 "rung (45,000 x 3), its short trials (10,000 x 3) and ranking by size",
+                 "{:.2f}, {:.2f} and {:.2f} over {} pairs".format(
+                     _within_band(f"{R}/fidelity-cifar10-bands", "45000x3")[0],
+                     *_within_band(f"{R}/fidelity-cifar10-bands", "10000x3")[:3]),
                  "Within size bands: students made for the question (in progress)",
                  "bash benchmarks/results/fidelity-cifar10-bands/run.sh"),
         Headline("A worker's start, spawned / forked from kdsearch's preloaded server",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CIFAR-10 run that asks whether the search beats hand-written students (docs/cifar10-runs.md):
-# the search of studies/cifar10-resnet32.toml (60 trials of 3 epochs on 10,000 images, then the most
+# the search of studies/cifar10-resnet32-v3.toml (60 trials of 3 epochs on 10,000 images, then the most
 # accurate student of each size band and family promoted to 10 epochs on all 45,000, where the front is read), then
 # the most accurate front members within 1/100, 1/30 and 1/10 of the teacher's 464,154 parameters retrained
 # for EPOCHS epochs on all 45,000 images, distilled (T 4, alpha 0.9) and by ordinary training, 3 seeds,
@@ -25,7 +25,7 @@ if [ -n "${REUSE:-}" ]; then
   cp -n "$REUSE"/teachers/* "$RUN/teachers/" 2>/dev/null || true
   cp -n "$REUSE"/logits/* "$RUN/logits/" 2>/dev/null || true
 fi
-$KD run studies/cifar10-resnet32.toml --run-dir "$RUN" ${THREADS:+--threads "$THREADS"}
+$KD run studies/cifar10-resnet32-v3.toml --run-dir "$RUN" ${THREADS:+--threads "$THREADS"}
 [ -n "${SEARCH_ONLY:-}" ] && exit 0
 train() { $KD train "$RUN" --max-params "$1" --seeds "$2" --epochs "$EPOCHS" --no-baseline --jobs "${JOBS:-1}"; }
 # 1/100, 1/30 and 1/10 of the teacher's params (4642, 15472, 46415)
