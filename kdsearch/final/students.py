@@ -18,6 +18,7 @@ from ..models.students.spec import StudentSpec
 from ..errors import KDSearchError
 from ..runs.layout import WEIGHTS_FILE, final_dir, reference_dir, trial_dir
 from ..runs.run import Run
+from ..search.evaluation.oneshot import restore_subnet
 from ..search.inputs import TrialContext
 from ..runs.trial_attrs import ONESHOT, RUNG as RUNG_ATTR
 from .arms import DISTILL_ONLY
@@ -48,8 +49,6 @@ def inherited_weights(run: Run, number: int, console: Console | None = None) -> 
         raise KDSearchError(f"--inherit: trial {number} trained its student from scratch (a per-trial search); "
                             "inherited weights are a one-shot run's")
     if not (init / WEIGHTS_FILE).is_file():
-        from ..search.evaluation.oneshot import restore_subnet
-
         spec = StudentSpec.from_json(json.dumps(attrs["spec"]))
         return restore_subnet(run.run_dir, run.config, number, spec, console or Console())
     return init
