@@ -166,7 +166,7 @@ def headlines() -> list[Headline]:
                  "{:.2f}, {:.2f} and {:.2f} over {} pairs".format(
                      _within_band(f"{R}/fidelity-cifar10-bands", "45000x3")[0],
                      *_within_band(f"{R}/fidelity-cifar10-bands", "10000x3")[:3]),
-                 "Within size bands: students made for the question (in progress)",
+                 "Within size bands: students made for the question",
                  "bash benchmarks/results/fidelity-cifar10-bands/run.sh"),
         Headline("A worker's start, spawned / forked from kdsearch's preloaded server",
                  _span(_field(f"{R}/worker-start", "ratio"), ".0f", "x"),
