@@ -46,6 +46,9 @@ def test_the_best_of_each_size_band_train_again_and_the_front_is_read_there(tmp_
     # the same command again: everything promoted already, nothing trains
     again = run(tmp_path, "--promote-by", "band")
     assert again.exit_code == 0 and "promoting" not in again.output, again.output
+    status = " ".join(CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output.split())
+    assert "5 of 5 trials finished" in status  # the status line counts as --trials does ...
+    assert f"{len(rungs)} promoted student(s) trained at the rung" in status  # ... and names the rung apart
     assert len([t for t in open_run(tmp_path / "run").study.trials if rung_of(t)]) == len(rungs)
     assert to_promote(open_run(tmp_path / "run").study, 1, {"epochs": 2, "images": 0}, "band") == []
     # a rung trial retrains like any other, its search accuracy the rung's

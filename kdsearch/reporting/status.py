@@ -21,6 +21,8 @@ from rich.table import Table
 from ..analysis.front import TRIAL_STATES, trial_state
 from ..runs.layout import PARTIAL_LOGITS_SUFFIX, PARTIAL_SUFFIX, RESULTS_FILE, teachers_dir
 from ..runs.run import Run
+from ..runs.trial_attrs import rung_of
+from ..search.study import n_finished
 from ..search.workers import ERROR_ATTR, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
 from ..training.checkpoint import progress_of
 from .tables import front_facts, pareto_table, teacher_facts
@@ -36,9 +38,11 @@ def show_status(run: Run, console: Console) -> None:
     trials = study.get_trials(deepcopy=False)
     counts = Counter("waiting" if t.state == TrialState.WAITING else trial_state(t) for t in trials)
     target = run.config.get("trials")
-    done = counts["complete"] + counts["pruned"]  # as --trials counts: over-budget rejections and repeats do not
+    done = n_finished(study)  # as --trials counts: rejections, repeats and promotions (rung trials) do not
+    rungs = sum(1 for t in trials if rung_of(t) and t.state == TrialState.COMPLETE)
     console.print(f"study [cyan]{study.study_name}[/]: {done} of {target or '?'} trials finished ("
-                  + ", ".join(f"{counts[k]} {k}" for k in (*TRIAL_STATES, "waiting") if counts[k]) + ")", highlight=False)
+                  + ", ".join(f"{counts[k]} {k}" for k in (*TRIAL_STATES, "waiting") if counts[k]) + ")"
+                  + (f"; {rungs} promoted student(s) trained at the rung" if rungs else ""), highlight=False)
     now = time.time()
     running = [t for t in trials if t.state == TrialState.RUNNING]
     if running:
