@@ -79,6 +79,16 @@ def _within_band(folder: str, budget: str) -> tuple[float, float, int, str]:
     return band, base, pairs, final
 
 
+ONESHOT_RUN, DEFAULT_RUN = "results/cifar10-resnet32-oneshot", "results/cifar10-resnet32-v4"
+
+
+def _costs(folder: str, *runs: str) -> str:
+    """Each run's thread-hours and students per thread-hour, as the cost table has them (its latest row)."""
+    latest = {r["run"]: r for r in tables.rows_of(folder)}
+    return ", ".join(f"{Path(run).name} {latest[run]['thread_hours']:.2f} h ({latest[run]['students_per_thread_hour']:.0f}"
+                     " students per h)" for run in runs)
+
+
 def fidelity_line(folder: str, budget: str, label: str = "within-band Kendall (default budget)") -> str:
     """The one-line figure of a proxy budget: its within-band Kendall against the final budget, and the
     parameter-count baseline's over the same pairs (an indented line, as the issues' form asks)."""
@@ -168,6 +178,12 @@ def headlines() -> list[Headline]:
                      *_within_band(f"{R}/fidelity-cifar10-bands", "10000x3")[:3]),
                  "Within size bands: students made for the question",
                  "bash benchmarks/results/fidelity-cifar10-bands/run.sh"),
+        Headline("One-shot search on CIFAR-10: within-band Kendall of inherited weights and of ranking by size; "
+                 "thread-hours of the one-shot and the default per-trial search",
+                 "{:.2f} and {:.2f} over {} pairs; {}".format(*_within_band(f"{R}/fidelity-oneshot", "inherited")[:3],
+                                                              _costs(f"{R}/search-cost", ONESHOT_RUN, DEFAULT_RUN)),
+                 "One-shot search on CIFAR-10: fidelity and cost",
+                 "bash benchmarks/results/fidelity-oneshot/run.sh"),
         Headline("A worker's start, spawned / forked from kdsearch's preloaded server",
                  _span(_field(f"{R}/worker-start", "ratio"), ".0f", "x"),
                  "A worker's start: forked from a preloaded server vs spawned",
