@@ -15,8 +15,10 @@
 #   THREADS=1 ...                                  (the search on one thread, beside other work)
 #   SEARCH_ONLY=1 ...                              (stop after the search and its promotions)
 # REUSE=FOLDER copies a run folder's prepared teacher and logit caches first (their keys decide
-# whether they are used: another teacher, data or view count is prepared again).
+# whether they are used: another teacher, data or view count is prepared again). STUDY=FILE searches
+# another study file (results/cifar10-resnet32-v3.sh: the v3 study, whose rung is 10 epochs).
 set -euo pipefail
+STUDY=${STUDY:-studies/cifar10-resnet32.toml}
 RUN=${RUN:-results/cifar10-resnet32-v4}
 EPOCHS=${EPOCHS:-50}
 KD=${KD:-kdsearch}
@@ -25,7 +27,7 @@ if [ -n "${REUSE:-}" ]; then
   cp -n "$REUSE"/teachers/* "$RUN/teachers/" 2>/dev/null || true
   cp -n "$REUSE"/logits/* "$RUN/logits/" 2>/dev/null || true
 fi
-$KD run studies/cifar10-resnet32.toml --run-dir "$RUN" ${THREADS:+--threads "$THREADS"}
+$KD run "$STUDY" --run-dir "$RUN" ${THREADS:+--threads "$THREADS"}
 [ -n "${SEARCH_ONLY:-}" ] && exit 0
 train() { $KD train "$RUN" --max-params "$1" --seeds "$2" --epochs "$EPOCHS" --no-baseline --jobs "${JOBS:-1}"; }
 # 1/100, 1/30 and 1/10 of the teacher's params (4642, 15472, 46415)
