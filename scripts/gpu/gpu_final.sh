@@ -9,9 +9,9 @@
 #   bash scripts/gpu/gpu_final.sh OUTDIR [SECONDS]        # SECONDS: this script's budget (default 300)
 # Knobs (environment): SRC, RUN, EPOCHS, SEEDS, VIEWS, JOBS, PARAMS, DEVICE, LRS (the lr choice's `train` options;
 # empty: train's default probes; VIEWS empty: train's own choice of views), EXTRA (more `train` options).
-# The v3 run's final training (results/cifar10-resnet32-v3.sh's, on the device; in its own folder, with the
-# hand-written references beside each student, as that script trains them), once its promotions are done:
-#   SRC=results/cifar10-resnet32-v3 RUN=results/cifar10-resnet32-v3 EPOCHS=50 VIEWS= LRS= EXTRA=--no-baseline \
+# The default study's run's final training (results/cifar10-resnet32-v4.sh's, on the device; in its own folder,
+# with the hand-written references beside each student, as that script trains them; v3's picks are the same):
+#   SRC=results/cifar10-resnet32-v4 RUN=results/cifar10-resnet32-v4 EPOCHS=50 VIEWS= LRS= EXTRA=--no-baseline \
 #     bash scripts/gpu/gpu_final.sh OUTDIR 540
 # The CPU one-shot run's picks (issue 38's quality comparison; it has no subnet within 1/100), from scratch with the
 # references beside them, then fine-tuned from their inherited weights (extracted again from the committed supernet):
