@@ -124,7 +124,7 @@ def run(
     epochs: Annotated[Optional[int], Opt(help="Training epochs per student.")] = None,
     strategy: Annotated[Optional[str], Opt(help="pertrial (default: each student trained from scratch) or oneshot (supernets trained once for --epochs, each trial a subnet evaluated with inherited weights).")] = None,
     screen: Annotated[Optional[bool], Opt("--screen/--no-screen", help="(oneshot) Stop scoring a subnet after its first 1,000 validation images when a scored subnet as small is over 3 standard errors more accurate.")] = None,
-    promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) and family again at a longer rung, where the front is read (0: off).")] = None,
+    promote: Annotated[Optional[int], Opt(help="Then train the N most accurate students of each size band (within 2x in params) and family again at a longer rung, where the front is read (one-shot: fine-tuned from their inherited weights; 0: off).")] = None,
     promote_epochs: Annotated[Optional[int], Opt(help="The rung's epochs (default 10).")] = None,
     promote_images: Annotated[Optional[int], Opt(help="The rung's training images (default 0: all of the training split).")] = None,
     promote_by: Annotated[Optional[str], Opt(help="family (default: the best of each size band and family) or band (of each size band, every family at once).")] = None,

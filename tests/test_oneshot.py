@@ -370,3 +370,51 @@ def test_every_strategy_a_study_file_names_is_an_evaluation_of_the_search():
     from kdsearch.search.evaluation import DRY_RUN, STRATEGIES, TRIALS
 
     assert set(NAMES) == set(STRATEGIES) == set(TRIALS) == set(DRY_RUN)
+
+
+@pytest.mark.slow
+def test_a_oneshot_promotion_fine_tunes_the_subnet_from_its_inherited_weights(tmp_path, monkeypatch, untimed):
+    from typer.testing import CliRunner
+
+    from kdsearch.cli import app
+    from kdsearch.models.students.io import load_student
+    from kdsearch.runs.layout import WEIGHTS_FILE, trial_dir
+    from kdsearch.runs.run import open_run
+    from kdsearch.runs.trial_attrs import INHERITED, rung_of
+    from kdsearch.search.evaluation import pertrial
+    from kdsearch.search.promote import to_promote
+
+    run_dir, study_file = tmp_path / "run", tmp_path / "study.toml"
+    study_file.write_text('[space]\nfamily = ["residual"]\nstages = [1, 2]\n')  # one supernet, a small one
+    argv = ["run", str(study_file), "--dataset", "digits", "--teacher", "resnet20", "--no-pretrained", "--teacher-epochs",
+            "1", "--epochs", "1", "--device", "cpu", "--run-dir", str(run_dir), "--strategy", "oneshot", "--trials", "4",
+            "--objectives", "accuracy,params,macs", "--max-params", "8000", "--views", "2", "--subset", "400",
+            "--in-process"]
+    assert (result := CliRunner().invoke(app, argv)).exit_code == 0, result.output
+    rung = {"epochs": 1, "images": 0}
+    chosen = to_promote(open_run(run_dir).study, 1, rung)
+    assert chosen
+    (trial_dir(run_dir, chosen[0].number) / WEIGHTS_FILE).unlink()  # as a committed run has it: supernets only
+    starts = []
+    real_fit = pertrial.fit
+
+    def fit(model, *args, **kwargs):  # the weights each rung trial's training starts from
+        starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(pertrial, "fit", fit)
+    result = CliRunner().invoke(app, argv + ["--promote", "1", "--promote-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "from their inherited weights" in " ".join(result.output.split())
+    assert f"trial {chosen[0].number}: its subnet extracted again" in " ".join(result.output.split())
+    rungs = [t for t in open_run(run_dir).study.trials if rung_of(t)]
+    assert len(rungs) == len(chosen) == len(starts)
+    for t, start in zip(rungs, starts):
+        assert rung_of(t)[INHERITED] is True and t.state.name == "COMPLETE"
+        inherited = load_student(trial_dir(run_dir, rung_of(t)["from"]))[0].state_dict()
+        assert all(torch.equal(start[k], inherited[k]) for k in inherited)  # fine-tuned, not from scratch ...
+        tuned = load_student(trial_dir(run_dir, t.number))[0].state_dict()
+        assert not all(torch.equal(tuned[k], inherited[k]) for k in inherited)  # ... and trained
+    markdown = CliRunner().invoke(app, ["results", str(run_dir), "--out", str(tmp_path / "R.md")])
+    assert markdown.exit_code == 0, markdown.output
+    assert "fine-tuned from the weights they inherit" in (tmp_path / "R.md").read_text()

@@ -172,7 +172,8 @@ class StudyConfig(Section):
     screen: bool = False
     # promotion (search.promote): the `promote` most accurate students of each size band (within 2x in
     # params), of each family in it with promote_by = "family" (the default) or of all with "band", train
-    # again for `promote_epochs` on `promote_images` training images (0: all), and the front is read there;
+    # again for `promote_epochs` on `promote_images` training images (0: all; a one-shot study fine-tunes its
+    # subnets from their inherited weights), and the front is read there;
     # 0 = off. Changing them later promotes what the new rung lacks, at that rung.
     promote: Annotated[int, at_least(0)] = 0
     promote_by: Annotated[str, OneOf(PROMOTE_BY)] = "family"

@@ -26,7 +26,7 @@ from ..final import DISTILL_ONLY, MODES, headline
 from ..runs.files import write_text_atomic
 from ..runs.layout import RESULTS_FILE, notes_file
 from ..runs.run import Run, open_run
-from ..runs.trial_attrs import rung_of
+from ..runs.trial_attrs import INHERITED, rung_of
 from .figures import log_ticks
 from .images import export_images
 from .results_provenance import provenance_section
@@ -114,12 +114,13 @@ def front_section(run: Run, teacher: dict[str, Any], finals: list[dict[str, Any]
                   if "kd" in b["summary"]["arms"]}
     cfg = run.config
     rung = rung_of(members[0]) if members else None
-    if cfg.get("strategy") == "oneshot":
-        how = f"subnets scored with the weights they inherit from supernets trained {cfg.get('epochs')} epoch(s)"
-    elif rung:  # the front is read at the highest rung (search.promote)
+    if rung:  # the front is read at the highest rung (search.promote)
         how = (f"read where its students were promoted: {rung['epochs']} epochs on "
                + (f"{rung['images']:,} images" if rung["images"] else "all the training images")
-               + f"; the search's trials {cfg.get('epochs')} epochs each")
+               + (f", fine-tuned from the weights they inherit from supernets trained {cfg.get('epochs')} epoch(s)"
+                  if rung.get(INHERITED) else f"; the search's trials {cfg.get('epochs')} epochs each"))
+    elif cfg.get("strategy") == "oneshot":
+        how = f"subnets scored with the weights they inherit from supernets trained {cfg.get('epochs')} epoch(s)"
     else:
         how = f"{cfg.get('epochs')} epochs each on the search's training images"
     lines = [f"### The search's Pareto front ({len(members)} of {len(run.study.trials)} trials; {how})", ""]

@@ -30,6 +30,7 @@ CURVE = "curve"  # validation accuracy after each epoch
 CHECKS = "checks"  # (checks_per_epoch > 1) validation accuracy at each check
 PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fraction: mid-epoch; 0: over budget)
 RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
+INHERITED = "inherited"  # (in a rung, one-shot) True: fine-tuned from the weights the subnet inherited
 RESUMED_AT = "resumed_at"  # (a rung trial) the epoch it continued from, where an earlier attempt stopped
 ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
 ONESHOT = "oneshot"  # (one-shot) how its accuracy was measured: inherited weights ({"calibration_images", ...})

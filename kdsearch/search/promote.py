@@ -13,6 +13,11 @@ led 10,000 images x 3 epochs and a MobileNetV2-style one led 10 epochs on all im
 "Search fidelity", the bands table), and the v3 CIFAR-10 search, promoting by band alone, promoted only
 plain students; `promote_by = "band"` compares every family's students in a band at once.
 
+In a one-shot study a promoted subnet is fine-tuned from the weights it inherited instead (rung
+`inherited`): on CIFAR-10 three epochs of that ranked subnets within size bands at Kendall 0.87 against
+10 epochs from scratch, where their inherited-weight scores ranked them no better than size (0.73) and 3
+epochs from scratch at 0.80 (BENCHMARKS.md, "One-shot search on CIFAR-10").
+
 Promotion runs in the `kdsearch run` process, after the workers' trials, one student at a time (a
 failing student fails its trial alone); rerunning the command promotes what is missing.
 """
@@ -32,9 +37,11 @@ from rich.markup import escape
 from ..config import StudyConfig
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.trial_attrs import RESUMED_AT, RUNG as RUNG_ATTR, STOPPED, is_reference, rung_of
+from ..runs.layout import WEIGHTS_FILE, trial_dir
+from ..runs.trial_attrs import INHERITED, RESUMED_AT, RUNG as RUNG_ATTR, STOPPED, is_reference, rung_of
 from .enqueue import ENQUEUED_ATTR
 from .estimate import estimate_training
+from .evaluation.oneshot import restore_subnet
 from .evaluation.pertrial import train_trial
 from .inputs import prepare_inputs
 from .workers import ERROR_ATTR, heartbeat
@@ -83,19 +90,26 @@ def rung_config(cfg: StudyConfig) -> StudyConfig:
 def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int]:
     """Train the students to promote at the rung (each a new trial); returns the new trials' numbers."""
     rung = {"epochs": cfg.promote_epochs, "images": cfg.promote_images}
+    if cfg.strategy == "oneshot":  # fine-tuned from the subnet's inherited weights (pertrial.train_trial)
+        rung[INHERITED] = True
     chosen = to_promote(study, cfg.promote, rung, cfg.promote_by)
     if cfg.promote <= 0 or not chosen:
         return []
     images = f"{cfg.promote_images:,} images" if cfg.promote_images else "all training images"
     of = " and family" if cfg.promote_by == "family" else ""
+    start = " from their inherited weights" if rung.get(INHERITED) else ""
     console.print(f"promoting the {cfg.promote} most accurate student(s) of each size band{of} (within 2x in params): "
-                  f"trial(s) {', '.join(str(t.number) for t in chosen)}, {cfg.promote_epochs} epochs on {images} each")
+                  f"trial(s) {', '.join(str(t.number) for t in chosen)}, {cfg.promote_epochs} epochs on {images} "
+                  f"each{start}", highlight=False)
     ctx = prepare_inputs(rung_config(cfg), console)
     numbers = []
     for source in chosen:
         estimate_training(ctx, StudentSpec.from_json(json.dumps(source.user_attrs["spec"])),
                           source.user_attrs["lr"], 1, cfg.promote_epochs, 1, console)
         attrs = source.user_attrs
+        if rung.get(INHERITED) and not (trial_dir(cfg.run_path, source.number) / WEIGHTS_FILE).is_file():
+            restore_subnet(cfg.run_path, cfg.to_dict(), source.number,  # (a committed run keeps only its supernets)
+                           StudentSpec.from_json(json.dumps(attrs["spec"])), console)
         known = attrs.get(ENQUEUED_ATTR) or {}
         trial = study.ask()
         trial.set_user_attr(RUNG_ATTR, {**rung, "from": source.number})

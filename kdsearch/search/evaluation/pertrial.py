@@ -3,7 +3,7 @@
 The trial's student is the sampler's (search space in models/students/space.py) or a known one from --enqueue;
 its costs are measured before any training (over budget: rejected untrained), the pruner looks at its validation
 accuracy at every check, and whatever it reaches (pruned or not) is saved as RUN/trials/<n>/. Promotion
-(search.promote) trains its rung trials here too.
+(search.promote) trains its rung trials here too (a one-shot study's from the weights its subnet inherited).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from rich.console import Console
 
 from ...config import SPACE_KINDS
 from ...measure.costs import count_macs, count_params
-from ...models.students.io import save_student
+from ...models.students.io import load_student, save_student
 from ...models.students.registry import build
 from ...models.students.space import sample_spec, suggest
 from ...runs.layout import rung_checkpoint, trial_dir
-from ...runs.trial_attrs import RESUMED_AT, RUNG
+from ...runs.trial_attrs import INHERITED, RESUMED_AT, RUNG
 from ...training.checkpoint import Resume
 from ...training.distill import fit, recipe_from
 from ..budgets import reject_over_budget
@@ -60,11 +60,14 @@ def train_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, ...]:
     reject_over_budget(trial, cfg, costs)  # size first: no latency timing for a student that is too big
     deployed_costs(trial, cfg, model, shape, costs, ctx.device)
 
+    if rung and rung.get(INHERITED):  # a one-shot subnet promoted: fine-tuned from the weights it inherited
+        model.load_state_dict(load_student(trial_dir(cfg.run_path, rung["from"]))[0].state_dict())
     model = model.to(ctx.device)
     recipe = recipe_from(cfg.train, cfg.epochs, hp["lr"], hp["temperature"], hp["alpha"])
     # a rung's training (10 epochs on all images: hours on a CPU) keeps epoch checkpoints; a short trial does not
     resume = (Resume(rung_checkpoint(cfg.run_path, rung), {"spec": spec.to_json(), **hp, "teacher": ctx.teacher.key,
-                                                           "cache": ctx.cache.path.stem if ctx.cache else None})
+                                                           "cache": ctx.cache.path.stem if ctx.cache else None,
+                                                           **({INHERITED: True} if rung.get(INHERITED) else {})})
               if rung else None)
 
     k = cfg.pruner.checks_per_epoch
