@@ -56,6 +56,7 @@ def test_a_oneshot_dry_run_says_what_trains_instead_of_a_per_trial_estimate(tmp_
     assert "one-shot: a supernet per family trains 1 epochs by the sandwich rule" in out
     assert "estimate: 2 trials" not in out  # no student trains per trial
     assert "most accurate student(s) of each size band and family" in out
+    assert "are fine-tuned from their inherited weights for" in out and "a trial's training" not in out
 
 
 def test_dry_run_on_an_existing_run_says_it_resumes_and_refuses_what_the_run_refuses(tiny_run, folder):

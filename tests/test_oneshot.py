@@ -415,6 +415,10 @@ def test_a_oneshot_promotion_fine_tunes_the_subnet_from_its_inherited_weights(tm
         assert all(torch.equal(start[k], inherited[k]) for k in inherited)  # fine-tuned, not from scratch ...
         tuned = load_student(trial_dir(run_dir, t.number))[0].state_dict()
         assert not all(torch.equal(tuned[k], inherited[k]) for k in inherited)  # ... and trained
+    from kdsearch.final.students import inherited_weights
+
+    # `train --inherit` on a promoted subnet starts from what the subnet it promotes inherited
+    assert inherited_weights(open_run(run_dir), rungs[0].number) == trial_dir(run_dir, rung_of(rungs[0])["from"])
     markdown = CliRunner().invoke(app, ["results", str(run_dir), "--out", str(tmp_path / "R.md")])
     assert markdown.exit_code == 0, markdown.output
     assert "fine-tuned from the weights they inherit" in (tmp_path / "R.md").read_text()

@@ -20,7 +20,7 @@ from ..runs.layout import WEIGHTS_FILE, final_dir, reference_dir, trial_dir
 from ..runs.run import Run
 from ..search.evaluation.oneshot import restore_subnet
 from ..search.inputs import TrialContext
-from ..runs.trial_attrs import ONESHOT, RUNG as RUNG_ATTR
+from ..runs.trial_attrs import INHERITED as FINE_TUNED_RUNG, ONESHOT, RUNG as RUNG_ATTR
 from .arms import DISTILL_ONLY
 
 INHERITED = "inherited"  # the folder (and setup "init") of a one-shot subnet fine-tuned from its inherited weights
@@ -42,7 +42,11 @@ class Student:
 
 def inherited_weights(run: Run, number: int, console: Console | None = None) -> Path:
     """The folder of one-shot trial `number`'s subnet as it inherited its supernet's weights (checked); one
-    not saved there (a committed run keeps its supernets, not its trials' students) is extracted again."""
+    not saved there (a committed run keeps its supernets, not its trials' students) is extracted again. A
+    promoted subnet (fine-tuned at the rung) inherits what the subnet it promotes inherited."""
+    rung = run.study.get_trials(deepcopy=False)[number].user_attrs.get(RUNG_ATTR)
+    if rung and rung.get(FINE_TUNED_RUNG):
+        number = rung["from"]
     attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
     init = trial_dir(run.run_dir, number)
     if ONESHOT not in attrs:

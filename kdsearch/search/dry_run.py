@@ -109,9 +109,12 @@ def dry_run(cfg: StudyConfig, console: Console) -> None:
         rung_images = cfg.promote_images or len(data.train)
         ratio = cfg.promote_epochs * rung_images / (cfg.epochs * len(train))
         of = " and family" if cfg.promote_by == "family" else ""
+        how = ("are fine-tuned from their inherited weights" if cfg.strategy == "oneshot" else "train again")
+        each = ("" if cfg.strategy == "oneshot"  # (a one-shot trial trains nothing to compare with)
+                else f", each about {ratio:.0f}x a trial's training")
         console.print(f"then promotion: the {cfg.promote} most accurate student(s) of each size band{of} (a factor of 2 "
-                      f"in params) train again for {cfg.promote_epochs} epochs on {rung_images:,} images, each about "
-                      f"{ratio:.0f}x a trial's training, one at a time (docs/search.md, \"Promotion\")", highlight=False)
+                      f"in params) {how} for {cfg.promote_epochs} epochs on {rung_images:,} images{each}, one at a "
+                      "time (docs/search.md, \"Promotion\")", highlight=False)
 
 
 def check_folder(cfg: StudyConfig) -> tuple[int, str, optuna.Study | None]:
