@@ -403,6 +403,7 @@ def test_a_oneshot_promotion_fine_tunes_the_subnet_from_its_inherited_weights(tm
         return real_fit(model, *args, **kwargs)
 
     monkeypatch.setattr(pertrial, "fit", fit)
+    monkeypatch.setattr("sys.argv", ["kdsearch", *argv, "--promote", "1", "--promote-epochs", "1"])  # as typed
     result = CliRunner().invoke(app, argv + ["--promote", "1", "--promote-epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "from their inherited weights" in " ".join(result.output.split())
@@ -421,4 +422,6 @@ def test_a_oneshot_promotion_fine_tunes_the_subnet_from_its_inherited_weights(tm
     assert inherited_weights(open_run(run_dir), rungs[0].number) == trial_dir(run_dir, rung_of(rungs[0])["from"])
     markdown = CliRunner().invoke(app, ["results", str(run_dir), "--out", str(tmp_path / "R.md")])
     assert markdown.exit_code == 0, markdown.output
-    assert "fine-tuned from the weights they inherit" in (tmp_path / "R.md").read_text()
+    document = (tmp_path / "R.md").read_text()
+    assert "fine-tuned from the weights they inherit" in document
+    assert "--promote 1 --promote-epochs 1" in document  # how it was made: the command that promoted, too

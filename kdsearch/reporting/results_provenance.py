@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 
 from ..runs.layout import run_file
+from ..runs.trial_attrs import COMMAND, rung_of
 
 COMMIT = re.compile(r"commit ([0-9a-f]{7,40})(-dirty)?")
 
@@ -119,7 +120,9 @@ def provenance_section(run_dir: Path, study: optuna.Study, finals: list[dict[str
     (without the search's parts when `search` is False: the document shows them for another folder)."""
     info = json.loads(run_file(run_dir).read_text())
     lines = ["### How it was made", ""]
-    commands = [info.get("command") if search else None] + list(dict.fromkeys(b.get("command") for b in finals))
+    promoted = [t.user_attrs.get(COMMAND) for t in study.get_trials(deepcopy=False) if rung_of(t)] if search else []
+    commands = list(dict.fromkeys([info.get("command") if search else None, *promoted,  # a later --promote too
+                                   *(b.get("command") for b in finals)]))
     commands = [shown_command(c, run_dir) for c in commands if c]
     if commands:
         lines += ["```", *commands, "```", ""]

@@ -32,6 +32,7 @@ PRUNED_AT = "pruned_at"  # the epoch after which the trial was stopped (a fracti
 RUNG = "rung"  # a promoted student's trial (search.promote): {"epochs", "images" (0: all), "from": trial}
 INHERITED = "inherited"  # (in a rung, one-shot) True: fine-tuned from the weights the subnet inherited
 RESUMED_AT = "resumed_at"  # (a rung trial) the epoch it continued from, where an earlier attempt stopped
+COMMAND = "command"  # (a rung trial) the `kdsearch run` command that promoted it (the search's own is run.json's)
 ENQUEUED = "enqueued"  # a trial that evaluates a known student (--enqueue, a reference, a promotion)
 ONESHOT = "oneshot"  # (one-shot) how its accuracy was measured: inherited weights ({"calibration_images", ...})
 REPEAT_OF = "repeat_of"  # (one-shot) the earlier trial that scored the same subnet: this one was not scored again

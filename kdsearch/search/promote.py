@@ -38,7 +38,8 @@ from ..config import StudyConfig
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
 from ..runs.layout import WEIGHTS_FILE, trial_dir
-from ..runs.trial_attrs import INHERITED, RESUMED_AT, RUNG as RUNG_ATTR, STOPPED, is_reference, rung_of
+from ..runs.provenance import command_line
+from ..runs.trial_attrs import COMMAND, INHERITED, RESUMED_AT, RUNG as RUNG_ATTR, STOPPED, is_reference, rung_of
 from .enqueue import ENQUEUED_ATTR
 from .estimate import estimate_training
 from .evaluation.oneshot import restore_subnet
@@ -113,6 +114,7 @@ def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int
         known = attrs.get(ENQUEUED_ATTR) or {}
         trial = study.ask()
         trial.set_user_attr(RUNG_ATTR, {**rung, "from": source.number})
+        trial.set_user_attr(COMMAND, command_line())  # may differ from the search's (a --promote added later)
         trial.set_user_attr(ENQUEUED_ATTR, {**known, "spec": attrs["spec"],
                                             **{k: attrs[k] for k in ("temperature", "alpha", "lr")}})
         numbers.append(trial.number)
