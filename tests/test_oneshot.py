@@ -419,7 +419,8 @@ def test_a_oneshot_promotion_fine_tunes_the_subnet_from_its_inherited_weights(tm
     from kdsearch.final.students import inherited_weights
 
     # `train --inherit` on a promoted subnet starts from what the subnet it promotes inherited
-    assert inherited_weights(open_run(run_dir), rungs[0].number) == trial_dir(run_dir, rung_of(rungs[0])["from"])
+    number = rungs[0].number
+    assert inherited_weights(open_run(run_dir), [number])[number] == trial_dir(run_dir, rung_of(rungs[0])["from"])
     markdown = CliRunner().invoke(app, ["results", str(run_dir), "--out", str(tmp_path / "R.md")])
     assert markdown.exit_code == 0, markdown.output
     document = (tmp_path / "R.md").read_text()

@@ -16,9 +16,9 @@ from ..models.students.references import REFERENCES, reference, scaled_reference
 from ..models.students.registry import build
 from ..models.students.spec import StudentSpec
 from ..errors import KDSearchError
-from ..runs.layout import WEIGHTS_FILE, final_dir, reference_dir, trial_dir
+from ..runs.layout import final_dir, reference_dir
 from ..runs.run import Run
-from ..search.evaluation.oneshot import restore_subnet
+from ..search.evaluation.oneshot import saved_subnets
 from ..search.inputs import TrialContext
 from ..runs.trial_attrs import INHERITED as FINE_TUNED_RUNG, ONESHOT, RUNG as RUNG_ATTR
 from .arms import DISTILL_ONLY
@@ -40,22 +40,22 @@ class Student:
     init: Path | None = None  # a saved student every model starts from (a one-shot subnet's inherited weights)
 
 
-def inherited_weights(run: Run, number: int, console: Console | None = None) -> Path:
-    """The folder of one-shot trial `number`'s subnet as it inherited its supernet's weights (checked); one
-    not saved there (a committed run keeps its supernets, not its trials' students) is extracted again. A
-    promoted subnet (fine-tuned at the rung) inherits what the subnet it promotes inherited."""
-    rung = run.study.get_trials(deepcopy=False)[number].user_attrs.get(RUNG_ATTR)
-    if rung and rung.get(FINE_TUNED_RUNG):
-        number = rung["from"]
-    attrs = run.study.get_trials(deepcopy=False)[number].user_attrs
-    init = trial_dir(run.run_dir, number)
-    if ONESHOT not in attrs:
-        raise KDSearchError(f"--inherit: trial {number} trained its student from scratch (a per-trial search); "
-                            "inherited weights are a one-shot run's")
-    if not (init / WEIGHTS_FILE).is_file():
-        spec = StudentSpec.from_json(json.dumps(attrs["spec"]))
-        return restore_subnet(run.run_dir, run.config, number, spec, console or Console())
-    return init
+def inherited_weights(run: Run, numbers: list[int], console: Console | None = None) -> dict[int, Path]:
+    """Per one-shot trial, the folder of its subnet as it inherited its supernet's weights (checked); those not
+    saved there (a committed run keeps its supernets, not its trials' students) are extracted again. A promoted
+    subnet (fine-tuned at the rung) inherits what the subnet it promotes inherited."""
+    trials = run.study.get_trials(deepcopy=False)
+    sources = {}
+    for number in numbers:
+        rung = trials[number].user_attrs.get(RUNG_ATTR)
+        source = rung["from"] if rung and rung.get(FINE_TUNED_RUNG) else number
+        if ONESHOT not in trials[source].user_attrs:
+            raise KDSearchError(f"--inherit: trial {source} trained its student from scratch (a per-trial search); "
+                                "inherited weights are a one-shot run's")
+        sources[number] = source
+    folders = saved_subnets(run.run_dir, run.config, {source: StudentSpec.from_json(json.dumps(
+        trials[source].user_attrs["spec"])) for source in sources.values()}, console or Console())
+    return {number: folders[source] for number, source in sources.items()}
 
 
 def trial_student(run: Run, ctx: TrialContext, number: int, spec: StudentSpec, init: Path | None = None) -> Student:

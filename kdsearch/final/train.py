@@ -108,7 +108,7 @@ def train_final(run: Run, numbers: list[int] | None = None, *, front: bool = Fal
         raise KDSearchError("final training needs the run folder (its config, teacher and data settings)")
     numbers = resolve_trials(run, numbers, front)
     chosen = {n: chosen_trial(run.study, n) for n in numbers}  # every request checked before any work
-    inits = {n: inherited_weights(run, n, console) for n in numbers} if inherit else {}
+    inits = inherited_weights(run, numbers, console) if inherit else {}
     if inherit:
         references = []
     distill = distill_settings(temperature, alpha)

@@ -37,12 +37,11 @@ from rich.markup import escape
 from ..config import StudyConfig
 from ..models.students.spec import StudentSpec
 from ..progress import progress_bar
-from ..runs.layout import WEIGHTS_FILE, trial_dir
 from ..runs.provenance import command_line
 from ..runs.trial_attrs import COMMAND, INHERITED, RESUMED_AT, RUNG as RUNG_ATTR, STOPPED, is_reference, rung_of
 from .enqueue import ENQUEUED_ATTR
 from .estimate import estimate_training
-from .evaluation.oneshot import restore_subnet
+from .evaluation.oneshot import saved_subnets
 from .evaluation.pertrial import train_trial
 from .inputs import prepare_inputs
 from .workers import ERROR_ATTR, heartbeat
@@ -102,15 +101,15 @@ def promote(cfg: StudyConfig, study: optuna.Study, console: Console) -> list[int
     console.print(f"promoting the {cfg.promote} most accurate student(s) of each size band{of} (within 2x in params): "
                   f"trial(s) {', '.join(str(t.number) for t in chosen)}, {cfg.promote_epochs} epochs on {images} "
                   f"each{start}", highlight=False)
+    if rung.get(INHERITED):  # the subnets' inherited weights (a committed run keeps only its supernets)
+        saved_subnets(cfg.run_path, cfg.to_dict(), {t.number: StudentSpec.from_json(json.dumps(t.user_attrs["spec"]))
+                                                    for t in chosen}, console)
     ctx = prepare_inputs(rung_config(cfg), console)
     numbers = []
     for source in chosen:
         estimate_training(ctx, StudentSpec.from_json(json.dumps(source.user_attrs["spec"])),
                           source.user_attrs["lr"], 1, cfg.promote_epochs, 1, console)
         attrs = source.user_attrs
-        if rung.get(INHERITED) and not (trial_dir(cfg.run_path, source.number) / WEIGHTS_FILE).is_file():
-            restore_subnet(cfg.run_path, cfg.to_dict(), source.number,  # (a committed run keeps only its supernets)
-                           StudentSpec.from_json(json.dumps(attrs["spec"])), console)
         known = attrs.get(ENQUEUED_ATTR) or {}
         trial = study.ask()
         trial.set_user_attr(RUNG_ATTR, {**rung, "from": source.number})

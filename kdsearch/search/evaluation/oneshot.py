@@ -44,7 +44,7 @@ from ...models.students.spec import StudentSpec
 from ...progress import progress_bar
 from ...models.students.supernet import ONESHOT_FAMILIES, SubnetSpace
 from ...runs.files import atomic_path
-from ...runs.layout import trial_dir
+from ...runs.layout import WEIGHTS_FILE, trial_dir
 from ...runs.trial_attrs import CURVE, FIRST_PASS, ONESHOT as ONESHOT_ATTR, REPEAT_OF, rejected, repeated
 from ...training.checkpoint import Resume
 from ...training.distill import Recipe, eval_batch_size, recipe_from
@@ -245,22 +245,33 @@ def _load(path: Path, key: dict[str, Any]) -> dict | None:
     return saved if saved.get("key") == key else None
 
 
-def restore_subnet(run_dir: Path, config: dict[str, Any], number: int, spec: StudentSpec, console: Console) -> Path:
-    """Trial `number`'s subnet saved again in its trial folder, extracted from the run's supernet and
-    recalibrated as the trial did: a committed run keeps its supernets, not every scored subnet's weights.
-    The run's own inputs (its config as stored: teacher, views and images decide the supernet's key)."""
+def saved_subnets(run_dir: Path, config: dict[str, Any], specs: dict[int, StudentSpec],
+                  console: Console) -> dict[int, Path]:
+    """Each trial's subnet folder (trial number -> spec); a subnet not saved there is saved again, extracted from
+    the run's supernet and recalibrated as the trial did: a committed run keeps its supernets, not every scored
+    subnet's weights. The run's own inputs (its config as stored: teacher, views and images decide the
+    supernet's key) are prepared, and each family's supernet loaded, once and only if a subnet is missing."""
+    folders = {number: trial_dir(Path(run_dir), number) for number in specs}
+    missing = [number for number, folder in folders.items() if not (folder / WEIGHTS_FILE).is_file()]
+    if not missing:
+        return folders
     cfg = config_from_dict(config)
     cfg.run_dir = str(run_dir)
     ctx = prepare_inputs(cfg, console)
-    loaded = load_supernet(ctx, spec.family, Path(run_dir))
-    if loaded is None:
-        raise KDSearchError(f"--inherit: trial {number}'s subnet was not saved and {supernet_path(run_dir, spec.family)} "
-                            "is missing or holds a supernet of another study, teacher or views")
-    console.print(f"trial {number}: its subnet extracted again from the {spec.family} supernet (not saved in this "
-                  "run folder)", highlight=False)
-    folder = trial_dir(Path(run_dir), number)
-    save_student(folder, inherit(loaded[1], spec, calibration_images(ctx)), spec)
-    return folder
+    calib = calibration_images(ctx)
+    supernets: dict[str, torch.nn.Module] = {}
+    for number in missing:
+        spec = specs[number]
+        if spec.family not in supernets:
+            loaded = load_supernet(ctx, spec.family, Path(run_dir))
+            if loaded is None:
+                raise KDSearchError(f"trial {number}'s subnet was not saved and {supernet_path(run_dir, spec.family)} "
+                                    "is missing or holds a supernet of another study, teacher or views")
+            supernets[spec.family] = loaded[1]
+        console.print(f"trial {number}: its subnet extracted again from the {spec.family} supernet (not saved in this "
+                      "run folder)", highlight=False)
+        save_student(folders[number], inherit(supernets[spec.family], spec, calib), spec)
+    return folders
 
 
 def describe(ctx: TrialContext, trials: int, console: Console, study: optuna.Study | None = None) -> None:
