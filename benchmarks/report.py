@@ -84,7 +84,7 @@ ONESHOT_RUN, DEFAULT_RUN = "results/cifar10-resnet32-oneshot", "results/cifar10-
 
 def _costs(folder: str, *runs: str) -> str:
     """Each run's thread-hours and students per thread-hour, as the cost table has them (its latest row)."""
-    latest = {r["run"]: r for r in tables.rows_of(folder)}
+    latest = tables.latest_costs(folder)
     return ", ".join(f"{Path(run).name} {latest[run]['thread_hours']:.2f} h ({latest[run]['students_per_thread_hour']:.0f}"
                      " students per h)" for run in runs)
 

@@ -305,10 +305,15 @@ def alpha_budget(folder: str) -> str:
     return markdown_table(head, body) + "\n\n" + source(folder, rows)
 
 
+def latest_costs(folder: str) -> dict[str, dict]:
+    """Each run's latest search-cost row (python -m benchmarks run-times --out), by run folder."""
+    return {r["run"]: r for r in rows_of(folder)}
+
+
 def search_cost(folder: str) -> str:
     """Per run (its latest row): thread-hours of supernet training and of trials by kind, and students per
     thread-hour (python -m benchmarks run-times --out)."""
-    latest = {r["run"]: r for r in rows_of(folder)}
+    latest = latest_costs(folder)
 
     def hours(value: float | None) -> str:
         return "" if value is None else f"{value:.2f}"
