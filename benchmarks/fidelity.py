@@ -63,14 +63,14 @@ from scipy.stats import kendalltau, spearmanr
 from kdsearch.analysis.stats import t_interval
 from kdsearch.config import SPACE_KINDS, config_from_dict, load_config
 from kdsearch.data.splits import stratified_subset
+from kdsearch.errors import KDSearchError
 from kdsearch.measure.costs import count_macs, count_params
 from kdsearch.models.students import REFERENCES, build, scaled_reference
 from kdsearch.models.students.space import sample_spec, suggest
 from kdsearch.search.budgets import budget_excess
-from kdsearch.search.evaluation.oneshot import calibration_images, fixed_hp, load_supernet
+from kdsearch.search.evaluation.oneshot import calibration_images, fixed_hp, inherited_subnet
 from kdsearch.search.inputs import prepare_inputs, teacher_logit_cache
 from kdsearch.training.distill import accuracy, fit, recipe_from
-from kdsearch.training.subnet_eval import inherit
 
 from .harness import ResultFile, load_rows
 
@@ -155,16 +155,14 @@ def scratch_budget(budget: str) -> tuple[int, int] | None:
 
 
 def inherited_student(ctx, run_dir: str, spec, supernets: dict, calib: torch.Tensor):
-    """The one-shot subnet `spec` with the weights it inherits from its family's supernet in `run_dir` (saved
-    for this study, teacher and views; loaded once per family), batch norm recalibrated on `calib` as the run
-    did. `ctx`: the inputs the supernets trained on (subset_context of the study's subset)."""
-    if spec.family not in supernets:
-        loaded = load_supernet(ctx, spec.family, Path(run_dir))
-        if loaded is None:
-            raise SystemExit(f"--finetune: {run_dir} has no {spec.family} supernet trained for this study, teacher "
-                             "and views (run the benchmark with the run's own study file; REUSE its teacher and logits)")
-        supernets[spec.family] = loaded[1]
-    return inherit(supernets[spec.family], spec, calib)
+    """The one-shot subnet `spec` with the weights it inherits from its family's supernet in `run_dir`, batch norm
+    recalibrated on `calib` as the run did (oneshot.inherited_subnet). `ctx`: the inputs the supernets trained on
+    (subset_context of the study's subset)."""
+    try:
+        return inherited_subnet(ctx, Path(run_dir), spec, supernets, calib)
+    except KDSearchError as exc:
+        raise SystemExit(f"--finetune: {exc} (run the benchmark with the run's own study file; REUSE its teacher "
+                         "and logits)") from None
 
 
 def subset_context(ctx, images: int):

@@ -262,16 +262,27 @@ def saved_subnets(run_dir: Path, config: dict[str, Any], specs: dict[int, Studen
     supernets: dict[str, torch.nn.Module] = {}
     for number in missing:
         spec = specs[number]
-        if spec.family not in supernets:
-            loaded = load_supernet(ctx, spec.family, Path(run_dir))
-            if loaded is None:
-                raise KDSearchError(f"trial {number}'s subnet was not saved and {supernet_path(run_dir, spec.family)} "
-                                    "is missing or holds a supernet of another study, teacher or views")
-            supernets[spec.family] = loaded[1]
+        try:
+            student = inherited_subnet(ctx, run_dir, spec, supernets, calib)
+        except KDSearchError as exc:
+            raise KDSearchError(f"trial {number}'s subnet was not saved and {exc}") from None
         console.print(f"trial {number}: its subnet extracted again from the {spec.family} supernet (not saved in this "
                       "run folder)", highlight=False)
-        save_student(folders[number], inherit(supernets[spec.family], spec, calib), spec)
+        save_student(folders[number], student, spec)
     return folders
+
+
+def inherited_subnet(ctx: TrialContext, run_dir: Path, spec: StudentSpec, supernets: dict[str, torch.nn.Module],
+                     calib: torch.Tensor) -> torch.nn.Module:
+    """Subnet `spec` with the weights it inherits from its family's supernet in `run_dir` (the one saved for
+    `ctx`'s study, teacher and views; loaded once per family into `supernets`), batch norm recalibrated on `calib`."""
+    if spec.family not in supernets:
+        loaded = load_supernet(ctx, spec.family, Path(run_dir))
+        if loaded is None:
+            raise KDSearchError(f"{supernet_path(run_dir, spec.family)} is missing or holds a supernet of another "
+                                "study, teacher or views")
+        supernets[spec.family] = loaded[1]
+    return inherit(supernets[spec.family], spec, calib)
 
 
 def describe(ctx: TrialContext, trials: int, console: Console, study: optuna.Study | None = None) -> None:
